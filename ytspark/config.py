@@ -1,0 +1,207 @@
+"""Typed configuration: TOML files in ``conf/`` plus ``--set section.key=value`` overrides.
+
+``load_config(profile="local", overrides=["prepare.max_examples_per_user=50"])``
+reads ``conf/default.toml``, then ``conf/<profile>.toml`` on top, then the
+overrides, and checks every key and value against the dataclasses below. A
+wrong key or type raises :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(os.environ.get("YTSPARK_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"  # ignored when spark-submit already set --master
+    app_name: str = "ytspark"
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    local_dir: str = ""  # spark.local.dir; empty = Spark's default
+    log_level: str = "WARN"
+    extra: dict[str, str] = field(default_factory=dict)  # any other spark.* settings
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    events: str = ""  # path/URL of the events table; empty = generate synthetic data
+    users: str = ""
+    videos: str = ""
+    format: str = "auto"  # auto | parquet | jsonl | csv
+    output: str = "out"  # root of everything ytspark writes
+    root: str = ""  # when set, every relative path must stay inside it (no '..' escape)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    users: int = 5000
+    videos: int = 3000
+    channels: int = 300
+    categories: int = 20
+    days: int = 60
+    visits_per_user: float = 12.0  # mean visits per user over the window
+    seed: int = 42
+    partitions: int = 8
+    start_date: str = "2026-01-01"
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    max_reject_share: float = 0.05  # fail when more than this share of a table is rejected
+    max_watch_seconds: float = 86400.0  # longer watches are absurd
+    max_watch_over_duration: float = 3.0  # watch_seconds / video_seconds above this is absurd
+    future_tolerance_seconds: float = 86400.0  # timestamps after now + this are in the future
+    as_of: str = ""  # ISO date used as "now" for the future check; empty = wall clock
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    history_length: int = 50  # last-N watched ids and last-N search tokens
+    max_examples_per_user: int = 100  # fixed cap of candidate rows per user (paper 3.4)
+    example_sampling: str = "recent"  # recent | uniform (seeded)
+    completed_fraction: float = 0.5  # watch_seconds / video_seconds to count as a positive
+    video_min_count: int = 1
+    video_top_k: int = 1_000_000
+    token_min_count: int = 2
+    token_top_k: int = 200_000
+    categorical_min_count: int = 1
+    quantiles: int = 20  # boundaries for continuous features
+    quantile_rel_error: float = 0.001
+    target_shards: int = 2  # training ranks the output is sized for
+    row_groups_per_shard: int = 4
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check_value(key: str, value: Any, typ: Any) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a table/dict, got {type(value).__name__}")
+        return {str(k): str(v) for k, v in value.items()}
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    if origin is list or origin is tuple:
+        (inner,) = set(typing.get_args(typ)) - {Ellipsis}
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return tuple(_check_value(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
+    raise ConfigError(f"config key '{key}' has unsupported type {typ}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{full}'; valid keys here: {', '.join(sorted(prefix + n for n in names))}"
+            )
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{full}' is a section; set '{full}.<key>' instead")
+            kwargs[key] = _build(typ, value, f"{full}.")
+        else:
+            kwargs[key] = _check_value(full, value, typ)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "extra":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"train.lr=0.1"`` -> ``{"train": {"lr": 0.1}}``; values use TOML syntax, bare words are strings."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    profile: str | None = None,
+    overrides: typing.Iterable[str] = (),
+    conf_dir: Path | str | None = None,
+) -> Config:
+    """Load ``default.toml`` + ``<profile>.toml`` + overrides from ``conf_dir`` into a :class:`Config`."""
+    conf_dir = Path(conf_dir) if conf_dir else CONF_DIR
+    raw: dict[str, Any] = {}
+    files = [conf_dir / "default.toml"]
+    if profile:
+        p = Path(profile)
+        files.append(p if p.suffix == ".toml" else conf_dir / f"{profile}.toml")
+    for f in files:
+        if not f.exists():
+            raise ConfigError(f"config file {f} not found; profiles live in {conf_dir}")
+        try:
+            raw = _merge(raw, tomllib.loads(f.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {f} is not valid TOML: {e}") from e
+    for item in overrides:
+        raw = _merge(raw, parse_override(item))
+    return _build(Config, raw, "")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from ``Config.to_dict()`` output (e.g. a saved manifest)."""
+    return _build(Config, raw, "")

@@ -1,0 +1,311 @@
+"""The prepare stage: raw contract tables -> validated events, vocabularies, training rows, manifest.
+
+``run_prepare(spark, cfg, raw, out_dir)`` writes, atomically (a killed run
+leaves the previous ``out_dir`` intact)::
+
+    out_dir/
+      events/            accepted events, typed (epoch-second timestamps)
+      users/ videos/     accepted users and videos
+      rejects/           every rejected row: source_table, reject_reason, raw JSON
+      candidates/{train,val,test}/   CANDIDATE_SCHEMA rows, balanced row groups
+      ranking/{train,val,test}/      RANKING_SCHEMA rows, balanced row groups
+      vocab/<name>.json  vocabularies (0 = pad, 1 = OOV)
+      quantiles.json     quantile boundaries of continuous features
+      manifest.json      counts, vocab sizes, inputs, config, timings
+      _SUCCESS
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ytspark import schema as S
+from ytspark import storage
+from ytspark.config import Config
+from ytspark.prepare.candidates import (
+    KIND_IMPRESSION,
+    KIND_SEARCH,
+    KIND_WATCH,
+    CandidateParams,
+    frame_candidate_rows,
+)
+from ytspark.prepare.grouping import map_users
+from ytspark.prepare.quantiles import fit_quantiles
+from ytspark.prepare.ranking import RankingParams, user_ranking_rows
+from ytspark.sources import read_table
+from ytspark.validate import RejectShareError, summarize, validate
+from ytspark.vocab import Vocab, apply_vocab, fit_vocab, tokens_column
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
+CANDIDATE_QUANTILE_COLUMNS = (S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.USER_AGE)
+_ROWS_PER_GROUP_MAX = 250_000
+
+
+@dataclass
+class RawTables:
+    """Raw contract tables as read (``sources.read_table``) or adapted (e.g. MovieLens)."""
+
+    events: DataFrame
+    users: DataFrame | None = None
+    videos: DataFrame | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def read_inputs(spark: SparkSession, cfg: Config) -> RawTables:
+    """Read the tables named by ``cfg.data`` (users and videos are optional)."""
+    d = cfg.data
+    if not d.events:
+        raise ValueError("data.events is empty: pass --events PATH (or run `ytspark generate` first)")
+    return RawTables(
+        events=read_table(spark, d.events, "events", d.format),
+        users=read_table(spark, d.users, "users", d.format) if d.users else None,
+        videos=read_table(spark, d.videos, "videos", d.format) if d.videos else None,
+        paths={"events": d.events, "users": d.users, "videos": d.videos},
+    )
+
+
+def _empty_raw(spark: SparkSession, table: str) -> DataFrame:
+    cols, _ = S.TABLES[table]
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in cols] + [T.StructField(S.CORRUPT_RECORD, T.StringType())])
+    return spark.createDataFrame([], schema)
+
+
+def _validate_tables(spark: SparkSession, cfg: Config, raw: RawTables, tmp: str, out_dir: str) -> dict:
+    """Validate the three tables in one pass each; write accepted tables and rejects under ``tmp``."""
+    stats: dict = {}
+    reject_frames = []
+    for table, df in (("events", raw.events), ("users", raw.users), ("videos", raw.videos)):
+        df = df if df is not None else _empty_raw(spark, table)
+        v = validate(df, table, cfg.validate)
+        staged = f"{tmp}/_staging/{table}"
+        cols, _ = S.TABLES[table]
+        v.tagged.select(
+            *[F.col(f"__t_{c}").cast(t).alias(c) for c, t in cols.items()],
+            F.col(S.REJECT_REASON),
+            F.coalesce(F.col(S.CORRUPT_RECORD), F.to_json(F.struct(*[F.col(c).cast("string") for c in df.columns if c != S.CORRUPT_RECORD]))).alias("raw"),
+        ).write.mode("overwrite").parquet(staged)
+        tagged = spark.read.parquet(staged)
+        counts = {r[S.REJECT_REASON]: r["count"] for r in tagged.groupBy(S.REJECT_REASON).count().collect()}
+        accepted_n = counts.pop(None, 0)
+        stats[table] = (accepted_n + sum(counts.values()), counts)
+        tagged.where(F.col(S.REJECT_REASON).isNull()).drop(S.REJECT_REASON, "raw").write.parquet(f"{tmp}/{table}")
+        reject_frames.append(
+            tagged.where(F.col(S.REJECT_REASON).isNotNull()).select(
+                F.lit(table).alias(S.REJECT_TABLE), F.col(S.REJECT_REASON), F.col("raw"))
+        )
+    rejects = reject_frames[0].unionByName(reject_frames[1]).unionByName(reject_frames[2])
+    rejects.coalesce(1).write.parquet(f"{tmp}/rejects")
+    out = {}
+    failure = None
+    for table, (n, counts) in stats.items():
+        try:
+            out[table] = summarize(n, counts, table, cfg.validate)
+        except RejectShareError as e:
+            failure = e
+            out[table] = {"input": n, "rejected": sum(counts.values()), "reasons": counts}
+    if failure is not None:
+        kept = out_dir.rstrip("/") + ".rejects"
+        storage.delete(spark, kept)
+        storage.publish(spark, f"{tmp}/rejects", kept)
+        raise RejectShareError(f"{failure} Rejected rows kept at {kept}") from None
+    return out
+
+
+def _age_bucket(age):
+    """Vocab-style index of the age bucket: 1 unknown/under the first bound, 2 + position in AGE_BUCKETS."""
+    out = F.lit(S.OOV)
+    for i, lo in enumerate(S.AGE_BUCKETS):
+        out = F.when(age >= lo, F.lit(2 + i)).otherwise(out)
+    return out.cast("int")
+
+
+def _user_features(users: DataFrame, vocabs: dict[str, Vocab], ref_year: int) -> DataFrame:
+    """Per user: demographic vocab indices, age (years, -1 unknown) and its bucket index."""
+    age = F.coalesce(F.col(S.AGE), (F.lit(ref_year) - F.col(S.BIRTH_YEAR)).cast("double"))
+    df = users.select(S.USER_ID, S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, age.alias("__age"))
+    for col in (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE):
+        df = apply_vocab(df, vocabs[col], col, f"{col}_idx")
+    return df.select(
+        S.USER_ID,
+        *[F.col(f"{c}_idx") for c in (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)],
+        _age_bucket(F.col("__age")).alias("age_bucket_idx"),
+        F.coalesce(F.col("__age"), F.lit(-1.0)).cast("float").alias(S.USER_AGE),
+    )
+
+
+def _video_features(videos: DataFrame, vocabs: dict[str, Vocab]) -> DataFrame:
+    df = videos.select(S.VIDEO_ID, S.CHANNEL_ID, S.CATEGORY, S.LANGUAGE, S.UPLOAD_TS, S.DURATION_SECONDS)
+    df = apply_vocab(df, vocabs["channel"], S.CHANNEL_ID, S.RANK_CHANNEL)
+    df = apply_vocab(df, vocabs["category"], S.CATEGORY, S.RANK_CATEGORY)
+    df = apply_vocab(df, vocabs["language"], S.LANGUAGE, S.RANK_VIDEO_LANGUAGE)
+    return df.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.UPLOAD_TS, S.DURATION_SECONDS)
+
+
+def _train_cutoffs(events: DataFrame) -> DataFrame:
+    """Per user the first timestamp that is not training: the validation watch (or the test watch)."""
+    watches = events.where(F.col(S.EVENT_TYPE) == "watch").select(S.USER_ID, F.col(S.EVENT_TS).alias("t"))
+    per_user = watches.groupBy(S.USER_ID).agg(F.sort_array(F.collect_list("t"), asc=False).alias("ts"))
+    n = F.size("ts")
+    cut = F.when(n >= 3, F.element_at("ts", 2)).when(n == 2, F.element_at("ts", 1))
+    return per_user.select(S.USER_ID, cut.alias("train_cut"))
+
+
+def _write_balanced(df: DataFrame, path: str, rows: int, shards: int, groups_per_shard: int) -> int:
+    """Write ``df`` as equally sized files of one row group each, a multiple of ``shards`` of them."""
+    base = max(1, shards) * max(1, groups_per_shard)
+    n = base * max(1, math.ceil(rows / (base * _ROWS_PER_GROUP_MAX)))
+    n = max(min(n, rows), 1) if rows < base else n
+    df.repartition(n).write.option("parquet.block.size", 1 << 30).parquet(path)
+    return n
+
+
+def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) -> dict:
+    """Run the whole prepare stage into ``out_dir`` (published atomically) and return the manifest."""
+    p = cfg.prepare
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    with storage.atomic_dir(spark, out_dir) as tmp:
+        tables = _validate_tables(spark, cfg, raw, tmp, out_dir)
+        timings["validate_s"] = round(time.time() - t0, 2)
+        events = spark.read.parquet(f"{tmp}/events")
+        users = spark.read.parquet(f"{tmp}/users")
+        videos = spark.read.parquet(f"{tmp}/videos")
+        by_type = {r[S.EVENT_TYPE]: r["count"] for r in events.groupBy(S.EVENT_TYPE).count().collect()}
+        window_end = events.agg(F.max(S.EVENT_TS)).first()[0] or 0.0
+        ref_year = time.gmtime(window_end).tm_year
+
+        # ---- vocabularies, fitted on training events only (before each user's validation watch)
+        t1 = time.time()
+        cut = _train_cutoffs(events)
+        train_ev = events.join(cut, S.USER_ID, "left").where(
+            F.col("train_cut").isNull() | (F.col(S.EVENT_TS) < F.col("train_cut")))
+        train_ev = train_ev.persist(StorageLevel.MEMORY_AND_DISK)
+        vocabs: dict[str, Vocab] = {
+            "video": fit_vocab(train_ev.where(F.col(S.EVENT_TYPE).isin("watch", "impression")), S.VIDEO_ID,
+                               "video", p.video_min_count, p.video_top_k),
+            "token": fit_vocab(
+                train_ev.where(F.col(S.EVENT_TYPE) == "search").select(F.explode(tokens_column(F.col(S.QUERY))).alias("tok")),
+                "tok", "token", p.token_min_count, p.token_top_k),
+        }
+        train_ev.unpersist()
+        mc = p.categorical_min_count
+        for col in (S.GENDER, S.COUNTRY, S.DEVICE):
+            vocabs[col] = fit_vocab(users, col, col, mc)
+        vocabs["language"] = fit_vocab(
+            users.select(S.LANGUAGE).unionByName(videos.select(S.LANGUAGE)), S.LANGUAGE, "language", mc)
+        vocabs["channel"] = fit_vocab(videos, S.CHANNEL_ID, "channel", mc)
+        vocabs["category"] = fit_vocab(videos, S.CATEGORY, "category", mc)
+        vocabs["source"] = Vocab("source", list(CANDIDATE_SOURCES), [0] * len(CANDIDATE_SOURCES))
+        for name, v in vocabs.items():
+            v.save(spark, f"{tmp}/vocab/{name}.json")
+        timings["vocab_s"] = round(time.time() - t1, 2)
+
+        # ---- one enriched event table: vocab ids, video metadata, user features
+        t2 = time.time()
+        ufeat = _user_features(users, vocabs, ref_year)
+        vfeat = _video_features(videos, vocabs)
+        token_map = {v: i + 2 for i, v in enumerate(vocabs["token"].values)}
+        ev = events.withColumn(S.TS, F.col(S.EVENT_TS)).withColumn(
+            "kind",
+            F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH)
+            .when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
+            .otherwise(KIND_IMPRESSION),
+        ).withColumn("tokens", tokens_column(F.col(S.QUERY)))
+        ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
+        ev = ev.join(vfeat, S.VIDEO_ID, "left").join(ufeat, S.USER_ID, "left")
+        dur = F.coalesce(F.col(S.VIDEO_SECONDS), F.col(S.DURATION_SECONDS))
+        ev = ev.withColumn(
+            "completed",
+            F.when(F.col(S.WATCH_SECONDS).isNull() | dur.isNull() | (dur <= 0), F.lit(True)).otherwise(
+                F.col(S.WATCH_SECONDS) / dur >= p.completed_fraction),
+        )
+        fill_int = {c: S.OOV for c in (*S.DEMOGRAPHIC_COLUMNS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)}
+        ev = ev.fillna(fill_int).fillna({S.USER_AGE: -1.0})
+        ev = ev.select(
+            S.USER_ID, S.TS, "kind", S.VIDEO_IDX, "tokens", "completed", S.CLICKED, S.WATCH_SECONDS,
+            S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.USER_AGE,
+            *S.DEMOGRAPHIC_COLUMNS,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+
+        cparams = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed, window_end)
+
+        def cand_fn(user):
+            toks = user["tokens"]
+            user = user.assign(**{S.TOKEN_IDX: [
+                [token_map.get(t, S.OOV) for t in (ts if ts is not None else [])] for ts in toks]})
+            return frame_candidate_rows(user, cparams)
+
+        rparams = RankingParams(p.history_length, vocabs["source"].index("impression"))
+        order = (S.TS, "kind", S.VIDEO_IDX)
+        cand = map_users(ev.where(F.col("kind") != KIND_IMPRESSION), cand_fn, S.CANDIDATE_SCHEMA, order)
+        rank = map_users(ev.where(F.col("kind") != KIND_SEARCH), lambda u: user_ranking_rows(u, rparams),
+                         S.RANKING_SCHEMA, order)
+        out_counts = {}
+        row_groups = {}
+        for name, df in (("candidates", cand), ("ranking", rank)):
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+            counts = {r[S.SPLIT]: r["count"] for r in df.groupBy(S.SPLIT).count().collect()}
+            out_counts[name] = {s: int(counts.get(s, 0)) for s in S.SPLITS}
+            row_groups[name] = {}
+            for split in S.SPLITS:
+                groups = p.row_groups_per_shard if split == "train" else 1
+                row_groups[name][split] = _write_balanced(
+                    df.where(F.col(S.SPLIT) == split), f"{tmp}/{name}/{split}", out_counts[name][split],
+                    p.target_shards, groups)
+            df.unpersist()
+        ev.unpersist()
+        timings["rows_s"] = round(time.time() - t2, 2)
+
+        # ---- quantile boundaries of continuous features (training rows)
+        t3 = time.time()
+        quantiles = {
+            "candidates": fit_quantiles(spark.read.parquet(f"{tmp}/candidates/train"), CANDIDATE_QUANTILE_COLUMNS,
+                                        p.quantiles, p.quantile_rel_error),
+            "ranking": fit_quantiles(spark.read.parquet(f"{tmp}/ranking/train"), S.RANK_CONTINUOUS,
+                                     p.quantiles, p.quantile_rel_error) if out_counts["ranking"]["train"] else {},
+        }
+        storage.write_json(spark, f"{tmp}/quantiles.json", quantiles)
+        timings["quantiles_s"] = round(time.time() - t3, 2)
+        storage.delete(spark, f"{tmp}/_staging")
+        timings["total_s"] = round(time.time() - t0, 2)
+
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inputs": raw.paths,
+            "tables": tables,
+            "events_by_type": {k: int(by_type.get(k, 0)) for k in S.EVENT_TYPES},
+            "window_end": window_end,
+            "vocab_sizes": {k: len(v) for k, v in vocabs.items()},
+            "candidates": out_counts["candidates"],
+            "ranking": out_counts["ranking"],
+            "row_groups": row_groups,
+            "target_shards": p.target_shards,
+            "timings": timings,
+            "config": cfg.to_dict(),
+        }
+        storage.write_json(spark, f"{tmp}/manifest.json", manifest)
+        storage.write_text(spark, f"{tmp}/_SUCCESS", "")
+    log.info("prepare wrote %s in %.1fs", out_dir, timings["total_s"])
+    return manifest
+
+
+def load_manifest(spark: SparkSession, prepared_dir: str) -> dict:
+    """Read a prepared directory's manifest, refusing unfinished or other-version outputs."""
+    if not storage.exists(spark, f"{prepared_dir}/_SUCCESS"):
+        raise FileNotFoundError(f"'{prepared_dir}' is not a finished prepare output (no _SUCCESS); run `ytspark prepare`")
+    m = storage.read_json(spark, f"{prepared_dir}/manifest.json")
+    if m.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError(f"'{prepared_dir}' was written by manifest version {m.get('manifest_version')}, "
+                         f"this ytspark reads {MANIFEST_VERSION}; rerun `ytspark prepare`")
+    return m

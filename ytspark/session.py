@@ -1,0 +1,59 @@
+"""The one place that builds the SparkSession.
+
+Precedence, so config and spark-submit never fight: anything spark-submit (or
+``spark-defaults.conf``) already set wins; ytspark's config only fills keys
+that are still unset. ``--master`` from spark-submit is therefore honoured and
+``spark.master`` from the config is used only for plain ``python``/``ytspark`` runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from ytspark.config import Config, SparkConfig
+
+log = logging.getLogger(__name__)
+
+
+def spark_settings(cfg: SparkConfig) -> dict[str, str]:
+    """The spark.* settings ytspark wants, before precedence is applied."""
+    out = {
+        "spark.master": cfg.master,
+        "spark.app.name": cfg.app_name,
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.driver.memory": cfg.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        # Python workers use the same interpreter as the driver (the venv).
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    if cfg.local_dir:
+        out["spark.local.dir"] = cfg.local_dir
+    out.update(cfg.extra)
+    return out
+
+
+def get_spark(config: Config | SparkConfig, app_name: str | None = None) -> SparkSession:
+    """Return the active SparkSession or build one from ``config`` (spark-submit settings win)."""
+    cfg = config.spark if isinstance(config, Config) else config
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    existing = SparkConf()  # loads spark.* passed by spark-submit / spark-defaults
+    builder = SparkSession.builder
+    for key, value in spark_settings(cfg).items():
+        if existing.contains(key):
+            if existing.get(key) != value:
+                log.info("spark setting %s=%s from spark-submit wins over config %s", key, existing.get(key), value)
+            continue
+        builder = builder.config(key, value)
+    if app_name:
+        builder = builder.appName(app_name)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    return spark

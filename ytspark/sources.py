@@ -1,0 +1,138 @@
+"""Readers for the input contract (events, users, videos) from Parquet, JSON Lines and CSV.
+
+``read_table(spark, path, "events")`` returns the table as read, every contract
+column present (absent optional ones as null strings) plus ``_corrupt_record``
+for lines that could not be parsed. Values are *not* cast here: validation
+casts them and quarantines what does not fit, so nothing is dropped on read.
+
+Paths are anything Hadoop understands: local paths, ``file://``, ``hdfs://``,
+``s3a://``...
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ytspark import schema as S
+
+FORMATS = ("parquet", "jsonl", "csv")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
+
+
+class InputError(ValueError):
+    """An input path or schema is unusable; the message names the path/column and the fix."""
+
+
+def _list_files(spark: SparkSession, path: str) -> list[str]:
+    jvm = spark._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    fs = p.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(p):
+        raise InputError(f"input path '{path}' does not exist; check data.events/users/videos or --events")
+    if not fs.getFileStatus(p).isDirectory():
+        return [path]
+    out = []
+    it = fs.listFiles(p, True)
+    while it.hasNext():
+        st = it.next()
+        name = st.getPath().getName()
+        if not name.startswith(("_", ".")) and st.getLen() > 0:
+            out.append(st.getPath().toString())
+    return out
+
+
+def detect_format(spark: SparkSession, path: str, fmt: str = "auto") -> str:
+    """Return 'parquet', 'jsonl' or 'csv' for ``path`` (a file or a directory of files)."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise InputError(f"format '{fmt}' for '{path}' is not one of {FORMATS}; set data.format")
+        return fmt
+    files = _list_files(spark, path)
+    if not files:
+        raise InputError(f"input path '{path}' is empty (no data files); point it at a table with rows")
+    kinds = set()
+    for f in files:
+        low = f.lower()
+        for suffix in (".gz", ".bz2", ".snappy", ".zst"):
+            if low.endswith(suffix) and not low.endswith(".snappy.parquet"):
+                low = low[: -len(suffix)]
+        kinds.update(k for ext, k in _EXTENSIONS.items() if low.endswith(ext))
+    if len(kinds) != 1:
+        raise InputError(
+            f"cannot tell the format of '{path}' from its file names ({sorted(kinds) or 'no known extension'}); "
+            f"set data.format to one of {FORMATS}"
+        )
+    return kinds.pop()
+
+
+def _string_schema(table: str) -> T.StructType:
+    cols, _ = S.TABLES[table]
+    return T.StructType(
+        [T.StructField(c, T.StringType(), True) for c in cols]
+        + [T.StructField(S.CORRUPT_RECORD, T.StringType(), True)]
+    )
+
+
+def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") -> DataFrame:
+    """Read one contract table; returns every contract column plus ``_corrupt_record``.
+
+    Raises :class:`InputError` when the path is missing or empty, the format is
+    unknown, a required column is absent, or a column has a type that cannot
+    hold the contract's values (e.g. a struct where a string is expected).
+    """
+    if table not in S.TABLES:
+        raise InputError(f"unknown table '{table}'; expected one of {sorted(S.TABLES)}")
+    cols, required = S.TABLES[table]
+    fmt = detect_format(spark, path, fmt)
+    if fmt == "parquet":
+        df = spark.read.parquet(path)
+        present = set(df.columns)
+    elif fmt == "csv":
+        header = spark.read.option("header", True).csv(path).columns
+        present = set(header)
+        df = (
+            spark.read.option("header", True)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", S.CORRUPT_RECORD)
+            .option("multiLine", False)
+            .schema(T.StructType([T.StructField(c, T.StringType()) for c in header]
+                                 + [T.StructField(S.CORRUPT_RECORD, T.StringType())]))
+            .csv(path)
+        )
+    else:  # jsonl
+        sniff = spark.read.option("samplingRatio", 1.0).json(path)
+        present = set(sniff.columns) - {S.CORRUPT_RECORD}
+        df = (
+            spark.read.option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", S.CORRUPT_RECORD)
+            .schema(_string_schema(table))
+            .json(path)
+        )
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise InputError(
+            f"{table} table at '{path}' has no column {', '.join(repr(m) for m in missing)} "
+            f"(required, expected {', '.join(cols[m].simpleString() for m in missing)}); "
+            f"columns found: {sorted(present)}"
+        )
+    types = dict(df.dtypes)
+    for c in cols:
+        if c in types and (types[c].startswith(("array", "struct", "map", "binary"))):
+            raise InputError(
+                f"{table} column '{c}' at '{path}' has type {types[c]}, expected {cols[c].simpleString()}; "
+                f"write it as a plain value"
+            )
+    select = [F.col(c) if c in df.columns else F.lit(None).cast(T.StringType()).alias(c) for c in cols]
+    if S.CORRUPT_RECORD in df.columns:
+        select.append(F.col(S.CORRUPT_RECORD))
+    else:
+        select.append(F.lit(None).cast(T.StringType()).alias(S.CORRUPT_RECORD))
+    return df.select(*select)
