@@ -39,7 +39,9 @@ below says which property it serves:
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -65,6 +67,8 @@ __all__ = [
     "VIDEO_TOPIC_SCHEMA",
 ]
 
+log = logging.getLogger(__name__)
+
 DAY = 86400.0
 
 # ------------------------------------------------------------------ behaviour knobs
@@ -77,10 +81,11 @@ P_SEQ_WITHIN = 0.5  # next watch in the same visit follows the last watch's chan
 P_SEQ_ACROSS = 0.3  # same, for the first watch of a visit (4)
 P_NEXT_EPISODE = 0.6  # given "follow the channel": take the next upload of the channel (4)
 P_OWN_LANGUAGE = 0.8  # interest-driven watches restricted to the user's language (2)
+P_TRENDING = 0.15  # a watch picked by global popularity x freshness, whatever the interest (2)
 FRESH_TAU_DAYS = 3.0  # freshness burst decay (5)
 FRESH_BOOST = 10.0  # a just-uploaded video weighs (1 + FRESH_BOOST) x its popularity (5)
 FRESH_WINDOW_TAUS = 5.0  # burst truncated after this many taus (exp(-5) < 1 %) (5)
-ZIPF_EXPONENT = 1.0  # video popularity ~ rank^-s (2)
+ZIPF_EXPONENT = 1.2  # video popularity ~ rank^-s (2)
 CHANNEL_MAIN_CATEGORY = 0.85  # a channel's videos are in its main category this often (2)
 MIN_VISITS = 3  # every user gets at least this many visits, each with >= 1 watch (8)
 VISIT_MARGIN = 6 * 3600.0  # visits start at least this long before the window end
@@ -198,6 +203,9 @@ VIDEO_TOPIC_SCHEMA = T.StructType(
     ]
 )
 _USERS_WITH_TRUTH = T.StructType(USERS_SCHEMA.fields + USER_INTEREST_SCHEMA.fields[1:])
+_VIDEOS_WITH_TRUTH = T.StructType(
+    VIDEOS_SCHEMA.fields + [T.StructField("topic_" + f.name, f.dataType, True) for f in VIDEO_TOPIC_SCHEMA.fields[1:]]
+)
 
 
 # ------------------------------------------------------------------ public helpers
@@ -473,7 +481,8 @@ def _interest_watch(ctx, prof, theta, t, rng, category: int | None = None) -> in
 
 
 def _behaviour_watch(ctx, prof, theta, t, last: int, p_seq: float, watched: set, rng) -> int:
-    """The next video the user chooses: follow the last watch's channel, else interest (4)."""
+    """The next video the user chooses: follow the last watch's channel (4), else trending (2),
+    else by interest (1, 3)."""
     for _ in range(6):  # re-draw already watched videos a few times
         v = -1
         if last >= 0 and rng.random() < p_seq:
@@ -481,6 +490,8 @@ def _behaviour_watch(ctx, prof, theta, t, last: int, p_seq: float, watched: set,
             if rng.random() < P_NEXT_EPISODE and nxt >= 0 and ctx["upload"][nxt] <= t and nxt not in watched:
                 return nxt
             v = _sample_group(ctx, ctx["g_chan"], int(ctx["chan"][last]), t, rng)
+        if v < 0 and rng.random() < P_TRENDING:
+            v = _sample_group(ctx, ctx["g_all"], 0, t, rng)
         if v < 0:
             v = _interest_watch(ctx, prof, theta, t, rng)
         if v not in watched:
@@ -668,11 +679,31 @@ def _users_partition(ctx: dict[str, Any], batches: Iterator[pd.DataFrame]) -> It
             )
 
 
+def _videos_partition(ctx: dict[str, Any], batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    vw, cw = ctx["video_w"], ctx["channel_w"]
+    for batch in batches:
+        i = batch["id"].to_numpy()
+        yield pd.DataFrame(
+            {
+                S.VIDEO_ID: [f"v{k:0{vw}d}" for k in i],
+                S.UPLOAD_TS: ctx["upload"][i],
+                S.DURATION_SECONDS: ctx["duration"][i],
+                S.LANGUAGE: [LANGUAGES[k] for k in ctx["lang"][i]],
+                S.CHANNEL_ID: [f"c{k:0{cw}d}" for k in ctx["chan"][i]],
+                S.CATEGORY: [ctx["cat_names"][k] for k in ctx["cat"][i]],
+                S.TITLE: [ctx["titles"][k] for k in i],
+                "topic_" + S.CATEGORY: ctx["cat"][i].astype(np.int32),
+                "topic_" + QUALITY: ctx["quality"][i],
+                "topic_" + POPULARITY: ctx["pop"][i],
+            }
+        )
+
+
 # ------------------------------------------------------------------ Spark entry point
 def _context(cfg: GenerateConfig, cat: dict[str, Any]) -> dict[str, Any]:
     """What executors need (broadcast once): catalogue arrays, priors, knobs."""
     m = len(cat["upload"])
-    ctx = {k: v for k, v in cat.items() if k not in ("titles", "cat_names")}
+    ctx = dict(cat)
     ctx["g_all"] = _groups(np.zeros(m, dtype=np.int64), 1, cat["upload"], cat["pop"])
     ctx["seed"] = int(cfg.seed)
     ctx["visits"] = float(cfg.visits_per_user)
@@ -683,8 +714,10 @@ def _context(cfg: GenerateConfig, cat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(spark: SparkSession, df: DataFrame, path: str) -> None:
+    t = time.time()
     with storage.atomic_dir(spark, path) as tmp:
         df.write.mode("overwrite").parquet(tmp)
+    log.info("generate: wrote %s in %.1fs", path, time.time() - t)
 
 
 def generate(spark: SparkSession, cfg: GenerateConfig, out_dir: str) -> dict[str, int]:
@@ -694,26 +727,16 @@ def generate(spark: SparkSession, cfg: GenerateConfig, out_dir: str) -> dict[str
     ctx = _context(cfg, cat)
     bc = spark.sparkContext.broadcast(ctx)
 
-    m = len(cat["upload"])
-    vw, cw = cat["video_w"], cat["channel_w"]
-    vid = [f"v{i:0{vw}d}" for i in range(m)]
-    videos_pdf = pd.DataFrame(
-        {
-            S.VIDEO_ID: vid,
-            S.UPLOAD_TS: cat["upload"],
-            S.DURATION_SECONDS: cat["duration"],
-            S.LANGUAGE: [LANGUAGES[i] for i in cat["lang"]],
-            S.CHANNEL_ID: [f"c{i:0{cw}d}" for i in cat["chan"]],
-            S.CATEGORY: [cat["cat_names"][i] for i in cat["cat"]],
-            S.TITLE: cat["titles"],
-        }
-    )
-    topic_pdf = pd.DataFrame(
-        {S.VIDEO_ID: vid, S.CATEGORY: cat["cat"].astype("int32"), QUALITY: cat["quality"], POPULARITY: cat["pop"]}
-    )
-    n_small = max(1, min(cfg.partitions, m // 50_000 + 1))
-    _write(spark, spark.createDataFrame(videos_pdf, VIDEOS_SCHEMA).repartition(n_small), f"{out}/videos")
-    _write(spark, spark.createDataFrame(topic_pdf, VIDEO_TOPIC_SCHEMA).repartition(n_small), f"{out}/_truth/video_topic")
+    # Videos are built on the driver but written through executors (Arrow, any size).
+    vids = spark.range(0, len(cat["upload"]), numPartitions=max(1, min(cfg.partitions, cfg.videos // 20_000 + 1)))
+
+    def videos_fn(batches):
+        return _videos_partition(bc.value, batches)
+
+    videos_all = vids.mapInPandas(videos_fn, _VIDEOS_WITH_TRUTH)
+    _write(spark, videos_all.select(*S.VIDEOS_COLUMNS), f"{out}/videos")
+    topic = videos_all.select(S.VIDEO_ID, *[F.col("topic_" + f).alias(f) for f in VIDEO_TOPIC_SCHEMA.fieldNames()[1:]])
+    _write(spark, topic, f"{out}/_truth/video_topic")
 
     ids = spark.range(0, cfg.users, numPartitions=max(1, cfg.partitions))
 

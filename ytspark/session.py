@@ -37,6 +37,18 @@ def spark_settings(cfg: SparkConfig) -> dict[str, str]:
     return out
 
 
+def effective_settings(cfg: SparkConfig, existing: dict[str, str]) -> dict[str, str]:
+    """The config settings to apply: those spark-submit (``existing``) has not already set."""
+    out = {}
+    for key, value in spark_settings(cfg).items():
+        if key in existing:
+            if existing[key] != value:
+                log.info("spark setting %s=%s from spark-submit wins over config %s", key, existing[key], value)
+            continue
+        out[key] = value
+    return out
+
+
 def get_spark(config: Config | SparkConfig, app_name: str | None = None) -> SparkSession:
     """Return the active SparkSession or build one from ``config`` (spark-submit settings win)."""
     cfg = config.spark if isinstance(config, Config) else config
@@ -44,13 +56,9 @@ def get_spark(config: Config | SparkConfig, app_name: str | None = None) -> Spar
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    existing = SparkConf()  # loads spark.* passed by spark-submit / spark-defaults
+    existing = dict(SparkConf().getAll())  # spark.* passed by spark-submit / spark-defaults
     builder = SparkSession.builder
-    for key, value in spark_settings(cfg).items():
-        if existing.contains(key):
-            if existing.get(key) != value:
-                log.info("spark setting %s=%s from spark-submit wins over config %s", key, existing.get(key), value)
-            continue
+    for key, value in effective_settings(cfg, existing).items():
         builder = builder.config(key, value)
     if app_name:
         builder = builder.appName(app_name)

@@ -142,7 +142,7 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     Rules run in order and the first that fires is the reason: unparseable
     line, missing required field, invalid (uncastable) value, timestamp before
     1970 or in the future, unknown event type, missing video id / query,
-    negative or absurd watch time, then duplicates (the first copy is kept).
+    negative or absurd watch time, then duplicates (the most complete copy is kept).
     """
     cols, _ = S.TABLES[table]
     raw_cols = [c for c in df.columns]
@@ -158,7 +158,9 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
         tagged = tagged.withColumn(f"__t_{S.EVENT_TYPE}", F.lower(F.col(f"__t_{S.EVENT_TYPE}")))
     # Duplicates: among rows no other rule rejected, keep the first copy of each key.
     keys = [F.col(f"__t_{k}") for k in _DEDUP_KEYS[table]]
-    order = [F.col(c).cast("string").asc_nulls_first() for c in raw_cols]
+    # Keep the most complete copy, then a deterministic one.
+    filled = sum(F.col(c).isNotNull().cast("int") for c in raw_cols)
+    order = [filled.desc()] + [F.col(c).cast("string").asc_nulls_last() for c in raw_cols]
     first = F.row_number().over(Window.partitionBy(F.col(S.REJECT_REASON), *keys).orderBy(*order))
     tagged = tagged.withColumn(
         S.REJECT_REASON,
