@@ -1,8 +1,9 @@
 """Tests of the synthetic platform generator (ytspark/generate.py).
 
-Every statistical threshold below was checked against the generator with the
-corresponding mechanism switched off (the "null" value in each comment, measured on
-the same config), so each test fails when its property is lost, not only on crashes.
+Every statistical threshold below was set from the SMALL config run in-process with
+six seeds (the "measured" range in each docstring) and again with the corresponding
+mechanism switched off (the "null" range), so each test fails when its property is
+lost, not only on crashes.
 """
 from __future__ import annotations
 
@@ -232,40 +233,43 @@ def test_other_seed_gives_other_output():
 
 # ------------------------------------------------------------------ realism
 def test_popularity_is_skewed(small):
-    """(2) The 10 % of videos with the largest Zipf weight get far more than 10 % of watches.
+    """(2) Watches follow the Zipf popularity weight.
 
-    Measured 0.35 here; with a flat popularity (ZIPF_EXPONENT=0) the same videos get 0.10.
-    The plain "top 10 % by observed count" share is not used as the check: on a
-    catalogue this small it is 0.46 with Zipf and still 0.35 without (sampling noise,
-    freshness bursts and category sizes), so it cannot tell them apart. At the default
-    size it is 0.57.
+    Share of watches on the 10 % of videos with the largest weight: measured 0.28-0.40,
+    null (ZIPF_EXPONENT=0) 0.09-0.11. Spearman(weight, watch count): measured 0.28-0.56,
+    null ~0 +- 0.05. The plain "top 10 % by observed count" share is not the check: on
+    a catalogue this small it is 0.45-0.60 with Zipf but still 0.29-0.46 without
+    (sampling noise, freshness bursts, small categories). At the default size it is 0.62.
     """
     topic = small["_truth/video_topic"]
     top = topic.nlargest(len(topic) // 10, G.POPULARITY)[S.VIDEO_ID]
     share = small["watches"][S.VIDEO_ID].isin(top).mean()
-    assert share > 0.25, share
+    assert share > 0.2, share
+    counts = small["watches"][S.VIDEO_ID].value_counts().reindex(topic[S.VIDEO_ID], fill_value=0)
+    rho = np.corrcoef(topic[G.POPULARITY].rank().to_numpy(), counts.rank().to_numpy())[0, 1]
+    assert rho > 0.15, rho
 
 
 def test_next_watch_follows_previous_channel(small):
     """(4) P(same channel as the previous watch) far above the chance rate sum_c p_c^2.
 
-    Measured ~0.30 vs chance 0.04; without the sequence mechanism it is 0.08 (users
-    concentrate on a few categories), which fails both bounds.
+    Measured 0.30-0.33, 5.8-7.4 x chance; without the sequence mechanism 0.05-0.08,
+    1.1-1.4 x chance.
     """
     w = small["watches"]
     prev = w.groupby(S.USER_ID)["channel"].shift()
     has = prev.notna()
     p_same = (w.loc[has, "channel"] == prev[has]).mean()
     chance = (w["channel"].value_counts(normalize=True) ** 2).sum()
-    assert p_same > 0.2 and p_same > 5 * chance, (p_same, chance)
+    assert p_same > 0.2 and p_same > 4 * chance, (p_same, chance)
 
 
 def test_search_predicts_next_watch_category(small):
     """(6) The category of a query's words is the category of the next watch.
 
     The baseline is per user: the share of that user's watches in the searched
-    category (users search what they like anyway). Measured 0.94 vs 0.40; without the
-    search mechanism 0.36 vs 0.35.
+    category (users search what they like anyway). Measured hit 0.91-0.93, 0.50-0.60
+    above the baseline; without the search mechanism 0.36 vs 0.35.
     """
     words = G.category_words(SMALL.categories)
     word_cat = {x: c for c, ws in enumerate(words) for x in ws}
@@ -293,9 +297,9 @@ def _affinity(small, rows: pd.DataFrame) -> np.ndarray:
 def test_completion_and_clicks_rise_with_true_affinity(small):
     """(7) Clicked impressions: mean completion of the top affinity tercile vs the bottom.
 
-    Measured 0.69 vs 0.26; with completion independent of affinity 0.42 vs 0.43.
-    Click rate: measured 0.53 vs 0.13 (x4); without the affinity term in the click
-    model still 0.39 vs 0.25 (x1.6, intent watches are interest-driven), so x2.5 is the bar.
+    Completion gap measured 0.47-0.55; ~0 with completion independent of affinity.
+    Click rate top/bottom tercile: measured x3.3-4.3; without the affinity term in the
+    click model still x1.6-1.9 (intent watches are interest-driven), so x2.5 is the bar.
     """
     ev = small["events"]
     imp = ev[ev[S.EVENT_TYPE] == "impression"]
@@ -314,7 +318,7 @@ def test_demographics_correlate_with_interests(small):
     """(1) Mean interest per age bucket differs far more than under shuffled age labels.
 
     Statistic: the largest (max bucket mean - min bucket mean) over categories.
-    Measured 0.51 vs 0.17 shuffled; without the age shift 0.12 vs 0.12.
+    Measured 2.9-4.3 x the shuffled value; without the age shift ~1 x.
     """
     users = small["users"].set_index(S.USER_ID)
     ui = small["_truth/user_interest"].set_index(S.USER_ID)
@@ -332,23 +336,25 @@ def test_demographics_correlate_with_interests(small):
 
 
 def test_users_watch_in_their_language(small):
-    """(2) Share of watches in the user's language vs that language's share of the catalogue.
+    """(2) Share of watches in the user's language vs that language's catalogue share.
 
-    Measured 0.51 vs 0.25; without the language preference 0.30 vs 0.25.
+    Non-English users only (for English speakers half the catalogue already matches,
+    which caps the ratio). Measured x3.3-4.3; without the language preference x1.4-1.7.
     """
     w = small["watches"]
     ulang = small["users"].set_index(S.USER_ID).loc[w[S.USER_ID], S.LANGUAGE].to_numpy()
     vlang = small["videos"].set_index(S.VIDEO_ID).loc[w[S.VIDEO_ID], S.LANGUAGE].to_numpy()
+    ne = ulang != "en"
     catalog = small["videos"][S.LANGUAGE].value_counts(normalize=True)
-    chance = catalog.reindex(ulang).fillna(0).mean()
-    assert (ulang == vlang).mean() > 1.6 * chance
+    chance = catalog.reindex(ulang[ne]).fillna(0).mean()
+    assert (ulang == vlang)[ne].mean() > 2.5 * chance
 
 
 def test_fresh_uploads_get_a_burst(small):
     """(5) Watches per day in the first 3 days after upload vs days 10-20 after upload.
 
     Same videos (uploaded early enough in the window to have 20 days observed).
-    Measured x5; without the burst x1.3.
+    Measured x3.8-6.6; without the burst x1.3.
     """
     start, end = G._window(SMALL)
     w = small["watches"]
@@ -364,7 +370,7 @@ def test_interests_drift(small):
     """(3) Late watches fit the end-of-window interest better than early watches do.
 
     D = mean(theta_end[c] - theta_start[c]) over the last third of watches minus the
-    same over the first third. Measured 0.033; exactly 0 without drift.
+    same over the first third. Measured 0.018-0.030; exactly 0 without drift.
     """
     w = small["watches"]
     ui = small["_truth/user_interest"].set_index(S.USER_ID)
