@@ -94,7 +94,7 @@ DIRICHLET_CONCENTRATION = 0.3  # alpha_0 = this * categories: < 1 per category, 
 # Affinity a = interest[category] * quality; x = log(categories * a + AFF_EPS) is ~0 for
 # an average pair, positive for a favourite category. Click and completion are logistic in x (7).
 AFF_EPS = 0.05
-CLICK_BIAS, CLICK_SLOPE = -2.0, 1.0
+CLICK_BIAS, CLICK_SLOPE = -2.3, 1.5
 COMPLETION_BIAS, COMPLETION_SLOPE, COMPLETION_CONC = -0.3, 0.8, 6.0
 MAX_DURATION = 3 * 3600.0
 USERS_PER_CHUNK = 1000  # users simulated per pandas batch yielded by a partition
@@ -366,6 +366,7 @@ def build_catalog(cfg: GenerateConfig) -> dict[str, Any]:
         "g_cat": _groups(cat, K, upload, pop),
         "g_catlang": _groups(cat * L + lang, K * L, upload, pop),
         "g_chan": _groups(chan, n_ch, upload, pop),
+        "g_lang": _groups(lang, L, upload, pop),
     }
 
 
@@ -490,8 +491,11 @@ def _behaviour_watch(ctx, prof, theta, t, last: int, p_seq: float, watched: set,
             if rng.random() < P_NEXT_EPISODE and nxt >= 0 and ctx["upload"][nxt] <= t and nxt not in watched:
                 return nxt
             v = _sample_group(ctx, ctx["g_chan"], int(ctx["chan"][last]), t, rng)
-        if v < 0 and rng.random() < P_TRENDING:
-            v = _sample_group(ctx, ctx["g_all"], 0, t, rng)
+        if v < 0 and rng.random() < P_TRENDING:  # trending, mostly in the user's language
+            if rng.random() < P_OWN_LANGUAGE:
+                v = _sample_group(ctx, ctx["g_lang"], prof["lang_idx"], t, rng)
+            if v < 0:
+                v = _sample_group(ctx, ctx["g_all"], 0, t, rng)
         if v < 0:
             v = _interest_watch(ctx, prof, theta, t, rng)
         if v not in watched:
@@ -614,7 +618,12 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
         for _ in range(4 * SLATE_SIZE):
             if len(intent) + len(fillers) >= SLATE_SIZE:
                 break
-            v = _sample_group(ctx, ctx["g_cat"], _draw_category(mix, rng), t0, rng)
+            c = _draw_category(mix, rng)
+            v = -1
+            if rng.random() < 0.5:  # the recommender knows the user's language half the time
+                v = _sample_group(ctx, ctx["g_catlang"], c * len(LANGUAGES) + prof["lang_idx"], t0, rng)
+            if v < 0:
+                v = _sample_group(ctx, ctx["g_cat"], c, t0, rng)
             if v >= 0 and v not in taken:
                 fillers.append(v)
                 taken.add(v)
