@@ -153,6 +153,8 @@ def test_timestamps_within_window(small):
     ts = small["events"][S.EVENT_TS]
     assert ts.ge(start).all() and ts.lt(end).all()
     assert (ts == np.floor(ts)).all()
+    # one timeline per user: events of a visit are seconds apart and visits do not overlap
+    assert not small["events"].duplicated([S.USER_ID, S.EVENT_TS]).any()
     up = small["videos"][S.UPLOAD_TS]
     assert up.lt(end).all() and up.lt(start).any() and up.ge(start).any()  # before and during the window
 
@@ -381,3 +383,17 @@ def test_interests_drift(small):
     start, end = G._window(SMALL)
     frac = (w[S.EVENT_TS].to_numpy() - start) / (end - start)
     assert d[frac > 2 / 3].mean() - d[frac < 1 / 3].mean() > 0.01
+
+
+def test_interest_at_reproduces_the_simulated_interest():
+    """The truth vectors give the interest the simulation used at any time (drift is linear)."""
+    cfg = TINY
+    ctx = G._context(cfg, G.build_catalog(cfg))
+    prof = G._user_profile(ctx, 7)
+    start, end = G._window(cfg)
+    t = np.array([start, start + 0.3 * (end - start), end - 1.0])
+    got = G.interest_at(prof["theta0"], G._theta_at(ctx, prof, end), t, cfg)
+    want = np.stack([G._theta_at(ctx, prof, x) for x in t])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert got.shape == (3, cfg.categories)
+    np.testing.assert_allclose(got.sum(1), 1.0)

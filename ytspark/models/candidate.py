@@ -1,0 +1,245 @@
+"""The candidate-generation network (paper section 3): user tower u, video table v, softmax(u · v + b).
+
+Inputs of the user tower, concatenated (each group switchable for ablations):
+
+- watches: masked mean of the watched ids' input embeddings (pad 0 contributes
+  nothing, all-pad -> zero vector; OOV 1 is a real, unknown watch and counts);
+- searches: masked mean of search-token embeddings;
+- demographics: one embedding per :data:`~ytspark.schema.DEMOGRAPHIC_COLUMNS`
+  column, width growing with log2 of its vocabulary (:func:`demographic_dim`),
+  plus user_age as (x̃, x̃², √x̃);
+- example age as (x̃, x̃², √x̃). **Serving:** the caller sets example age to 0
+  (``batch_from_numpy(..., serving=True)`` does it), as in the paper;
+- recency (beyond the paper), ``recency=``:
+  ``"none"`` the paper's plain mean only;
+  ``"last_k"`` also the last ``recent_k`` watched ids as separate embeddings
+  (concatenated, pad slots zero) and time since the last watch (x̃, x̃², √x̃);
+  ``"weighted"`` also a recency-weighted mean, weights ∝ exp(-age_days / tau)
+  over non-pad slots, tau learned (``learn_tau``) from ``tau_days``.
+
+Continuous inputs are normalised by :class:`~ytspark.models.features.QuantileNormalizer`
+built from ``quantiles.json ["candidates"]``. The ReLU tower ends in a linear
+layer of width ``embed_dim`` (``hidden=()``: u is a linear projection).
+
+Output side: ``out_emb`` [V, D] and ``out_bias`` [V], separate from the input
+table. Rows 0 (pad) and 1 (OOV) are never predicted (-inf in
+:meth:`CandidateModel.logits_full`, never sampled by the losses).
+
+Export / serving with inner-product search (FAISS): ``video_embeddings()`` is
+``out_emb`` [V, D] float32 with rows 0 and 1 zeroed; ``video_biases()`` is
+``out_bias``. Exact ``logits_full`` scores by plain inner product come from the
+folded pair ``video_embeddings(fold_bias=True)`` [V, D+1] = [v, b] and
+``fold_user(u)`` [B, D+1] = [u, 1]. Rows 0 and 1 must be left out of the
+index (``faiss.IndexIDMap`` with ids 2..V-1) or dropped from its results.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ytspark import schema as S
+from ytspark.models.features import CandidateBatch, QuantileNormalizer
+
+RECENCY_MODES = ("none", "last_k", "weighted")
+N_SPECIAL = 2  # pad 0 and OOV 1
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """Shape and inputs of :class:`CandidateModel`; vocabulary sizes include pad and OOV (``len(Vocab)``)."""
+
+    n_videos: int
+    n_tokens: int
+    demographic_vocab_sizes: tuple[int, ...]  # one per schema.DEMOGRAPHIC_COLUMNS, in that order
+    embed_dim: int = 64
+    hidden: tuple[int, ...] = (1024, 512, 256)
+    use_watches: bool = True
+    use_searches: bool = True
+    use_demographics: bool = True
+    use_example_age: bool = True
+    recency: str = "none"  # none | last_k | weighted
+    recent_k: int = 5
+    tau_days: float = 7.0  # initial (or fixed) recency time constant for recency="weighted"
+    learn_tau: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "demographic_vocab_sizes", tuple(int(v) for v in self.demographic_vocab_sizes))
+        if self.n_videos <= N_SPECIAL:
+            raise ValueError(f"CandidateConfig.n_videos must exceed 2 (pad + OOV + videos), got {self.n_videos}")
+        if self.use_searches and self.n_tokens < 1:
+            raise ValueError(f"CandidateConfig.n_tokens must be >= 1 with use_searches, got {self.n_tokens}")
+        if len(self.demographic_vocab_sizes) != len(S.DEMOGRAPHIC_COLUMNS):
+            raise ValueError(f"CandidateConfig.demographic_vocab_sizes needs {len(S.DEMOGRAPHIC_COLUMNS)} sizes "
+                             f"({', '.join(S.DEMOGRAPHIC_COLUMNS)}), got {self.demographic_vocab_sizes}")
+        if self.recency not in RECENCY_MODES:
+            raise ValueError(f"CandidateConfig.recency must be one of {RECENCY_MODES}, got '{self.recency}'")
+        if self.recency != "none" and not self.use_watches:
+            raise ValueError(f"CandidateConfig.recency='{self.recency}' needs use_watches=True")
+        if self.recent_k < 1 or self.tau_days <= 0 or not 0.0 <= self.dropout < 1.0 or self.embed_dim < 1:
+            raise ValueError("CandidateConfig: need recent_k >= 1, tau_days > 0, 0 <= dropout < 1, embed_dim >= 1")
+        if not (self.use_watches or self.use_searches or self.use_demographics or self.use_example_age):
+            raise ValueError("CandidateConfig: every input group is disabled; enable at least one use_* flag")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "CandidateConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def quantile_features(self) -> list[str]:
+        """Continuous features the model normalises, i.e. the boundaries it needs."""
+        out = []
+        if self.use_demographics:
+            out.append(S.USER_AGE)
+        if self.use_example_age:
+            out.append(S.CAND_EXAMPLE_AGE)
+        if self.recency == "last_k":
+            out.append(S.CAND_SINCE_LAST)
+        return out
+
+
+def demographic_dim(vocab_size: int) -> int:
+    """Embedding width for a categorical input: ceil(2 log2 V), between 2 and 32."""
+    return int(min(32, max(2, math.ceil(2 * math.log2(max(vocab_size, 2))))))
+
+
+def masked_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """Mean of ``table`` rows over non-pad ids: ids [B, H] -> [B, D]; an all-pad row gives zeros."""
+    mask = (ids != S.PAD).unsqueeze(-1).to(table.weight.dtype)
+    total = (table(ids) * mask).sum(dim=1)
+    return total / mask.sum(dim=1).clamp_min(1.0)
+
+
+class CandidateModel(nn.Module):
+    """User tower + output video table. ``quantiles``: {feature: boundaries} for ``config.quantile_features()``."""
+
+    def __init__(self, config: CandidateConfig, quantiles: Mapping[str, Sequence[float]]):
+        super().__init__()
+        c = self.config = config
+        missing = [f for f in c.quantile_features() if f not in quantiles]
+        if missing:
+            raise KeyError(f"CandidateModel: no quantile boundaries for {missing}; pass "
+                           "quantiles.json ['candidates'] from prepare")
+        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        D = c.embed_dim
+        width = 0
+        self.video_in = nn.Embedding(c.n_videos, D, padding_idx=S.PAD) if c.use_watches else None
+        width += D if c.use_watches else 0
+        self.token_in = nn.Embedding(c.n_tokens, D, padding_idx=S.PAD) if c.use_searches else None
+        width += D if c.use_searches else 0
+        self.demo_in = nn.ModuleList(
+            nn.Embedding(v, demographic_dim(v), padding_idx=S.PAD) for v in c.demographic_vocab_sizes
+        ) if c.use_demographics else None
+        width += (sum(demographic_dim(v) for v in c.demographic_vocab_sizes) + 3) if c.use_demographics else 0
+        width += 3 if c.use_example_age else 0
+        width += (c.recent_k * D + 3) if c.recency == "last_k" else 0
+        width += D if c.recency == "weighted" else 0
+        if c.recency == "weighted":
+            log_tau = torch.tensor(math.log(c.tau_days))
+            if c.learn_tau:
+                self.log_tau = nn.Parameter(log_tau)
+            else:
+                self.register_buffer("log_tau", log_tau)
+        self.input_width = width
+        layers: list[nn.Module] = []
+        for h in c.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if c.dropout > 0:
+                layers.append(nn.Dropout(c.dropout))
+            width = h
+        layers.append(nn.Linear(width, D))
+        self.tower = nn.Sequential(*layers)
+        self.out_emb = nn.Parameter(torch.empty(c.n_videos, D))
+        self.out_bias = nn.Parameter(torch.zeros(c.n_videos))
+        self.reset_embeddings()
+
+    def reset_embeddings(self) -> None:
+        """N(0, 1/D) for every embedding table (pad rows of input tables zero), output bias 0."""
+        std = 1.0 / math.sqrt(self.config.embed_dim)
+        with torch.no_grad():
+            for emb in [self.video_in, self.token_in, *(self.demo_in or [])]:
+                if emb is not None:
+                    emb.weight.normal_(0.0, std)
+                    emb.weight[S.PAD].zero_()
+            self.out_emb.normal_(0.0, std)
+            self.out_bias.zero_()
+
+    def tower_inputs(self, batch: CandidateBatch) -> torch.Tensor:
+        """The concatenated tower input [B, input_width]."""
+        c, parts = self.config, []
+        if c.use_watches:
+            parts.append(masked_mean(self.video_in, batch.watch_hist))
+        if c.use_searches:
+            parts.append(masked_mean(self.token_in, batch.search_hist))
+        if c.use_demographics:
+            parts += [emb(batch.demographics[:, i]) for i, emb in enumerate(self.demo_in)]
+            parts.append(self.norm.powers(S.USER_AGE, batch.user_age))
+        if c.use_example_age:
+            parts.append(self.norm.powers(S.CAND_EXAMPLE_AGE, batch.example_age_days))
+        if c.recency == "last_k":
+            parts.append(self._last_k(batch.watch_hist))
+            parts.append(self.norm.powers(S.CAND_SINCE_LAST, batch.since_last_watch_days))
+        if c.recency == "weighted":
+            parts.append(self._recency_weighted(batch.watch_hist, batch.watch_hist_age))
+        return torch.cat(parts, dim=1)
+
+    def _last_k(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, H] most-recent-first ids -> [B, k*D]: slot j is the j-th most recent watch (zeros if pad)."""
+        k = self.config.recent_k
+        ids = hist[:, :k]
+        if ids.shape[1] < k:
+            ids = nn.functional.pad(ids, (0, k - ids.shape[1]), value=S.PAD)
+        mask = (ids != S.PAD).unsqueeze(-1).to(self.video_in.weight.dtype)
+        return (self.video_in(ids) * mask).flatten(1)
+
+    def _recency_weighted(self, hist: torch.Tensor, age_days: torch.Tensor) -> torch.Tensor:
+        """Σ w_h e_h with w ∝ exp(-age_h / tau) over non-pad slots -> [B, D]; all-pad -> zeros."""
+        valid = hist != S.PAD
+        logits = (-age_days.to(self.log_tau.dtype) / self.log_tau.exp()).masked_fill(~valid, float("-inf"))
+        logits = logits.masked_fill(~valid.any(dim=1, keepdim=True), 0.0)  # all-pad rows: no nan from softmax
+        w = torch.softmax(logits, dim=1) * valid.to(logits.dtype)
+        return (w.unsqueeze(-1) * self.video_in(hist)).sum(dim=1)
+
+    def user_vector(self, batch: CandidateBatch) -> torch.Tensor:
+        """User vectors u [B, D]. At serving the caller sets example_age_days to 0."""
+        return self.tower(self.tower_inputs(batch))
+
+    def forward(self, batch: CandidateBatch) -> torch.Tensor:
+        return self.user_vector(batch)
+
+    def logits_full(self, u: torch.Tensor) -> torch.Tensor:
+        """u [B, D] -> logits [B, V] = u @ out_emb.T + out_bias, with pad 0 and OOV 1 at -inf."""
+        logits = u @ self.out_emb.T + self.out_bias
+        logits[:, :N_SPECIAL] = float("-inf")
+        return logits
+
+    @torch.no_grad()
+    def video_embeddings(self, fold_bias: bool = False) -> torch.Tensor:
+        """Export table, row = vocab index, CPU float32: [V, D] (out_emb), or [V, D+1] = [v, b] with fold_bias.
+
+        Rows 0 and 1 (pad, OOV) are zero; leave them out of the search index.
+        """
+        v = self.out_emb.detach().float().cpu().clone()
+        if fold_bias:
+            v = torch.cat([v, self.out_bias.detach().float().cpu().unsqueeze(1)], dim=1)
+        v[:N_SPECIAL] = 0.0
+        return v
+
+    @torch.no_grad()
+    def video_biases(self) -> torch.Tensor:
+        """out_bias [V] CPU float32 (0 for rows 0 and 1)."""
+        b = self.out_bias.detach().float().cpu().clone()
+        b[:N_SPECIAL] = 0.0
+        return b
+
+    @staticmethod
+    def fold_user(u: torch.Tensor) -> torch.Tensor:
+        """u [B, D] -> [B, D+1] = [u, 1], so fold_user(u) @ video_embeddings(fold_bias=True).T = logits."""
+        return torch.cat([u, torch.ones_like(u[:, :1])], dim=1)
