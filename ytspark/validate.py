@@ -19,11 +19,12 @@ from pyspark.sql import types as T
 from ytspark import schema as S
 from ytspark.config import ValidateConfig
 
+RAW = "raw"  # the original row as JSON (or the unparseable line itself)
 REJECTS_SCHEMA = T.StructType(
     [
         T.StructField(S.REJECT_TABLE, T.StringType(), False),
         T.StructField(S.REJECT_REASON, T.StringType(), False),
-        T.StructField("raw", T.StringType(), True),
+        T.StructField(RAW, T.StringType(), True),
     ]
 )
 
@@ -36,7 +37,7 @@ class RejectShareError(ValueError):
 class Validated:
     accepted: DataFrame  # typed contract columns
     rejects: DataFrame  # REJECTS_SCHEMA
-    tagged: DataFrame  # every input row with its reject_reason (null = accepted), for counting
+    tagged: DataFrame  # every input row: __t_<col> typed values, reject_reason (null = accepted), raw
 
 
 def _blank(c: Column) -> Column:
@@ -153,7 +154,9 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     reason: Column = F.lit(None).cast("string")
     for cond, name in reversed(ordered):
         reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(name)).otherwise(reason)
-    tagged = typed.withColumn(S.REJECT_REASON, reason)
+    raw_struct = F.struct(*[F.col(c).cast("string").alias(c) for c in raw_cols if c != S.CORRUPT_RECORD])
+    tagged = typed.withColumn(S.REJECT_REASON, reason).withColumn(
+        RAW, F.coalesce(F.col(S.CORRUPT_RECORD), F.to_json(raw_struct)))
     if table == "events":
         tagged = tagged.withColumn(f"__t_{S.EVENT_TYPE}", F.lower(F.col(f"__t_{S.EVENT_TYPE}")))
     # Duplicates: among rows no other rule rejected, keep the first copy of each key.
@@ -170,12 +173,8 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     accepted = tagged.where(F.col(S.REJECT_REASON).isNull()).select(
         *[F.col(f"__t_{c}").cast(typ).alias(c) for c, typ in cols.items()]
     )
-    raw_struct = F.struct(*[F.col(c).cast("string").alias(c) for c in raw_cols if c != S.CORRUPT_RECORD])
     rejects = tagged.where(F.col(S.REJECT_REASON).isNotNull()).select(
-        F.lit(table).alias(S.REJECT_TABLE),
-        F.col(S.REJECT_REASON),
-        F.coalesce(F.col(S.CORRUPT_RECORD), F.to_json(raw_struct)).alias("raw"),
-    )
+        F.lit(table).alias(S.REJECT_TABLE), F.col(S.REJECT_REASON), F.col(RAW))
     return Validated(accepted=accepted, rejects=rejects, tagged=tagged)
 
 

@@ -40,7 +40,7 @@ from ytspark.prepare.grouping import map_users
 from ytspark.prepare.quantiles import fit_quantiles
 from ytspark.prepare.ranking import RankingParams, user_ranking_rows
 from ytspark.sources import read_table
-from ytspark.validate import RejectShareError, summarize, validate
+from ytspark.validate import RAW, RejectShareError, summarize, validate
 from ytspark.vocab import Vocab, apply_vocab, fit_vocab, tokens_column
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,16 @@ def _validate_tables(spark: SparkSession, cfg: Config, raw: RawTables, tmp: str,
         v.tagged.select(
             *[F.col(f"__t_{c}").cast(t).alias(c) for c, t in cols.items()],
             F.col(S.REJECT_REASON),
-            F.coalesce(F.col(S.CORRUPT_RECORD), F.to_json(F.struct(*[F.col(c).cast("string") for c in df.columns if c != S.CORRUPT_RECORD]))).alias("raw"),
+            F.col(RAW),
         ).write.mode("overwrite").parquet(staged)
         tagged = spark.read.parquet(staged)
         counts = {r[S.REJECT_REASON]: r["count"] for r in tagged.groupBy(S.REJECT_REASON).count().collect()}
         accepted_n = counts.pop(None, 0)
         stats[table] = (accepted_n + sum(counts.values()), counts)
-        tagged.where(F.col(S.REJECT_REASON).isNull()).drop(S.REJECT_REASON, "raw").write.parquet(f"{tmp}/{table}")
+        tagged.where(F.col(S.REJECT_REASON).isNull()).drop(S.REJECT_REASON, RAW).write.parquet(f"{tmp}/{table}")
         reject_frames.append(
             tagged.where(F.col(S.REJECT_REASON).isNotNull()).select(
-                F.lit(table).alias(S.REJECT_TABLE), F.col(S.REJECT_REASON), F.col("raw"))
+                F.lit(table).alias(S.REJECT_TABLE), F.col(S.REJECT_REASON), F.col(RAW))
         )
     rejects = reject_frames[0].unionByName(reject_frames[1]).unionByName(reject_frames[2])
     rejects.coalesce(1).write.parquet(f"{tmp}/rejects")
