@@ -1,9 +1,10 @@
 """Validation with quarantine: every input row is either accepted (typed) or rejected with a reason.
 
-``validate(df, "events", cfg) -> Validated(accepted, rejects)``. ``accepted``
+``validate(df, "events", cfg) -> Validated(accepted, tagged)``. ``accepted``
 has the contract columns cast to their types (timestamps as epoch seconds);
-``rejects`` has ``source_table``, ``reject_reason`` and ``raw`` (the original
-row as JSON). The first failing rule names the reason. Nothing is dropped:
+``tagged`` has every row with its ``reject_reason`` (null = accepted) and
+``raw`` (the original row as JSON), from which the prepare job writes the
+rejects table (:data:`REJECTS_SCHEMA`) in one pass. The first failing rule names the reason. Nothing is dropped:
 input = accepted + rejected, checked by :func:`summarize`.
 """
 from __future__ import annotations
@@ -36,7 +37,6 @@ class RejectShareError(ValueError):
 @dataclass
 class Validated:
     accepted: DataFrame  # typed contract columns
-    rejects: DataFrame  # REJECTS_SCHEMA
     tagged: DataFrame  # every input row: __t_<col> typed values, reject_reason (null = accepted), raw
 
 
@@ -173,16 +173,7 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     accepted = tagged.where(F.col(S.REJECT_REASON).isNull()).select(
         *[F.col(f"__t_{c}").cast(typ).alias(c) for c, typ in cols.items()]
     )
-    rejects = tagged.where(F.col(S.REJECT_REASON).isNotNull()).select(
-        F.lit(table).alias(S.REJECT_TABLE), F.col(S.REJECT_REASON), F.col(RAW))
-    return Validated(accepted=accepted, rejects=rejects, tagged=tagged)
-
-
-def reason_counts(v: Validated) -> tuple[int, dict[str, int]]:
-    """One Spark pass over the tagged table: (input rows, {reason: count}) with accepted rows excluded."""
-    rows = v.tagged.groupBy(S.REJECT_REASON).count().collect()
-    total = sum(r["count"] for r in rows)
-    return total, {r[S.REJECT_REASON]: r["count"] for r in rows if r[S.REJECT_REASON] is not None}
+    return Validated(accepted=accepted, tagged=tagged)
 
 
 def summarize(input_rows: int, reason_counts: dict[str, int], table: str, cfg: ValidateConfig) -> dict:
