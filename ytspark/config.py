@@ -85,12 +85,51 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """How both networks are trained: the launcher and its ranks, checkpoints, early stopping."""
+
+    launcher: str = "local"  # local | horovod-spark | horovodrun | torch-distributor
+    num_proc: int = 1  # data-parallel ranks (ignored by launcher=local, which runs one)
+    threads_per_proc: int = 0  # torch intra-op threads per rank; 0 = cores / num_proc
+    reader_workers: int = 2  # Petastorm reader threads per rank
+    shuffle_buffer: int = 20000  # rows mixed across row groups before batching
+    patience: int = 3  # epochs without a better validation metric before stopping
+    progress: bool = True  # progress bar on rank 0
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class CandidateTrainConfig:
+    """The candidate-generation network (paper section 3) and its optimisation."""
+
+    embed_dim: int = 64
+    hidden: tuple[int, ...] = (1024, 512, 256)
+    use_watches: bool = True
+    use_searches: bool = True
+    use_demographics: bool = True
+    use_example_age: bool = True
+    recency: str = "last_k"  # none (the paper's plain mean) | last_k | weighted
+    recent_k: int = 5
+    tau_days: float = 7.0
+    dropout: float = 0.0
+    num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
+    sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
+    batch_size: int = 512  # per rank
+    epochs: int = 10
+    lr: float = 0.002  # Adam, multiplied by the number of ranks
+    weight_decay: float = 0.0
+    eval_k: int = 10  # early stopping on validation HR@eval_k
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    candidate: CandidateTrainConfig = field(default_factory=CandidateTrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
