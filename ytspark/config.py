@@ -122,12 +122,28 @@ class CandidateTrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluation job: next-watch metrics and the baselines' grid (DESIGN.md "Evaluation")."""
+
+    ks: tuple[int, ...] = (10, 50, 100)  # HR@K / NDCG@K cut-offs
+    topk: int = 100  # length of every system's list; >= max(ks)
+    coverage_k: int = 10  # coverage and popularity bias are measured on the top coverage_k
+    als_ranks: tuple[int, ...] = (32, 64)  # ALS grid, tuned on the validation target's HR@10
+    als_reg_params: tuple[float, ...] = (0.01, 0.1)
+    als_alphas: tuple[float, ...] = (1.0, 10.0, 40.0)
+    als_max_iter: int = 10
+    chunk_users: int = 1024  # users scored per numpy block in top-K retrieval
+    seed: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     candidate: CandidateTrainConfig = field(default_factory=CandidateTrainConfig)
 
