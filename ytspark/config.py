@@ -137,6 +137,27 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """The nightly scoring job (DESIGN.md "Nightly scoring"): retrieval, ranking, fallback, output."""
+
+    k: int = 200  # candidates retrieved per user (already-watched excluded) before ranking
+    n: int = 20  # recommendations kept per user
+    index: str = "flat"  # flat (exact inner product) | ivf | hnsw
+    ivf_nlist: int = 1024  # IVF cells (capped at corpus / 39 so k-means has enough points)
+    ivf_nprobe: int = 32  # IVF cells visited per query
+    hnsw_m: int = 32  # HNSW links per node
+    ef_construction: int = 200  # HNSW build-time beam
+    ef_search: int = 256  # HNSW search beam (raised to the fetch size when smaller)
+    recall_sample_users: int = 1000  # users whose approximate top-K is checked against exact search (0 = off)
+    batch_size: int = 1024  # users per user-tower / FAISS batch
+    threads_per_task: int = 1  # torch and FAISS threads per Spark task (cores come from Spark's parallelism)
+    partitions: int = 0  # Spark partitions of the scoring step; 0 = spark.sql.shuffle.partitions
+    demographic_list: int = 200  # popular videos kept per (country, age bucket) for the cold-user fallback
+    run_date: str = ""  # YYYY-MM-DD: events before the end of this UTC day count; empty = today (UTC)
+    seed: int = 5
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -144,6 +165,7 @@ class Config:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     candidate: CandidateTrainConfig = field(default_factory=CandidateTrainConfig)
 
