@@ -1,0 +1,1 @@
+"""Training: Petastorm shards -> data-parallel PyTorch (one loop, several launchers)."""

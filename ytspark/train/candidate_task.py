@@ -1,0 +1,158 @@
+"""The candidate-generation network as a training :class:`~ytspark.train.loop.Task`.
+
+Reads ``<prepared>/candidates/{train,val}`` and the prepared vocabularies and
+quantiles; trains with sampled softmax (negatives from Q ∝ label-count^alpha,
+logQ-corrected, accidental hits removed; the exact softmax when the
+vocabulary is smaller than ``num_sampled``); validates with the full softmax
+(HR@K, NDCG@K, MRR over the whole catalogue, the history's videos excluded)
+and exports the user tower, the video table and bias, vocabularies and
+quantiles.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch import nn
+
+from ytspark import schema as S
+from ytspark.config import Config
+from ytspark.models.candidate import CandidateConfig, CandidateModel
+from ytspark.models.features import HIST_COLUMNS, batch_from_numpy
+from ytspark.models.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
+from ytspark.models.metrics import hit_rate_ndcg
+from ytspark.train.data import read_json, read_split
+
+FIELDS = [S.CAND_LABEL, *HIST_COLUMNS, S.USER_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.CAND_EXAMPLE_AGE,
+          *S.DEMOGRAPHIC_COLUMNS]
+EVAL_CHUNK = 1024
+
+
+def model_config(cfg: Config, vocab_sizes: dict[str, int]) -> CandidateConfig:
+    """The :class:`CandidateConfig` of ``cfg.candidate`` for the prepared vocabulary sizes."""
+    c = cfg.candidate
+    return CandidateConfig(
+        n_videos=vocab_sizes["video"], n_tokens=vocab_sizes["token"],
+        demographic_vocab_sizes=demographic_sizes(vocab_sizes),
+        embed_dim=c.embed_dim, hidden=tuple(c.hidden), use_watches=c.use_watches, use_searches=c.use_searches,
+        use_demographics=c.use_demographics, use_example_age=c.use_example_age, recency=c.recency,
+        recent_k=c.recent_k, tau_days=c.tau_days, dropout=c.dropout)
+
+
+def demographic_sizes(vocab_sizes: dict[str, int]) -> tuple[int, ...]:
+    """Embedding table sizes of :data:`~ytspark.schema.DEMOGRAPHIC_COLUMNS` (age buckets are fixed, not a vocab)."""
+    return tuple(len(S.AGE_BUCKETS) + 2 if col == "age_bucket_idx" else vocab_sizes[col.removesuffix("_idx")]
+                 for col in S.DEMOGRAPHIC_COLUMNS)
+
+
+class SampledSoftmax(nn.Module):
+    """forward(batch) -> sampled-softmax loss of ``model`` (the module DDP / the loop calls)."""
+
+    def __init__(self, model: CandidateModel, sampler: UnigramSampler, num_sampled: int):
+        super().__init__()
+        self.model, self.sampler, self.num_sampled = model, sampler, num_sampled
+
+    def forward(self, batch) -> torch.Tensor:
+        u = self.model.user_vector(batch)
+        return sampled_softmax_loss(u, self.model.out_emb, self.model.out_bias, batch.label, self.sampler,
+                                    self.num_sampled)
+
+
+def evaluate_candidates(model: CandidateModel, cols: dict, ks=(10, 50, 100)) -> dict:
+    """Full-softmax metrics of ``model`` on candidate rows: HR@K, NDCG@K, MRR (history excluded), loss."""
+    n = len(cols[S.CAND_LABEL])
+    losses = []
+    out: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for lo in range(0, n, EVAL_CHUNK):
+        chunk = {k: v[lo:lo + EVAL_CHUNK] for k, v in cols.items()}
+        batch = batch_from_numpy(chunk)
+        u = model.user_vector(batch)
+        losses.append(float(full_softmax_loss(u, model.out_emb, model.out_bias, batch.label)) * len(batch))
+        scores = model.logits_full(u)
+        m = hit_rate_ndcg(scores, batch.label, ks, exclude=list(batch.watch_hist))
+        for k, v in m.items():
+            if k != "n":
+                sums[k] = sums.get(k, 0.0) + v * len(batch)
+    for k, v in sums.items():
+        out[k] = v / max(n, 1)
+    out["loss"] = sum(losses) / max(n, 1)
+    return out
+
+
+class CandidateTask:
+    """Candidate generation on a prepared directory with the settings of ``cfg``."""
+
+    kind = "candidate"
+    fields = FIELDS
+
+    def __init__(self, cfg: Config, prepared: str):
+        self.cfg, self.prepared = cfg, prepared.rstrip("/")
+        self.manifest = read_json(f"{self.prepared}/manifest.json")
+        self.quantiles = read_json(f"{self.prepared}/quantiles.json")["candidates"]
+        self.vocab_sizes = dict(self.manifest["vocab_sizes"])
+        self.config = model_config(cfg, self.vocab_sizes)
+        self.monitor = f"hr@{cfg.candidate.eval_k}"
+        self._label_counts: np.ndarray | None = None
+
+    def train_path(self) -> str:
+        return f"{self.prepared}/candidates/train"
+
+    def val_path(self) -> str:
+        return f"{self.prepared}/candidates/val"
+
+    def train_rows(self) -> int:
+        n = int(self.manifest["candidates"]["train"])
+        if n == 0:
+            raise ValueError(f"{self.train_path()} has no rows: prepare found no training watches "
+                             "(each user needs 3+ watches)")
+        return n
+
+    def fingerprint(self) -> dict:
+        return {"prepared": self.prepared, "window_end": self.manifest.get("window_end"),
+                "model": self.config.to_dict(), "rows": self.manifest["candidates"]}
+
+    def label_counts(self) -> np.ndarray:
+        """Count of each video idx as a training label (the sampler's proposal)."""
+        if self._label_counts is None:
+            import pyarrow.dataset as ds
+
+            from ytspark.train.data import dataset_url
+
+            url = dataset_url(self.train_path())
+            src = url[len("file://"):] if url.startswith("file://") else url
+            labels = ds.dataset(src, format="parquet").to_table(columns=[S.CAND_LABEL])[S.CAND_LABEL].to_numpy()
+            self._label_counts = np.bincount(labels, minlength=self.config.n_videos).astype(np.float64)
+        return self._label_counts
+
+    def build_model(self) -> CandidateModel:
+        return CandidateModel(self.config, self.quantiles)
+
+    def loss_module(self, model: CandidateModel, rank: int) -> nn.Module:
+        c = self.cfg.candidate
+        sampler = UnigramSampler(self.label_counts(), alpha=c.sampler_alpha, seed=self.cfg.train.seed + rank)
+        return SampledSoftmax(model, sampler, c.num_sampled)
+
+    def to_batch(self, cols: dict):
+        return batch_from_numpy(cols)
+
+    def evaluate(self, model: CandidateModel, val_cols: dict) -> dict:
+        k = self.cfg.candidate.eval_k
+        return evaluate_candidates(model, val_cols, ks=tuple(sorted({k, 10, 50})))
+
+    def export(self, model: CandidateModel) -> tuple[dict, dict, dict]:
+        arrays = {"video_embeddings": model.video_embeddings().numpy(),
+                  "video_bias": model.video_biases().numpy()}
+        vocab = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
+        files = {**vocab, "quantiles.json": self.quantiles}
+        meta = {"model_config": self.config.to_dict(),
+                "train_config": {"candidate": asdict(self.cfg.candidate), "train": asdict(self.cfg.train)},
+            "prepared": self.prepared, "vocab_sizes": self.vocab_sizes, "monitor": self.monitor,
+            "window_end": self.manifest.get("window_end")}
+        return arrays, files, meta
+
+
+def load_split(prepared: str, split: str) -> dict:
+    """Every candidate row of ``split`` (val, test) as numpy columns."""
+    return read_split(f"{prepared.rstrip('/')}/candidates/{split}", FIELDS + [S.USER_ID])
