@@ -59,6 +59,7 @@ class SampledSoftmax(nn.Module):
                                     self.num_sampled)
 
 
+@torch.no_grad()
 def evaluate_candidates(model: CandidateModel, cols: dict, ks=(10, 50, 100)) -> dict:
     """Full-softmax metrics of ``model`` on candidate rows: HR@K, NDCG@K, MRR (history excluded), loss."""
     n = len(cols[S.CAND_LABEL])

@@ -109,6 +109,11 @@ def _atomic_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _jsonable(obj):
+    """``obj`` as it reads back from JSON (tuples become lists), for comparing with saved state."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=float))
+
+
 def _write_metrics(work: Path, history: list[dict]) -> None:
     _atomic_json(history, work / "metrics.json")
     keys = sorted({k for h in history for k in h})
@@ -154,7 +159,7 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
     state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_epoch": -1, "bad_epochs": 0}
     if rank == 0 and spec.resume and (work / CHECKPOINT).exists():
         saved = json.loads((work / STATE).read_text())
-        if saved.get("fingerprint") != task.fingerprint():
+        if saved.get("fingerprint") != _jsonable(task.fingerprint()):
             raise ValueError(f"--resume: the checkpoint in {work} was made for other data or another model "
                              f"({saved.get('fingerprint')} vs {task.fingerprint()}); rerun without --resume")
         ck = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
