@@ -1,0 +1,120 @@
+"""The evaluation job: baselines and any other system's top-K lists, metrics on val and test, the report.
+
+``run_baselines(spark, cfg, prepared_dir)`` loads both target splits once,
+computes popularity and ALS (grid tuned on the validation target, the chosen
+point refitted for the test target) and returns an :class:`Evaluation`.
+Other systems join with ``add_system(ev, name, {"val": topk, "test": topk},
+cfg.evaluate)`` (lists in ``ev.sets[split].user_ids`` order; see
+``EvalSet.align``), then ``write_evaluation(out_dir, ev, curves)`` writes
+the report. ``run_evaluate`` does all three.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from pyspark.sql import SparkSession
+
+from ytspark.config import Config, EvaluateConfig
+from ytspark.evaluate.baselines import als_grid, als_topk, popularity_topk, tune_als
+from ytspark.evaluate.metrics import hr_curve, ranking_metrics
+from ytspark.evaluate.protocol import EvalSet, load_eval_sets
+from ytspark.evaluate.report import write_report
+
+log = logging.getLogger(__name__)
+
+MAIN_SPLIT = "test"
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation run holds: target sets, lists, metrics, baseline details and timings."""
+
+    sets: dict[str, EvalSet]
+    topk: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # system -> split -> [B, K]
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # system -> split -> metrics
+    details: dict[str, list[dict]] = field(default_factory=dict)  # table title -> rows
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def table(self, split: str = MAIN_SPLIT) -> dict[str, dict]:
+        """system -> metrics of one split (the report's main table for ``test``)."""
+        return {name: by[split] for name, by in self.metrics.items() if split in by}
+
+
+def add_system(ev: Evaluation, name: str, topk_by_split: dict[str, np.ndarray], cfg: EvaluateConfig) -> None:
+    """Score a system's lists on the splits given (each [B, K] in ``ev.sets[split]`` user order)."""
+    for split, topk in topk_by_split.items():
+        if split not in ev.sets:
+            raise ValueError(f"add_system('{name}'): no '{split}' targets loaded; splits are {sorted(ev.sets)}")
+        m = ranking_metrics(np.asarray(topk), ev.sets[split], cfg.ks, cfg.coverage_k, system=name)
+        ev.topk.setdefault(name, {})[split] = np.asarray(topk)
+        ev.metrics.setdefault(name, {})[split] = m
+        log.info("evaluate %s on %s: %s", name, split,
+                 " ".join(f"{k}={v:.4f}" for k, v in m.items() if k.startswith(("hr@", "ndcg@10", "mrr"))))
+
+
+def run_baselines(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: str | None = None) -> Evaluation:
+    """Popularity and tuned ALS on the validation and test targets of ``prepared_dir``.
+
+    ALS: every point of the ``[evaluate]`` grid is fitted on the training
+    watches and scored on the validation target; the best HR@10 is refitted
+    on training + validation watches and scored on the test target. The
+    report is written to ``out_dir`` when given.
+    """
+    e = cfg.evaluate
+    if e.topk < max(e.ks):
+        raise ValueError(f"evaluate.topk={e.topk} must be >= max(evaluate.ks)={max(e.ks)}")
+    t0 = time.time()
+    ev = Evaluation(sets=load_eval_sets(spark, prepared_dir))
+    ev.timings["load_s"] = round(time.time() - t0, 2)
+
+    t = time.time()
+    add_system(ev, "popularity", {s: popularity_topk(es, e.topk, e.chunk_users) for s, es in ev.sets.items()}, e)
+    ev.timings["popularity_s"] = round(time.time() - t, 2)
+
+    t = time.time()
+    grid = als_grid(e.als_ranks, e.als_reg_params, e.als_alphas, e.als_max_iter, e.seed)
+    best, rows, val_topk = tune_als(spark, prepared_dir, ev.sets["val"], grid, e.topk, e.ks, "hr@10", e.chunk_users)
+    ev.timings["als_tuning_s"] = round(time.time() - t, 2)
+    t = time.time()
+    test_topk, info = als_topk(spark, prepared_dir, ev.sets["test"], e.topk, best, e.chunk_users)
+    ev.timings["als_test_s"] = round(time.time() - t, 2)
+    add_system(ev, "als", {"val": val_topk, "test": test_topk}, e)
+    ev.details["ALS grid (fitted on train watches, scored on the validation target)"] = rows
+    ev.details["ALS chosen, refitted on train + validation watches for the test target"] = [
+        {**asdict(best), "fit_s": info["fit_s"], "retrieval_s": info["retrieval_s"], "cold_users": info["cold_users"]}]
+    ev.timings["total_s"] = round(time.time() - t0, 2)
+    if out_dir:
+        write_evaluation(out_dir, ev, prepared_dir=prepared_dir)
+    return ev
+
+
+def write_evaluation(out_dir: str, ev: Evaluation, curves: dict[str, list[dict]] | None = None,
+                     prepared_dir: str = "") -> str:
+    """Write ``ev`` as a report (test metrics table, validation table, HR@K curves, details); returns report.md."""
+    test = ev.sets.get(MAIN_SPLIT)
+    hr = {name: hr_curve(by[MAIN_SPLIT], test) for name, by in ev.topk.items() if MAIN_SPLIT in by}
+    notes = [
+        "Protocol: per user the last watch is the test target, the one before the validation target; "
+        "whole-catalogue ranking; videos watched before the target are excluded.",
+        f"Prepared data: `{prepared_dir}`" if prepared_dir else "",
+        f"Targets: val {len(ev.sets['val']) if 'val' in ev.sets else 0}, test {len(test) if test else 0}; "
+        f"catalogue {test.n_catalogue if test else 0} videos.",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in ev.timings.items()),
+    ]
+    extra = {"Validation target": [{"system": n, **m} for n, m in ev.table("val").items()], **ev.details}
+    return write_report(out_dir, ev.table(MAIN_SPLIT), curves, hr, extra, "ytspark evaluation (test target)",
+                        [n for n in notes if n])
+
+
+def run_evaluate(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: str,
+                 systems: dict[str, dict[str, np.ndarray]] | None = None,
+                 curves: dict[str, list[dict]] | None = None) -> Evaluation:
+    """Baselines plus ``systems`` (name -> split -> top-K), then the report in ``out_dir``."""
+    ev = run_baselines(spark, cfg, prepared_dir)
+    for name, by_split in (systems or {}).items():
+        add_system(ev, name, by_split, cfg.evaluate)
+    write_evaluation(out_dir, ev, curves, prepared_dir)
+    return ev

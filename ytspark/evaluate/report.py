@@ -1,0 +1,143 @@
+"""The evaluation report: ``report.md``, PNG plots, ``metrics.csv`` and ``metrics.json``, written atomically.
+
+``write_report(out_dir, metrics_by_system, curves, hr_at_k, extra_tables)``
+builds everything in ``<out_dir>.__tmp-<uuid>`` and swaps it into place,
+so a reader never sees half a report and a failed run keeps the old one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import uuid
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+Rows = list[dict]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown_table(rows: Rows, columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts); columns default to the union of keys in first-seen order."""
+    if not rows:
+        return "(none)\n"
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_rows(metrics_by_system: dict[str, dict]) -> Rows:
+    return [{"system": name, **m} for name, m in metrics_by_system.items()]
+
+
+def plot_hr_at_k(hr_at_k: dict[str, list[tuple[int, float]]], path: str) -> None:
+    """HR@K against K, one line per system."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in hr_at_k.items():
+        ks, hr = zip(*pts) if pts else ((), ())
+        ax.plot(ks, hr, label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("HR@K")
+    ax.set_title("Hit rate of the next watch within the top K")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(curves: dict[str, Rows], path: str, x: str = "epoch") -> list[str]:
+    """Per-epoch metrics of each network: one panel per numeric key, one line per network. Returns the keys."""
+    keys = list(dict.fromkeys(k for rows in curves.values() for r in rows for k, v in r.items()
+                              if k != x and isinstance(v, (int, float)) and not isinstance(v, bool)))
+    if not keys:
+        return []
+    ncol = min(3, len(keys))
+    nrow = math.ceil(len(keys) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.2 * nrow), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, rows in curves.items():
+            pts = [(r.get(x, i + 1), r[key]) for i, r in enumerate(rows) if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=name)
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return keys
+
+
+def _publish(tmp: str, final: str) -> None:
+    old = None
+    if os.path.exists(final):
+        old = f"{final}.__old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[str, Rows] | None = None,
+                 hr_at_k: dict[str, list[tuple[int, float]]] | None = None,
+                 extra_tables: dict[str, Rows] | None = None, title: str = "ytspark evaluation",
+                 notes: Sequence[str] = ()) -> str:
+    """Write the report folder and return the path of ``report.md``.
+
+    Args:
+        out_dir: local folder, replaced whole.
+        metrics_by_system: system name -> flat metrics (the main table).
+        curves: network name -> per-epoch list of metric dicts (``epoch`` key optional).
+        hr_at_k: system name -> [(K, HR@K)] points.
+        extra_tables: section title -> rows (dicts), rendered as Markdown tables.
+        notes: lines printed under the title (protocol, data, timings).
+    """
+    out_dir = os.path.abspath(out_dir).rstrip("/")
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = f"{out_dir}.__tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    try:
+        rows = _metric_rows(metrics_by_system)
+        md = [f"# {title}", ""] + [f"{n}  " for n in notes] + ["", "## Metrics", "", markdown_table(rows)]
+        if hr_at_k:
+            plot_hr_at_k(hr_at_k, f"{tmp}/hr_at_k.png")
+            md += ["## HR@K against K", "", "![HR@K](hr_at_k.png)", ""]
+        if curves:
+            keys = plot_curves(curves, f"{tmp}/curves.png")
+            if keys:
+                md += ["## Training and validation curves", "", "![curves](curves.png)", ""]
+        for name, table in (extra_tables or {}).items():
+            md += [f"## {name}", "", markdown_table(table)]
+        with open(f"{tmp}/report.md", "w") as f:
+            f.write("\n".join(md))
+        with open(f"{tmp}/metrics.json", "w") as f:
+            json.dump({"metrics": metrics_by_system, "extra_tables": extra_tables or {}}, f, indent=2,
+                      sort_keys=True, default=float)
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        with open(f"{tmp}/metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return f"{out_dir}/report.md"
