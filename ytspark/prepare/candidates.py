@@ -46,6 +46,15 @@ def _pad(values: np.ndarray, length: int, dtype) -> np.ndarray:
     return out
 
 
+SAMPLINGS = ("recent", "uniform")
+
+
+def check_sampling(how: str) -> None:
+    """Refuse an unknown ``prepare.example_sampling`` with the key and the allowed values."""
+    if how not in SAMPLINGS:
+        raise ValueError(f"prepare.example_sampling must be 'recent' or 'uniform', got '{how}'")
+
+
 def _choose(train_pos: np.ndarray, cap: int, how: str, seed: int, user_id: str) -> np.ndarray:
     if len(train_pos) <= cap:
         return train_pos

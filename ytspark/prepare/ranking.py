@@ -16,9 +16,6 @@ import pandas as pd
 from ytspark import schema as S
 from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, split_positions
 
-_KEY_SCALE = 4.0e9  # > any accepted epoch second; makes (group, ts) one sortable float key
-
-
 @dataclass(frozen=True)
 class RankingParams:
     history_length: int = 50
@@ -26,13 +23,14 @@ class RankingParams:
 
 
 def _count_and_last_before(w_group: np.ndarray, w_ts: np.ndarray, q_group: np.ndarray, q_ts: np.ndarray):
-    """For each query (group, t): number of watches of that group strictly before t and days since the last."""
-    keys = np.sort(w_group.astype(np.float64) * _KEY_SCALE + w_ts)
-    base = q_group.astype(np.float64) * _KEY_SCALE
-    hi = np.searchsorted(keys, base + q_ts, side="left")
-    lo = np.searchsorted(keys, base, side="left")
-    count = (hi - lo).astype(np.float32)
-    last = np.where(count > 0, keys[np.maximum(hi - 1, 0)] - base, np.nan)
+    """For each query (group, t): number of watches of that group strictly before t and days since the last.
+
+    Brute force over (query, watch) pairs, exact in time: the per-user reference for
+    :func:`ytspark.prepare.batch_ranking.count_and_last_before`.
+    """
+    hit = (w_group[None, :] == q_group[:, None]) & (w_ts[None, :] < q_ts[:, None])
+    count = hit.sum(axis=1).astype(np.float32)
+    last = np.where(hit, w_ts[None, :], -np.inf).max(axis=1, initial=-np.inf)
     since = np.where(count > 0, (q_ts - last) / DAY, NEVER_DAYS).astype(np.float32)
     return count, since
 

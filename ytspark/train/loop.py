@@ -199,7 +199,7 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
             for i in range(steps):
                 batch = task.to_batch(next(batches))
                 loss = loss_mod(batch)
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
                 state["global_step"] += 1
