@@ -158,6 +158,21 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class RankerTrainConfig:
+    """The ranking network (paper section 4) and its optimisation."""
+
+    embed_dim: int = 32
+    hidden: tuple[int, ...] = (1024, 512, 256)
+    use_affinity: bool = True  # dot product of the impression video with the watch mean (beyond the paper)
+    dropout: float = 0.0
+    batch_size: int = 1024  # per rank
+    epochs: int = 5
+    lr: float = 0.001  # Adam, multiplied by the number of ranks
+    weight_decay: float = 0.0
+    init_from_candidate: bool = True  # start the video table from the candidate model's embeddings
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -168,6 +183,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     candidate: CandidateTrainConfig = field(default_factory=CandidateTrainConfig)
+    ranker: RankerTrainConfig = field(default_factory=RankerTrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

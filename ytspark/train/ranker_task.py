@@ -1,0 +1,140 @@
+"""The ranking network as a training :class:`~ytspark.train.loop.Task` (same loop and launcher as candidates).
+
+Reads ``<prepared>/ranking/{train,val}`` (one row per impression), trains
+weighted logistic regression (clicked rows weighted by watch time, others by
+1) and validates with AUC, the paper's weighted per-user loss and the
+calibration of exp(logit) against observed watch time. The monitored metric is
+``1 - weighted per-user loss`` (higher is better). With a candidate model
+directory and ``ranker.init_from_candidate`` the shared video table starts
+from the candidate model's video embeddings.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch import nn
+
+from ytspark import schema as S
+from ytspark.config import Config
+from ytspark.models.rank_features import rank_batch_from_numpy
+from ytspark.models.rank_metrics import auc, calibration, weighted_per_user_loss
+from ytspark.models.ranker import RankerConfig, RankerModel, weighted_logistic_loss
+from ytspark.train.data import read_json, read_split
+
+FIELDS = [S.USER_ID, S.RANK_VIDEO, S.CAND_WATCH_HIST, S.RANK_USER_LANGUAGE, S.RANK_VIDEO_LANGUAGE, S.RANK_CHANNEL,
+          S.RANK_CATEGORY, S.RANK_SOURCE, *S.RANK_CONTINUOUS, S.RANK_CLICKED, S.RANK_WATCH_SECONDS, S.RANK_WEIGHT]
+EVAL_CHUNK = 8192
+
+
+class WeightedLogistic(nn.Module):
+    def __init__(self, model: RankerModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch) -> torch.Tensor:
+        return weighted_logistic_loss(self.model(batch), batch.clicked, batch.weight)
+
+
+@torch.no_grad()
+def predict_watch_time(model: RankerModel, cols: dict) -> np.ndarray:
+    """exp(logit) for every row of ``cols`` (the serving score: expected watch time)."""
+    n = len(cols[S.RANK_VIDEO])
+    out = [model.expected_watch_time(rank_batch_from_numpy({k: v[lo:lo + EVAL_CHUNK] for k, v in cols.items()},
+                                                           serving=True)).numpy()
+           for lo in range(0, n, EVAL_CHUNK)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def evaluate_ranker(model: RankerModel, cols: dict) -> dict:
+    """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows."""
+    pred = predict_watch_time(model, cols)
+    clicked = np.asarray(cols[S.RANK_CLICKED])
+    watch = np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64)
+    wpul = weighted_per_user_loss(cols[S.USER_ID], pred, clicked, watch)
+    logits = torch.from_numpy(np.log(np.maximum(pred, 1e-30)).astype(np.float32))
+    loss = float(weighted_logistic_loss(logits, torch.from_numpy(clicked.astype(np.float32)),
+                                        torch.from_numpy(np.asarray(cols[S.RANK_WEIGHT], np.float32))))
+    cal = calibration(pred, watch)
+    return {"auc": auc(pred, clicked), "weighted_per_user_loss": wpul["weighted_per_user_loss"],
+            "one_minus_wpul": 1.0 - wpul["weighted_per_user_loss"], "loss": loss,
+            "mean_pred_watch": float(pred.mean()), "mean_watch": float(watch.mean()),
+            "calibration": [list(map(float, c)) for c in cal]}
+
+
+class RankerTask:
+    """Ranking on a prepared directory (impressions), optionally seeded by a candidate model."""
+
+    kind = "ranker"
+    fields = FIELDS
+    monitor = "one_minus_wpul"
+
+    def __init__(self, cfg: Config, prepared: str, candidate_model: str | None = None):
+        self.cfg, self.prepared, self.candidate_model = cfg, prepared.rstrip("/"), candidate_model
+        self.manifest = read_json(f"{self.prepared}/manifest.json")
+        self.quantiles = read_json(f"{self.prepared}/quantiles.json")["ranking"]
+        r = cfg.ranker
+        self.config = RankerConfig.from_vocab_sizes(self.manifest["vocab_sizes"], embed_dim=r.embed_dim,
+                                                    hidden=tuple(r.hidden), use_affinity=r.use_affinity,
+                                                    dropout=r.dropout)
+
+    def train_path(self) -> str:
+        return f"{self.prepared}/ranking/train"
+
+    def val_path(self) -> str:
+        return f"{self.prepared}/ranking/val"
+
+    def train_rows(self) -> int:
+        n = int(self.manifest["ranking"]["train"])
+        if n == 0:
+            raise ValueError(f"{self.train_path()} has no rows: the input has no impressions. The ranking network "
+                             "needs impression events (event_type=impression with clicked/watch_seconds)")
+        return n
+
+    def fingerprint(self) -> dict:
+        return {"prepared": self.prepared, "window_end": self.manifest.get("window_end"),
+                "model": self.config.to_dict(), "rows": self.manifest["ranking"]}
+
+    def build_model(self) -> RankerModel:
+        model = RankerModel(self.config, self.quantiles)
+        if self.candidate_model and self.cfg.ranker.init_from_candidate:
+            from ytspark.models.export import read_model_dir
+
+            md = read_model_dir(self.candidate_model, "candidate")
+            model.init_video_embeddings(md.array("video_embeddings"))
+        return model
+
+    def loss_module(self, model: RankerModel, rank: int) -> nn.Module:
+        return WeightedLogistic(model)
+
+    def to_batch(self, cols: dict):
+        return rank_batch_from_numpy(cols)
+
+    def evaluate(self, model: RankerModel, val_cols: dict) -> dict:
+        m = evaluate_ranker(model, val_cols)
+        m.pop("calibration")
+        return m
+
+    def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
+        files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
+        files["quantiles.json"] = self.quantiles
+        meta = {"model_config": self.config.to_dict(),
+                "train_config": {"ranker": asdict(self.cfg.ranker), "train": asdict(self.cfg.train)},
+                "prepared": self.prepared, "vocab_sizes": self.manifest["vocab_sizes"], "monitor": self.monitor,
+                "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end")}
+        return {}, files, meta
+
+
+def load_ranker(path):
+    """(RankerModel in eval mode, ModelDir) from a ranker model directory."""
+    from ytspark.models.export import read_model_dir
+
+    md = read_model_dir(path, "ranker")
+    model = RankerModel(RankerConfig.from_dict(md.meta["model_config"]), md.json("quantiles.json"))
+    model.load_state_dict(md.state_dict())
+    return model.eval(), md
+
+
+def load_split(prepared: str, split: str) -> dict:
+    return read_split(f"{prepared.rstrip('/')}/ranking/{split}", FIELDS)
