@@ -1,0 +1,467 @@
+"""Nightly scoring: FAISS against brute force, serving rows against training rows, the job end to end.
+
+The world: seeded hand-written logs (40 users, 60 videos, watches with
+timestamp ties, searches, impressions, cold users) run through the real
+``prepare``, and seeded random models published with ``write_model_dir``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import DAY, T0, make_config, write_jsonl
+
+from ytspark import schema as S
+from ytspark.models.candidate import CandidateConfig, CandidateModel
+from ytspark.models.export import write_model_dir
+from ytspark.prepare import read_inputs, run_prepare
+from ytspark.prepare.candidates import CandidateParams, user_candidate_rows
+from ytspark.score import index as ix
+from ytspark.vocab import Vocab, tokenize
+
+H = 8  # prepare.history_length
+K, N = 10, 5
+RUN_DATE = "2023-12-20"  # after every event of the world
+N_VIDEOS = 60
+WORDS = ("cats", "dogs", "news", "funny", "music", "live", "cooking", "cars")
+
+
+# ------------------------------------------------------------------ FAISS: known answers, no Spark
+
+def _table(seed: int, V: int = 3000, D: int = 17) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((V, D)).astype(np.float32)
+    x[:2] = 0.0
+    return x
+
+
+def _topk(q: np.ndarray, x: np.ndarray, k: int, exclude: list[np.ndarray] | None = None):
+    logits = torch.from_numpy(q) @ torch.from_numpy(x).T
+    logits[:, :2] = float("-inf")
+    if exclude is not None:
+        for i, e in enumerate(exclude):
+            logits[i, torch.from_numpy(e)] = float("-inf")
+    s, i = torch.topk(logits, k)
+    return s.numpy(), i.numpy()
+
+
+def test_flat_search_equals_torch_topk():
+    x = _table(0)
+    q = np.random.default_rng(1).standard_normal((50, x.shape[1])).astype(np.float32)
+    s, i = ix.search(ix.build_index(x, "flat"), q, 20)
+    ts, ti = _topk(q, x, 20)
+    np.testing.assert_array_equal(i, ti)
+    np.testing.assert_allclose(s, ts, rtol=1e-5, atol=1e-5)
+    assert i.min() >= 2  # pad and OOV rows are not in the index
+
+
+def test_search_excludes_watched_and_still_returns_k():
+    x = _table(2)
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((40, x.shape[1])).astype(np.float32)
+    _, best = _topk(q, x, 60)
+    # user i excludes i of its own top 60 (so exclusions really bite) plus random ids; user 7 excludes 300
+    exclude = [np.unique(np.concatenate([best[j, :j], rng.integers(2, len(x), 5)])) for j in range(40)]
+    exclude[7] = np.unique(np.concatenate([best[7], rng.choice(np.arange(2, len(x)), 300, replace=False)]))
+    indptr = np.concatenate([[0], np.cumsum([len(e) for e in exclude])])
+    s, i = ix.search(ix.build_index(x, "flat"), q, 25, (indptr, np.concatenate(exclude)))
+    ts, ti = _topk(q, x, 25, exclude)
+    np.testing.assert_array_equal(i, ti)
+    np.testing.assert_allclose(s, ts, rtol=1e-5, atol=1e-5)
+    for row, e in zip(i, exclude):
+        assert not set(row.tolist()) & set(e.tolist())
+
+
+def test_search_pads_when_the_corpus_runs_out():
+    x = _table(4, V=12)
+    q = np.ones((2, x.shape[1]), np.float32)
+    s, i = ix.search(ix.build_index(x), q, 8, (np.array([0, 3, 3]), np.array([2, 3, 4])))
+    assert (i[0] >= 0).sum() == 7 and i[0, 7] == -1 and s[0, 7] == -np.inf  # 10 videos, 3 excluded
+    assert (i[1] >= 0).sum() == 8
+
+
+@pytest.mark.parametrize("kind,params,bound", [("ivf", {"nlist": 64, "nprobe": 4}, 0.95),
+                                               ("hnsw", {"hnsw_m": 32, "ef_construction": 80, "ef_search": 256}, 0.95)])
+def test_approximate_index_recall_above_bound(kind, params, bound):
+    # Clustered vectors (what trained embeddings look like): 40 topics, videos and users near them.
+    # Measured on this seed: ivf 0.99, hnsw 0.97 (and ivf with nprobe=2: 0.94, hnsw with m=16: 0.93).
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((40, 16)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 40, 10000)] + rng.standard_normal((10000, 16))).astype(np.float32)
+    x[:2] = 0
+    q = (centers[rng.integers(0, 40, 300)] + rng.standard_normal((300, 16))).astype(np.float32)
+    index = ix.build_index(x, kind, **params)
+    assert ix.index_kind(index) == kind
+    recall = ix.measure_recall(index, ix.build_index(x, "flat"), q, 50)
+    assert recall >= bound, f"{kind} recall@50 {recall:.3f} below {bound}"
+    copy = ix.deserialize(ix.serialize(index))  # what executors receive
+    np.testing.assert_array_equal(ix.search(copy, q[:20], 10)[1], ix.search(index, q[:20], 10)[1])
+
+
+def test_build_index_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="score.index"):
+        ix.build_index(_table(0), "lsh")
+
+
+# ------------------------------------------------------------------ the world: logs -> real prepare
+
+def _world_logs(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, N_VIDEOS + 1) ** 0.8
+    pop /= pop.sum()
+    events, users = [], []
+    for u in range(40):
+        uid = f"u{u:02d}"
+        users.append({"user_id": uid, "gender": ["f", "m"][u % 2], "country": ["NL", "DE", "US"][u % 3],
+                      "language": ["nl", "de", "en"][u % 3], "device": ["ios", "web"][u % 2],
+                      **({"age": float(15 + u)} if u % 5 else {"birth_year": 1960 + u})})
+        n = int(rng.integers(3, 26))
+        days = np.sort(rng.uniform(0, 30, n))
+        if n > 4:
+            days[3] = days[2]  # a timestamp tie between two watches
+        for d, v in zip(days, rng.choice(N_VIDEOS, n, p=pop)):
+            events.append({"event_ts": T0 + float(d) * DAY, "user_id": uid, "event_type": "watch",
+                           "video_id": f"v{v}", "watch_seconds": float(rng.uniform(10, 100)), "video_seconds": 100.0})
+        for d in rng.uniform(0, 30, int(rng.integers(0, 5))):
+            q = " ".join(rng.choice(WORDS, int(rng.integers(1, 4))))
+            events.append({"event_ts": T0 + float(d) * DAY + 0.5, "user_id": uid, "event_type": "search", "query": q})
+        for d in rng.uniform(0, 30, 3):
+            events.append({"event_ts": T0 + float(d) * DAY + 0.25, "user_id": uid, "event_type": "impression",
+                           "video_id": f"v{int(rng.integers(0, N_VIDEOS))}", "clicked": int(rng.integers(0, 2)),
+                           "watch_seconds": 30.0})
+    # Cold users: no events. c1 is in u03, u06 and u09's (country, age bucket); c2 gives no country.
+    users += [{"user_id": "c1", "gender": "f", "country": "NL", "language": "nl", "device": "ios", "age": 20.0},
+              {"user_id": "c2", "gender": "m", "language": "en", "device": "web", "age": 40.0}]
+    # s1 only searched (usable history through tokens); x1 has events but no users row.
+    events.append({"event_ts": T0 + 5 * DAY, "user_id": "s1", "event_type": "search", "query": "funny cats"})
+    users.append({"user_id": "s1", "country": "DE", "age": 50.0})
+    events.append({"event_ts": T0 + 6 * DAY, "user_id": "x1", "event_type": "watch", "video_id": "v0"})
+    videos = [{"video_id": f"v{i}", "upload_ts": T0 - (i % 9) * DAY, "duration_seconds": 100.0,
+               "language": ["nl", "de", "en"][i % 3], "channel_id": f"ch{i % 7}", "category": f"cat{i % 5}",
+               "title": "t"} for i in range(N_VIDEOS)]
+    return events, users, videos
+
+
+def _cfg(raw: dict | None = None, *extra: str):
+    sets = [f"prepare.history_length={H}", "prepare.max_examples_per_user=100", "prepare.token_min_count=1",
+            "prepare.target_shards=1", f"score.k={K}", f"score.n={N}", "score.batch_size=4", "score.partitions=4",
+            "score.demographic_list=4", "score.recall_sample_users=50", *extra]
+    if raw:
+        sets += [f'data.events="{raw["events"]}"', f'data.users="{raw["users"]}"', f'data.videos="{raw["videos"]}"']
+    return make_config(*sets)
+
+
+def _candidate_dir(root: Path, prepared: str, seed: int) -> str:
+    """A seeded random CandidateModel published as a real model directory (with the prepared vocab)."""
+    vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
+    size = {n: len(v["values"]) + 2 for n, v in vocab.items()}
+    quant = json.loads(Path(prepared, "quantiles.json").read_text())["candidates"]
+    demo = tuple(len(S.AGE_BUCKETS) + 2 if c == "age_bucket_idx" else size[c.removesuffix("_idx")]
+                 for c in S.DEMOGRAPHIC_COLUMNS)
+    cfg = CandidateConfig(n_videos=size["video"], n_tokens=size["token"], demographic_vocab_sizes=demo,
+                          embed_dim=8, hidden=(16,), recency="last_k", recent_k=3)
+    torch.manual_seed(seed)
+    model = CandidateModel(cfg, quant)
+    with torch.no_grad():
+        model.out_bias.normal_(0.0, 0.5)  # a real bias, so the folded column matters
+    out = write_model_dir(root, "candidate", state_dict=model.state_dict(),
+                          meta={"model_config": cfg.to_dict(), "vocab_sizes": size},
+                          arrays={"video_embeddings": model.video_embeddings().numpy(),
+                                  "video_bias": model.video_biases().numpy()},
+                          json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
+                          version=f"cand-{seed}")
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("score")
+    events, users, videos = _world_logs()
+    raw = {"events": write_jsonl(tmp / "raw" / "events.jsonl", events),
+           "users": write_jsonl(tmp / "raw" / "users.jsonl", users),
+           "videos": write_jsonl(tmp / "raw" / "videos.jsonl", videos)}
+    cfg = _cfg(raw)
+    prepared = str(tmp / "prepared")
+    run_prepare(spark, cfg, read_inputs(spark, cfg), prepared)
+    ev = pd.read_parquet(Path(prepared, "events"))
+    vocab = {n: Vocab(n, json.loads(Path(prepared, "vocab", f"{n}.json").read_text())["values"])
+             for n in ("video", "token")}
+    return {"tmp": tmp, "prepared": prepared, "cfg": cfg, "events": ev, "vocab": vocab,
+            "users": {u["user_id"] for u in users} | {e["user_id"] for e in events},
+            "model": _candidate_dir(tmp / "models", prepared, seed=1)}
+
+
+# ------------------------------------------------------------------ serving rows = training rows
+
+def _reference_rows(world, as_of: float, demo: pd.DataFrame) -> dict:
+    """user -> the row user_candidate_rows builds for a pseudo label watched at ``as_of``."""
+    ev = world["events"]
+    ev = ev[ev[S.EVENT_TS] < as_of]
+    vid, tok = world["vocab"]["video"], world["vocab"]["token"]
+    out = {}
+    for uid, g in ev.groupby(S.USER_ID):
+        w = g[g[S.EVENT_TYPE] == "watch"].assign(v=lambda d: vid.lookup(d[S.VIDEO_ID]))
+        w = w.sort_values([S.EVENT_TS, "v"])
+        s = g[g[S.EVENT_TYPE] == "search"].sort_values(S.EVENT_TS)
+        toks = [(t, tok.index(x)) for t, q in zip(s[S.EVENT_TS], s[S.QUERY]) for x in tokenize(q)]
+        # the pseudo label: one completed watch at as_of, the only completed one -> it is the last row built
+        w_ts = np.append(w[S.EVENT_TS].to_numpy(np.float64), as_of)
+        w_vid = np.append(w["v"].to_numpy(np.int32), 2).astype(np.int32)
+        completed = np.zeros(len(w_ts), bool)
+        completed[-1] = True
+        if uid not in demo.index:  # no training row to take prepare's demographics from
+            continue
+        d = demo.loc[uid].to_dict()
+        rows = user_candidate_rows(uid, w_ts, w_vid, completed, np.array([t for t, _ in toks], np.float64),
+                                   np.array([k for _, k in toks], np.int32), d,
+                                   CandidateParams(H, 1, "recent", 7, as_of))
+        last = rows.iloc[-1]
+        assert last[S.CAND_LABEL_TS] == as_of
+        out[uid] = last
+    return out
+
+
+def _serving(spark, world, as_of: float, **kw) -> dict:
+    from ytspark.score.features import load_vocabs, serving_rows, serving_schema
+
+    df = serving_rows(spark, world["prepared"], as_of, H, load_vocabs(spark, world["prepared"]), **kw)
+    from ytspark.schema import check_schema
+
+    check_schema(df.schema, serving_schema(kw.get("affinity", False)), "serving rows")
+    return {r[S.USER_ID]: r for r in df.collect()}
+
+
+FEATURES = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES, S.CAND_SINCE_LAST,
+            S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS)
+
+
+def _assert_same(serving, training, uid):
+    for c in FEATURES:
+        a, b = serving[c], training[c]
+        if isinstance(a, (list, np.ndarray)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{uid}.{c}")
+        else:
+            assert a == b, f"{uid}.{c}: serving {a} != training {b}"
+
+
+def test_serving_rows_equal_prepared_training_rows(spark, world):
+    """The prepared val/test rows are what serving sees at the label's timestamp (example age aside)."""
+    cand = pd.concat([pd.read_parquet(Path(world["prepared"], "candidates", s)) for s in ("val", "test")])
+    picks = cand.sort_values([S.USER_ID, S.CAND_LABEL_TS]).groupby(S.SPLIT).nth([3, 11, 25])
+    assert len(picks) == 6
+    for _, row in picks.iterrows():
+        got = _serving(spark, world, float(row[S.CAND_LABEL_TS]))
+        _assert_same(got[row[S.USER_ID]], row, row[S.USER_ID])
+
+
+@pytest.mark.parametrize("day", [12.0, 40.0])
+def test_serving_rows_equal_user_candidate_rows_for_every_user(spark, world, day):
+    as_of = T0 + day * DAY
+    got = _serving(spark, world, as_of)
+    cand = pd.concat([pd.read_parquet(Path(world["prepared"], "candidates", s)) for s in S.SPLITS])
+    demo = cand.groupby(S.USER_ID)[[S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS]].first()
+    ref = _reference_rows(world, as_of, demo)
+    assert set(ref) <= set(got)
+    for uid, row in ref.items():
+        _assert_same(got[uid], row, uid)
+    # users with no event before as_of still get a row: empty history, their demographics
+    cold = got["c1"]
+    assert list(cold[S.CAND_WATCH_HIST]) == [0] * H and cold[S.CAND_N_WATCHES] == 0
+    assert cold[S.CAND_SINCE_LAST] == -1.0 and cold["country_idx"] >= 2 and cold[S.USER_AGE] == 20.0
+    seen = sorted({int(v) for v in world["vocab"]["video"].lookup(
+        world["events"].query(f"user_id == 'u00' and event_type == 'watch' and event_ts < {as_of}")[S.VIDEO_ID])
+        if v >= 2})
+    assert list(got["u00"]["seen"]) == seen
+
+
+def test_serving_rows_reject_a_bad_run_date():
+    from ytspark.score.features import as_of_ts
+
+    assert as_of_ts("2023-11-14") == 1_700_006_400.0  # 2023-11-15 00:00 UTC
+    with pytest.raises(ValueError, match="score.run_date"):
+        as_of_ts("20231114")
+
+
+# ------------------------------------------------------------------ the job end to end
+
+def _read(spark, path: str) -> pd.DataFrame:
+    return spark.read.parquet(path).toPandas().sort_values([S.USER_ID, "rank"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def scored(spark, world):
+    from ytspark.score import run_score
+
+    out = str(world["tmp"] / "out")
+    m = run_score(spark, world["cfg"], world["prepared"], world["model"], RUN_DATE, out)
+    path = f"{out}/recommendations/run_date={RUN_DATE}"
+    return {"out": out, "path": path, "manifest": m, "df": _read(spark, path)}
+
+
+def test_every_user_gets_ranks_1_to_n_exactly_once(world, scored):
+    df = scored["df"]
+    from ytspark.score.scorer import RECOMMENDATIONS_SCHEMA
+
+    assert list(df.columns) == RECOMMENDATIONS_SCHEMA.names
+    assert set(df[S.USER_ID]) == world["users"]
+    for uid, g in df.groupby(S.USER_ID):
+        assert list(g["rank"]) == list(range(1, N + 1)), uid
+        assert g[S.VIDEO_ID].is_unique, uid
+    m = scored["manifest"]
+    assert m["users"] == m["users_with_list"] == len(world["users"]) and m["rows"] == len(df)
+    assert m["short_lists"] == 0 and (df["model_version"] == "cand-1").all() and (df["run_date"] == RUN_DATE).all()
+    assert 0 < m["coverage"]["share"] <= 1 and m["coverage"]["catalogue"] == len(world["vocab"]["video"]) - 2
+    assert m["model_builds"] <= 2  # once per Python worker (local[2]), not per partition (4) or batch
+
+
+def test_watched_videos_never_recommended(world, scored):
+    ev = world["events"]
+    watched = set(zip(ev[ev[S.EVENT_TYPE] == "watch"][S.USER_ID], ev[ev[S.EVENT_TYPE] == "watch"][S.VIDEO_ID]))
+    got = set(zip(scored["df"][S.USER_ID], scored["df"][S.VIDEO_ID]))
+    assert not watched & got
+    assert len(watched) > 200  # the check has teeth
+
+
+def test_cold_users_get_flagged_fallback_lists(world, scored):
+    df = scored["df"].set_index(S.USER_ID)
+    ev = world["events"]
+    vocab = world["vocab"]["video"]
+    watches = ev[ev[S.EVENT_TYPE] == "watch"].drop_duplicates([S.USER_ID, S.VIDEO_ID])
+
+    def by_popularity(users=None):
+        w = watches if users is None else watches[watches[S.USER_ID].isin(users)]
+        counts = w.groupby(S.VIDEO_ID).size()
+        vids = vocab.values if users is None else list(counts.index)
+        return sorted((v for v in vids if vocab.index(v) >= 2), key=lambda v: (-counts.get(v, 0), vocab.index(v)))
+
+    # c1 (NL, 20): the group's 4 most watched (score.demographic_list=4), then the global list
+    group = by_popularity({"u03", "u06", "u09"})[:4]
+    assert list(df.loc["c1", "source"]) == ["demographic"] * 4 + ["popular"]
+    assert list(df.loc["c1", S.VIDEO_ID]) == group + [v for v in by_popularity() if v not in group][:1]
+    assert list(df.loc["c1", "score"])[:4] == sorted(df.loc["c1", "score"][:4], reverse=True)
+    # c2 (no country): most watched by distinct users, ties by vocabulary index
+    assert set(df.loc["c2", "source"]) == {"popular"}
+    assert list(df.loc["c2", S.VIDEO_ID]) == by_popularity()[:N]
+    assert set(df.loc["s1", "source"]) == {"candidate"}  # searches alone are a usable history
+    by_source = scored["manifest"]["users_by_source"]
+    assert by_source == {"candidate": len(world["users"]) - 2, "demographic": 1, "popular": 1}
+
+
+def test_candidate_lists_equal_brute_force_logits(spark, world, scored):
+    from ytspark.models.export import load_candidate
+    from ytspark.score.features import as_of_ts
+    from ytspark.score.scorer import user_vectors
+
+    model, _ = load_candidate(world["model"])
+    rows = _serving(spark, world, as_of_ts(RUN_DATE))
+    df = scored["df"].set_index(S.USER_ID)
+    vocab = world["vocab"]["video"]
+    checked = 0
+    for uid in ("u00", "u07", "u13", "u21", "u39", "s1"):
+        r = rows[uid]
+        cols = {c: np.asarray([r[c]]) for c in FEATURES}
+        with torch.no_grad():
+            u = torch.from_numpy(user_vectors(model, cols))[:, :-1]
+            logits = model.logits_full(u)[0]
+        logits[list(r["seen"])] = float("-inf")
+        s, i = torch.topk(logits, N)
+        assert list(df.loc[uid, S.VIDEO_ID]) == [vocab.value(int(x)) for x in i], uid
+        np.testing.assert_allclose(df.loc[uid, "retrieval_score"].to_numpy(), s.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(df.loc[uid, "score"].to_numpy(), df.loc[uid, "retrieval_score"].to_numpy())
+        checked += 1
+    assert checked == 6
+
+
+def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, world, scored):
+    from ytspark.score import run_score
+
+    path = Path(scored["path"])
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(Exception, match="injected failure"):
+        run_score(spark, world["cfg"], world["prepared"], world["model"], RUN_DATE, scored["out"], fail_partition=2)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before  # untouched, byte for byte
+    pd.testing.assert_frame_equal(_read(spark, str(path)), scored["df"])  # and readable
+    assert sorted(os.listdir(path.parent)) == [f"run_date={RUN_DATE}"]  # no temporary left behind
+    # a rerun with the same inputs and model replaces the table with the same rows
+    m = run_score(spark, world["cfg"], world["prepared"], world["model"], RUN_DATE, scored["out"])
+    again = _read(spark, str(path))
+    pd.testing.assert_frame_equal(again, scored["df"])
+    assert m["rows"] == scored["manifest"]["rows"]
+    assert json.loads((path / "manifest.json").read_text())["created_at"] == m["created_at"]
+    assert (path / "_SUCCESS").exists()
+
+
+# ------------------------------------------------------------------ the ranker hook
+
+def _ranker_dir(root: Path, prepared: str, seed: int) -> str:
+    from ytspark.models.ranker import RankerConfig, RankerModel
+
+    vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
+    size = {n: len(v["values"]) + 2 for n, v in vocab.items()}
+    quant = json.loads(Path(prepared, "quantiles.json").read_text())["ranking"]
+    cfg = RankerConfig.from_vocab_sizes(size, embed_dim=8, hidden=(16,))
+    torch.manual_seed(seed)
+    model = RankerModel(cfg, quant)
+    out = write_model_dir(root, "ranker", state_dict=model.state_dict(), meta={"model_config": cfg.to_dict()},
+                          json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
+                          version=f"rank-{seed}")
+    return str(out)
+
+
+def test_ranker_reorders_the_top_k_by_expected_watch_time(spark, world, scored):
+    from ytspark.score import run_score
+
+    ranker = _ranker_dir(world["tmp"] / "models", world["prepared"], seed=2)
+    cfg = replace(world["cfg"], score=replace(world["cfg"].score, index="hnsw"))
+    out = str(world["tmp"] / "out_ranked")
+    m = run_score(spark, cfg, world["prepared"], world["model"], RUN_DATE, out, ranker_dir=ranker)
+    df = _read(spark, f"{out}/recommendations/run_date={RUN_DATE}")
+    assert m["ranker_version"] == "rank-2" and m["index"]["kind"] == "hnsw"
+    assert m["index"]["recall_at_k"] >= 0.9  # 58 videos: HNSW is all but exact
+    cand = df[df["source"] == "candidate"]
+    assert set(df[S.USER_ID]) == world["users"] and (df.groupby(S.USER_ID)["rank"].max() == N).all()
+    for _, g in cand.groupby(S.USER_ID):
+        assert (np.diff(g["score"].to_numpy()) <= 0).all()  # ranked by the ranker's score
+        assert (g["score"] > 0).all()  # exp(logit)
+    # the ranked top N come from the retrieval top K: every retrieval score is within the user's top K
+    base = scored["df"]
+    assert set(cand[S.USER_ID]) == set(base[base["source"] == "candidate"][S.USER_ID])
+    assert not (cand["score"].to_numpy() == cand["retrieval_score"].to_numpy()).all()
+
+
+def test_ranker_features_match_the_users_history(spark, world):
+    """Channel/category counts and days since, as the ranking rows of prepare define them."""
+    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, as_of_ts
+    from ytspark.score.rank import Csr, TorchRanker, UserBlock, VideoMeta
+
+    as_of = as_of_ts(RUN_DATE)
+    r = _serving(spark, world, as_of, affinity=True)["u05"]
+    vocab = world["vocab"]["video"]
+    ev = world["events"]
+    w = ev[(ev[S.USER_ID] == "u05") & (ev[S.EVENT_TYPE] == "watch")]
+    vid_num = w[S.VIDEO_ID].str[1:].astype(int)
+    ch_vocab = Vocab("c", json.loads(Path(world["prepared"], "vocab", "channel.json").read_text())["values"])
+    aff = {}
+    for g in AFFINITY_GROUPS:
+        ids, cnt, since = affinity_columns(g)
+        aff[g] = Csr(np.array([0, len(r[ids])]), np.asarray(r[ids]), np.asarray(r[cnt], np.float32),
+                     np.asarray(r[since], np.float32))
+    block = UserBlock(np.asarray([r[S.CAND_WATCH_HIST]]), np.asarray([r["language_idx"]]),
+                      np.asarray([r[S.CAND_SINCE_LAST]], np.float32), aff)
+    V = len(vocab)
+    meta = VideoMeta(np.ones(V, np.int64), np.ones(V, np.int64), np.ones(V, np.int64), np.full(V, np.nan))
+    for v in vocab.values:
+        meta.channel[vocab.index(v)] = ch_vocab.index(f"ch{int(v[1:]) % 7}")
+    cand = np.array([[vocab.index("v0"), vocab.index("v1"), vocab.index("v5")]])
+    feats = TorchRanker(None, meta, as_of, 3).features(block, cand, np.zeros((1, 3), np.float32))
+    for j, v in enumerate((0, 1, 5)):
+        same = w[(vid_num % 7) == v % 7]
+        assert feats["channel_watches"][j] == len(same)
+        expect = np.float32((as_of - same[S.EVENT_TS].max()) / DAY) if len(same) else np.float32(-1.0)
+        assert feats["since_channel_watch_days"][j] == expect
+    assert (feats["video_age_days"] == -1.0).all() and (feats["n_prev_impressions"] == 0).all()

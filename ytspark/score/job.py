@@ -1,0 +1,241 @@
+"""The nightly scoring job: every user of a prepared directory -> top-N table for a run date.
+
+``run_score(spark, cfg, prepared_dir, model_dir, run_date, out_root, ranker_dir=None)``
+writes, atomically (a rerun of the date replaces it whole; a failed run leaves
+the previous table as it was)::
+
+    <out_root>/recommendations/run_date=YYYY-MM-DD/
+      part-*.parquet   user_id, rank (1..N), video_id, score, retrieval_score, source,
+                       model_version, run_date   (scorer.RECOMMENDATIONS_SCHEMA)
+      manifest.json    rows, users, sources, coverage, index kind and recall, timings, versions
+      _SUCCESS
+
+Steps: serving rows as of the end of the run date (:mod:`.features`), the
+FAISS index of the model's folded video table built once on the driver
+(:mod:`.index`, recall against exact search measured on a sample for ivf/hnsw),
+popular lists for cold users (:mod:`.fallback`), then ``mapInArrow`` over the
+rows with the models and the index shipped in a broadcast and rebuilt once per
+Python worker (:mod:`.bundle`, :mod:`.scorer`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ytspark import schema as S
+from ytspark import storage
+from ytspark.config import Config, ScoreConfig
+from ytspark.models.export import load_candidate
+from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
+from ytspark.score import index as ix
+from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
+from ytspark.score.fallback import popular_lists
+from ytspark.score.features import as_of_ts, serving_rows
+from ytspark.score.rank import VideoMeta
+from ytspark.score.scorer import (
+    MODEL_VERSION, RANK, RUN_DATE, SCORED_SCHEMA, SOURCE, RunData, partition_fn, user_vectors,
+)
+from ytspark.vocab import Vocab, apply_vocab
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+CANDIDATE_VOCABS = ("video", "token", "gender", "country", "language", "device")
+
+
+def check_score_config(sc: ScoreConfig) -> None:
+    """Raise ValueError naming the ``score.*`` key that is out of range."""
+    problems = []
+    if sc.n < 1:
+        problems.append(f"score.n must be >= 1, got {sc.n}")
+    if sc.k < sc.n:
+        problems.append(f"score.k ({sc.k}) must be >= score.n ({sc.n}): the top N come from the K retrieved")
+    if sc.index not in ix.KINDS:
+        problems.append(f"score.index must be one of {ix.KINDS}, got '{sc.index}'")
+    for key in ("batch_size", "threads_per_task", "ivf_nlist", "ivf_nprobe", "hnsw_m", "ef_search"):
+        if getattr(sc, key) < 1:
+            problems.append(f"score.{key} must be >= 1, got {getattr(sc, key)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def resolve_run_date(run_date: str | None, sc: ScoreConfig) -> str:
+    """The run date: the argument, else ``score.run_date``, else today (UTC); checked as YYYY-MM-DD."""
+    d = run_date or sc.run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    as_of_ts(d)
+    return d
+
+
+def _vocabs(spark: SparkSession, prepared_dir: str, md, ranker_md) -> dict[str, Vocab]:
+    """The candidate model's own vocabularies (ids must match its tables); the ranker's for its inputs."""
+    own = model_vocabs(md)
+    missing = [n for n in CANDIDATE_VOCABS if n not in own]
+    if missing:
+        raise ValueError(f"model directory {md.path} has no vocab/{missing[0]}.json; the model's vocabularies "
+                         "are needed to encode histories: re-export the model with its vocab/ folder")
+    out = dict(own)
+    extra = model_vocabs(ranker_md) if ranker_md is not None else {}
+    for name in ("video", "language"):
+        if name in extra and extra[name].values != own[name].values:
+            raise ValueError(f"ranker {ranker_md.path} and candidate model {md.path} have different '{name}' "
+                             "vocabularies: train both on the same prepared directory")
+    for name in ("channel", "category", "source"):
+        out[name] = extra.get(name) or own.get(name) or Vocab.load(spark, f"{prepared_dir}/vocab/{name}.json")
+    return out
+
+
+def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]) -> VideoMeta:
+    """Language/channel/category idx and upload time of every video idx, from the prepared videos table."""
+    V = len(vocabs["video"])
+    vf = _video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
+    vf = apply_vocab(vf, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX).where(F.col(S.VIDEO_IDX) >= 2)
+    meta = VideoMeta(np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64),
+                     np.full(V, np.nan, np.float64))
+    for r in vf.collect():
+        i = r[S.VIDEO_IDX]
+        meta.language[i], meta.channel[i], meta.category[i] = \
+            r[S.RANK_VIDEO_LANGUAGE], r[S.RANK_CHANNEL], r[S.RANK_CATEGORY]
+        meta.upload_ts[i] = np.nan if r[S.UPLOAD_TS] is None else r[S.UPLOAD_TS]
+    return meta
+
+
+def _usable(df: DataFrame) -> DataFrame:
+    return df.where(F.exists(S.CAND_WATCH_HIST, lambda x: x >= 2) | F.exists(S.CAND_SEARCH_HIST, lambda x: x >= 2))
+
+
+def _recall(model, rows: DataFrame, index, vectors: np.ndarray, sc: ScoreConfig) -> dict:
+    """Recall@K of the approximate index against exact search on up to ``recall_sample_users`` users."""
+    pdf = _usable(rows).limit(sc.recall_sample_users).toPandas()
+    if pdf.empty:
+        return {"recall_at_k": None, "sample_users": 0}
+    q = user_vectors(model, {c: pdf[c].to_numpy() for c in pdf.columns})
+    r = ix.measure_recall(index, ix.build_index(vectors, "flat"), q, sc.k)
+    return {"recall_at_k": round(float(r), 4), "sample_users": len(pdf)}
+
+
+def _summary(spark: SparkSession, path: str, n_catalogue: int, n: int) -> dict:
+    df = spark.read.parquet(path)
+    agg = df.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(S.USER_ID).alias("users"),
+                 F.countDistinct(S.VIDEO_ID).alias("videos")).first()
+    rows_by_source = {r[SOURCE]: r["count"] for r in df.groupBy(SOURCE).count().collect()}
+    users_by_source = {r[SOURCE]: r["count"] for r in df.where(F.col(RANK) == 1).groupBy(SOURCE).count().collect()}
+    short = df.groupBy(S.USER_ID).agg(F.max(RANK).alias("m")).where(F.col("m") < n).count()
+    return {"rows": int(agg["rows"]), "users_with_list": int(agg["users"]), "short_lists": int(short),
+            "rows_by_source": rows_by_source, "users_by_source": users_by_source,
+            "coverage": {"videos": int(agg["videos"]), "catalogue": n_catalogue,
+                         "share": round(agg["videos"] / max(n_catalogue, 1), 4)}}
+
+
+def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: str, run_date: str | None,
+              out_root: str, ranker_dir: str | None = None, *, fail_partition: int | None = None) -> dict:
+    """Score every user of ``prepared_dir`` as of ``run_date`` and publish the top-N table; returns the manifest.
+
+    ``model_dir``: a candidate model directory (or its root, following LATEST);
+    ``ranker_dir``: a ranker model directory, or None to rank by retrieval score.
+    ``fail_partition``: test hook, makes that partition raise after it is scored.
+    """
+    sc = cfg.score
+    check_score_config(sc)
+    run_date = resolve_run_date(run_date, sc)
+    as_of = as_of_ts(run_date)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    prepared_dir = prepared_dir.rstrip("/")
+    pm = load_manifest(spark, prepared_dir)
+    H = int(pm["config"]["prepare"]["history_length"])
+    model, md = load_candidate(model_dir)
+    ranker_md, ranker_cfg, ranker_q = read_ranker(ranker_dir) if ranker_dir else (None, None, None)
+    vocabs = _vocabs(spark, prepared_dir, md, ranker_md)
+    V = len(vocabs["video"])
+    if V != model.config.n_videos:
+        raise ValueError(f"model {md.path}: vocab/video.json has {V} entries (with pad and OOV) but the model's "
+                         f"table has {model.config.n_videos} rows; the model directory is inconsistent, re-export it")
+
+    # ---- serving rows (persisted: used for the fallback lists, the recall sample and the scoring)
+    t = time.time()
+    rows = serving_rows(spark, prepared_dir, as_of, H, vocabs, affinity=ranker_md is not None)
+    parts = sc.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    rows = rows.repartition(parts, S.USER_ID).sortWithinPartitions(S.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
+    n_users = rows.count()
+    timings["features_s"] = round(time.time() - t, 2)
+
+    # ---- index (driver, once), recall of approximate kinds
+    t = time.time()
+    vectors = folded_table(model)
+    index = ix.build_index(vectors, sc.index, nlist=sc.ivf_nlist, nprobe=sc.ivf_nprobe, hnsw_m=sc.hnsw_m,
+                           ef_construction=sc.ef_construction, ef_search=sc.ef_search, seed=sc.seed)
+    timings["index_s"] = round(time.time() - t, 2)
+    index_info = {"kind": sc.index, "ntotal": int(index.ntotal), "dim": int(vectors.shape[1])}
+    if sc.index == "ivf":
+        index_info.update(nlist=int(ix.faiss.extract_index_ivf(index).nlist),
+                          nprobe=int(ix.faiss.extract_index_ivf(index).nprobe))
+    if sc.index == "hnsw":
+        index_info.update(m=sc.hnsw_m, ef_search=sc.ef_search, ef_construction=sc.ef_construction)
+    if sc.index != "flat" and sc.recall_sample_users > 0:
+        t = time.time()
+        index_info.update(_recall(model, rows, index, vectors, sc))
+        timings["recall_s"] = round(time.time() - t, 2)
+        log.info("score: %s index recall@%d = %s on %d users", sc.index, sc.k, index_info["recall_at_k"],
+                 index_info["sample_users"])
+
+    # ---- per-run data and the broadcasts
+    t = time.time()
+    popular = popular_lists(rows, V, sc.demographic_list)
+    meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
+    source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
+        2 + CANDIDATE_SOURCES.index("candidate")
+    run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
+                  video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=popular,
+                  as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None)
+    key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
+    bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
+                    candidate_weights=state_bytes(md), index=ix.serialize(index), index_kind=sc.index,
+                    ranker_config=ranker_cfg, ranker_quantiles=ranker_q,
+                    ranker_weights=state_bytes(ranker_md) if ranker_md else None,
+                    ranker_version=ranker_md.version if ranker_md else None)
+    ssc = spark.sparkContext
+    bundle_bc, run_bc = ssc.broadcast(bundle), ssc.broadcast(run)
+    builds = ssc.accumulator(0)
+    timings["broadcast_s"] = round(time.time() - t, 2)
+
+    # ---- score and publish
+    t = time.time()
+    fn = partition_fn(key, bundle_bc, run_bc, lambda: builds.add(1), fail_partition)
+    scored = rows.mapInArrow(fn, SCORED_SCHEMA).select(
+        *SCORED_SCHEMA.names, F.lit(md.version).alias(MODEL_VERSION), F.lit(run_date).alias(RUN_DATE))
+    final = f"{out_root.rstrip('/')}/recommendations/{RUN_DATE}={run_date}"
+    try:
+        with storage.atomic_dir(spark, final) as tmp:
+            scored.write.parquet(tmp)
+            timings["score_write_s"] = round(time.time() - t, 2)
+            summary = _summary(spark, tmp, V - 2, sc.n)
+            timings["total_s"] = round(time.time() - t0, 2)
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "run_date": run_date, "as_of": as_of, "prepared": prepared_dir,
+                "model_version": md.version, "model_dir": str(md.path),
+                "ranker_version": ranker_md.version if ranker_md else None,
+                "ranker_dir": str(ranker_md.path) if ranker_md else None,
+                "users": n_users, **summary,
+                "users_per_s": round(n_users / max(timings["total_s"], 1e-9), 1),
+                "k": sc.k, "n": sc.n, "index": index_info, "model_builds": int(builds.value),
+                "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
+            }
+            if summary["users_with_list"] != n_users:
+                log.warning("score: %d of %d users got no list (catalogue smaller than their watched set?)",
+                            n_users - summary["users_with_list"], n_users)
+            storage.write_json(spark, f"{tmp}/manifest.json", manifest)
+            storage.write_text(spark, f"{tmp}/_SUCCESS", "")
+    finally:
+        rows.unpersist()
+        bundle_bc.unpersist()
+        run_bc.unpersist()
+    log.info("score wrote %s: %d users, %d rows in %.1fs", final, n_users, summary["rows"], timings["total_s"])
+    return manifest
