@@ -175,12 +175,15 @@ def _block_log(n_users=12, n_videos=15, per_user=10, seed=5):
 @pytest.mark.spark
 @pytest.mark.slow
 def test_baselines_job_on_planted_blocks(spark, tmp_path):
-    """ALS recommends only videos of the user's own block; the job tunes on val and writes the report."""
+    """Rank-2 ALS recommends only videos of the user's own block (two planted blocks).
+
+    The job also tunes on the validation target, accepts another system's lists and writes the report.
+    """
     from ytspark.evaluate.job import add_system, run_baselines
     from ytspark.evaluate.protocol import load_video_vocab
 
     cfg, prepared = _prepare(spark, tmp_path, _block_log(), "evaluate.topk=5", "evaluate.ks=[1, 5]",
-                             "evaluate.coverage_k=5", "evaluate.als_ranks=[4]", "evaluate.als_reg_params=[0.1]",
+                             "evaluate.coverage_k=5", "evaluate.als_ranks=[2]", "evaluate.als_reg_params=[0.1]",
                              "evaluate.als_alphas=[1.0, 10.0]", "evaluate.als_max_iter=6")
     ev = run_baselines(spark, cfg, prepared, str(tmp_path / "report"))
     vocab = load_video_vocab(spark, prepared)

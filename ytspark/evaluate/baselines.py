@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark.evaluate.metrics import ranking_metrics
-from ytspark.evaluate.protocol import COUNT, N_SPECIAL, EvalSet, fit_watches
+from ytspark.evaluate.protocol import COUNT, EvalSet, fit_watches
 from ytspark.evaluate.retrieval import topk_excluding
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class AlsParams:
 def als_grid(ranks: Sequence[int], reg_params: Sequence[float], alphas: Sequence[float],
              max_iter: int, seed: int) -> list[AlsParams]:
     """Every combination, in (rank, reg_param, alpha) order."""
-    return [AlsParams(r, float(g), float(a), max_iter, seed) for r, g, a in itertools.product(ranks, reg_params, alphas)]
+    points = itertools.product(ranks, reg_params, alphas)
+    return [AlsParams(r, float(g), float(a), max_iter, seed) for r, g, a in points]
 
 
 @dataclass
@@ -153,6 +154,8 @@ def tune_als(spark: SparkSession, prepared_dir: str, val_set: EvalSet, grid: Seq
         raise ValueError(f"tune_als: tune on the validation set, got the '{val_set.split}' set")
     if not grid:
         raise ValueError("tune_als: the ALS grid is empty; set evaluate.als_ranks/als_reg_params/als_alphas")
+    if select not in {f"{m}@{x}" for x in ks for m in ("hr", "ndcg")} | {"mrr"}:
+        raise ValueError(f"tune_als: selection metric '{select}' is not computed with ks={tuple(ks)}")
     inter = indexed_interactions(fit_watches(spark, prepared_dir, "val")).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         inter.count()
@@ -160,8 +163,7 @@ def tune_als(spark: SparkSession, prepared_dir: str, val_set: EvalSet, grid: Seq
         for p in grid:
             topk, info = als_topk(spark, prepared_dir, val_set, k, p, chunk_users, inter)
             m = ranking_metrics(topk, val_set, ks, system="als")
-            rows.append({**info, **{key: m[key] for key in (select, *[f"hr@{x}" for x in ks], "ndcg@10")
-                                    if key in m}})
+            rows.append({**info, **{key: m[key] for key in (select, *[f"hr@{x}" for x in ks], f"ndcg@{ks[0]}")}})
             log.info("ALS %s: val %s=%.4f (fit %.1fs)", p, select, m[select], info["fit_s"])
             if best is None or m[select] > best[1]:
                 best, best_topk = (p, m[select]), topk

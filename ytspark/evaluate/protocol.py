@@ -1,4 +1,4 @@
-"""The next-watch protocol (DESIGN.md "Evaluation"): targets, what each system may learn from, what it must not recommend.
+"""The next-watch protocol (DESIGN.md "Evaluation"): targets, what a system may learn from, what it must not recommend.
 
 Per user, watches are ordered as ``prepare`` orders them (time, then video
 index): the last watch is the **test** target, the one before the
