@@ -392,7 +392,7 @@ def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, w
     again = _read(spark, str(path))
     pd.testing.assert_frame_equal(again, scored["df"])
     assert m["rows"] == scored["manifest"]["rows"]
-    assert json.loads((path / "manifest.json").read_text())["created_at"] == m["created_at"]
+    assert json.loads((path / "_manifest.json").read_text())["created_at"] == m["created_at"]
     assert (path / "_SUCCESS").exists()
 
 

@@ -7,8 +7,10 @@ the previous table as it was)::
     <out_root>/recommendations/run_date=YYYY-MM-DD/
       part-*.parquet   user_id, rank (1..N), video_id, score, retrieval_score, source,
                        model_version, run_date   (scorer.RECOMMENDATIONS_SCHEMA)
-      manifest.json    rows, users, sources, coverage, index kind and recall, timings, versions
+      _manifest.json   rows, users, sources, coverage, index kind and recall, timings, versions
       _SUCCESS
+The manifest's name starts with ``_`` so that Spark, pyarrow and pandas read the
+folder as a plain Parquet table (they skip ``_*`` and ``.*`` files).
 
 Steps: serving rows as of the end of the run date (:mod:`.features`), the
 FAISS index of the model's folded video table built once on the driver
@@ -46,6 +48,7 @@ from ytspark.vocab import Vocab, apply_vocab
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+MANIFEST_FILE = "_manifest.json"
 CANDIDATE_VOCABS = ("video", "token", "gender", "country", "language", "device")
 
 
@@ -231,7 +234,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
             if summary["users_with_list"] != n_users:
                 log.warning("score: %d of %d users got no list (catalogue smaller than their watched set?)",
                             n_users - summary["users_with_list"], n_users)
-            storage.write_json(spark, f"{tmp}/manifest.json", manifest)
+            storage.write_json(spark, f"{tmp}/{MANIFEST_FILE}", manifest)
             storage.write_text(spark, f"{tmp}/_SUCCESS", "")
     finally:
         rows.unpersist()
