@@ -1,10 +1,15 @@
-"""Run a per-user numpy function over a Spark DataFrame with little per-group overhead.
+"""Run per-user code over a Spark DataFrame sorted by user, with little per-group overhead.
 
-``map_users(df, fn, schema)`` hash-partitions rows by ``user_id``, sorts them
-by (user_id, order columns) and streams Arrow batches through ``fn(user_rows)``
-once per user, carrying a user whose rows straddle two batches over to the
-next one. This is ``groupBy().applyInPandas`` without its per-group cost,
-which dominates when users have few events each.
+Both entry points hash-partition rows by ``user_id``, sort them by (user_id,
+order columns) and stream Arrow batches to Python, carrying a user whose rows
+straddle two batches over to the next one (``groupBy().applyInPandas``
+without its per-group cost, which dominates when users have few events each):
+
+* :func:`map_user_batches` (what ``prepare`` runs): ``fn(table)`` gets an
+  Arrow table of many *whole* users at once and returns an Arrow record batch
+  (``mapInArrow``, no pandas);
+* :func:`map_users`: ``fn(frame)`` gets one pandas frame per user (the
+  per-user reference path, kept for tests and small custom steps).
 """
 from __future__ import annotations
 
@@ -12,12 +17,16 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ytspark import schema as S
+from ytspark.prepare.segments import string_change_mask
 
 UserFn = Callable[[pd.DataFrame], pd.DataFrame | None]
+BatchFn = Callable[[pa.Table], pa.RecordBatch]
+MIN_BATCH_ROWS = 32_768  # events handed to a BatchFn at once (more if one user has more)
 
 
 def iter_users(frames: Iterator[pd.DataFrame], key: str = S.USER_ID) -> Iterator[pd.DataFrame]:
@@ -65,3 +74,57 @@ def map_users(
 
     sorted_df = df.repartition(n, S.USER_ID).sortWithinPartitions(S.USER_ID, *order)
     return sorted_df.mapInPandas(run, schema)
+
+
+def iter_user_tables(batches: Iterator[pa.RecordBatch], min_rows: int = MIN_BATCH_ROWS,
+                     key: str = S.USER_ID) -> Iterator[pa.Table]:
+    """Regroup record batches sorted by ``key`` into tables of whole users, ``min_rows`` or more each
+    (the last one aside).
+
+    The rows of the last user seen are held back until a later batch starts
+    another user (or the stream ends), so no user is ever split.
+    """
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    boundary = 0  # rows in ``pending`` before the first row of the last user seen
+    last = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        ids = batch.column(key)
+        starts = string_change_mask(ids)
+        starts[0] = last is None or ids[0].as_py() != last
+        new = np.flatnonzero(starts)
+        if len(new):
+            boundary = size + int(new[-1])
+        last = ids[batch.num_rows - 1].as_py()
+        pending.append(batch)
+        size += batch.num_rows
+        if boundary >= min_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, boundary)
+            rest = table.slice(boundary)
+            pending, size, boundary = rest.to_batches(), rest.num_rows, 0
+    if size:
+        yield pa.Table.from_batches(pending)
+
+
+def map_user_batches(
+    df: DataFrame,
+    fn: BatchFn,
+    schema: T.StructType,
+    order: Sequence[str],
+    num_partitions: int | None = None,
+    min_rows: int = MIN_BATCH_ROWS,
+) -> DataFrame:
+    """Apply ``fn`` to Arrow tables of whole users (sorted by user, then ``order``); union its batches."""
+    n = num_partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for table in iter_user_tables(batches, min_rows):
+            out = fn(table)
+            if out.num_rows:
+                yield out
+
+    sorted_df = df.repartition(n, S.USER_ID).sortWithinPartitions(S.USER_ID, *order)
+    return sorted_df.mapInArrow(run, schema)

@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -29,16 +30,12 @@ from pyspark.sql import types as T
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
-from ytspark.prepare.candidates import (
-    KIND_IMPRESSION,
-    KIND_SEARCH,
-    KIND_WATCH,
-    CandidateParams,
-    frame_candidate_rows,
-)
-from ytspark.prepare.grouping import map_users
+from ytspark.prepare.batch_candidates import TOKENS, batch_candidate_rows
+from ytspark.prepare.batch_ranking import batch_ranking_rows
+from ytspark.prepare.candidates import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH, CandidateParams, check_sampling
+from ytspark.prepare.grouping import map_user_batches
 from ytspark.prepare.quantiles import fit_quantiles
-from ytspark.prepare.ranking import RankingParams, user_ranking_rows
+from ytspark.prepare.ranking import RankingParams
 from ytspark.sources import read_table
 from ytspark.validate import RAW, RejectShareError, summarize, validate
 from ytspark.vocab import Vocab, apply_vocab, fit_vocab, tokens_column
@@ -49,6 +46,11 @@ MANIFEST_VERSION = 1
 CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
 CANDIDATE_QUANTILE_COLUMNS = (S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.USER_AGE)
 _ROWS_PER_GROUP_MAX = 250_000
+BROADCAST_MAX_ROWS = 2_000_000  # per-user / per-video tables up to this size join by broadcast (events stay put)
+ROW_ORDER = (S.TS, "kind", S.VIDEO_IDX)  # order of a user's events for the row builders
+CANDIDATE_INPUT = (S.USER_ID, S.TS, "kind", S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS)
+RANKING_INPUT = (S.USER_ID, S.TS, "kind", S.VIDEO_IDX, S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL,
+                 S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.RANK_USER_LANGUAGE)
 
 
 @dataclass
@@ -92,7 +94,8 @@ def _validate_tables(spark: SparkSession, cfg: Config, raw: RawTables, tmp: str,
         v.tagged.select(
             *[F.col(f"__t_{c}").cast(t).alias(c) for c, t in cols.items()],
             F.col(S.REJECT_REASON),
-            F.col(RAW),
+            # the raw JSON is only kept (and so only built) for rejected rows
+            F.when(F.col(S.REJECT_REASON).isNotNull(), F.col(RAW)).alias(RAW),
         ).write.mode("overwrite").parquet(staged)
         tagged = spark.read.parquet(staged)
         counts = {r[S.REJECT_REASON]: r["count"] for r in tagged.groupBy(S.REJECT_REASON).count().collect()}
@@ -160,6 +163,44 @@ def _train_cutoffs(events: DataFrame) -> DataFrame:
     return per_user.select(S.USER_ID, cut.alias("train_cut"))
 
 
+def _maybe_broadcast(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` marked for a broadcast join when it has at most :data:`BROADCAST_MAX_ROWS` rows."""
+    return F.broadcast(df) if rows <= BROADCAST_MAX_ROWS else df
+
+
+def enrich_events(events: DataFrame, users: DataFrame, videos: DataFrame, vocabs: dict[str, Vocab],
+                  completed_fraction: float, ref_year: int, user_rows: int = 0, video_rows: int = 0) -> DataFrame:
+    """Accepted events with what the row builders read: ``ts``, ``kind``, vocab ids, ``tokens``,
+    ``completed``, video metadata and user features (missing ones as OOV / -1).
+
+    ``user_rows``/``video_rows`` (the tables' sizes) decide whether the feature
+    tables are broadcast (no shuffle of the events) or joined by a shuffle.
+    """
+    ufeat = _maybe_broadcast(_user_features(users, vocabs, ref_year), user_rows)
+    vfeat = _maybe_broadcast(_video_features(videos, vocabs), video_rows)
+    ev = events.withColumn(S.TS, F.col(S.EVENT_TS)).withColumn(
+        "kind",
+        F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH)
+        .when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
+        .otherwise(KIND_IMPRESSION),
+    ).withColumn(TOKENS, tokens_column(F.col(S.QUERY)))
+    ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
+    ev = ev.join(vfeat, S.VIDEO_ID, "left").join(ufeat, S.USER_ID, "left")
+    dur = F.coalesce(F.col(S.VIDEO_SECONDS), F.col(S.DURATION_SECONDS))
+    ev = ev.withColumn(
+        "completed",
+        F.when(F.col(S.WATCH_SECONDS).isNull() | dur.isNull() | (dur <= 0), F.lit(True)).otherwise(
+            F.col(S.WATCH_SECONDS) / dur >= completed_fraction),
+    )
+    fill_int = {c: S.OOV for c in (*S.DEMOGRAPHIC_COLUMNS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)}
+    ev = ev.fillna(fill_int).fillna({S.USER_AGE: -1.0})
+    return ev.select(
+        S.USER_ID, S.TS, "kind", S.VIDEO_IDX, TOKENS, "completed", S.CLICKED, S.WATCH_SECONDS,
+        S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.USER_AGE,
+        *S.DEMOGRAPHIC_COLUMNS,
+    )
+
+
 def _write_balanced(df: DataFrame, path: str, rows: int, shards: int, groups_per_shard: int) -> int:
     """Write ``df`` as equally sized files of one row group each, a multiple of ``shards`` of them."""
     base = max(1, shards) * max(1, groups_per_shard)
@@ -180,16 +221,17 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
         events = spark.read.parquet(f"{tmp}/events")
         users = spark.read.parquet(f"{tmp}/users")
         videos = spark.read.parquet(f"{tmp}/videos")
-        by_type = {r[S.EVENT_TYPE]: r["count"] for r in events.groupBy(S.EVENT_TYPE).count().collect()}
-        window_end = events.agg(F.max(S.EVENT_TS)).first()[0] or 0.0
+        per_type = events.groupBy(S.EVENT_TYPE).agg(F.count("*").alias("n"), F.max(S.EVENT_TS).alias("end")).collect()
+        by_type = {r[S.EVENT_TYPE]: r["n"] for r in per_type}
+        window_end = max((r["end"] for r in per_type), default=None) or 0.0
         ref_year = time.gmtime(window_end).tm_year
 
         # ---- vocabularies, fitted on training events only (before each user's validation watch)
         t1 = time.time()
-        cut = _train_cutoffs(events)
-        train_ev = events.join(cut, S.USER_ID, "left").where(
+        cut = _train_cutoffs(events).persist(StorageLevel.MEMORY_AND_DISK)
+        train_ev = events.select(S.USER_ID, S.EVENT_TS, S.EVENT_TYPE, S.VIDEO_ID, S.QUERY).join(
+            _maybe_broadcast(cut, cut.count()), S.USER_ID, "left").where(
             F.col("train_cut").isNull() | (F.col(S.EVENT_TS) < F.col("train_cut")))
-        train_ev = train_ev.persist(StorageLevel.MEMORY_AND_DISK)
         vocabs: dict[str, Vocab] = {
             "video": fit_vocab(train_ev.where(F.col(S.EVENT_TYPE).isin("watch", "impression")), S.VIDEO_ID,
                                "video", p.video_min_count, p.video_top_k),
@@ -197,7 +239,7 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
                 train_ev.where(F.col(S.EVENT_TYPE) == "search").select(F.explode(tokens_column(F.col(S.QUERY))).alias("tok")),
                 "tok", "token", p.token_min_count, p.token_top_k),
         }
-        train_ev.unpersist()
+        cut.unpersist()
         mc = p.categorical_min_count
         for col in (S.GENDER, S.COUNTRY, S.DEVICE):
             vocabs[col] = fit_vocab(users, col, col, mc)
@@ -212,44 +254,18 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
 
         # ---- one enriched event table: vocab ids, video metadata, user features
         t2 = time.time()
-        ufeat = _user_features(users, vocabs, ref_year)
-        vfeat = _video_features(videos, vocabs)
-        token_map = {v: i + 2 for i, v in enumerate(vocabs["token"].values)}
-        ev = events.withColumn(S.TS, F.col(S.EVENT_TS)).withColumn(
-            "kind",
-            F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH)
-            .when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
-            .otherwise(KIND_IMPRESSION),
-        ).withColumn("tokens", tokens_column(F.col(S.QUERY)))
-        ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
-        ev = ev.join(vfeat, S.VIDEO_ID, "left").join(ufeat, S.USER_ID, "left")
-        dur = F.coalesce(F.col(S.VIDEO_SECONDS), F.col(S.DURATION_SECONDS))
-        ev = ev.withColumn(
-            "completed",
-            F.when(F.col(S.WATCH_SECONDS).isNull() | dur.isNull() | (dur <= 0), F.lit(True)).otherwise(
-                F.col(S.WATCH_SECONDS) / dur >= p.completed_fraction),
-        )
-        fill_int = {c: S.OOV for c in (*S.DEMOGRAPHIC_COLUMNS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)}
-        ev = ev.fillna(fill_int).fillna({S.USER_AGE: -1.0})
-        ev = ev.select(
-            S.USER_ID, S.TS, "kind", S.VIDEO_IDX, "tokens", "completed", S.CLICKED, S.WATCH_SECONDS,
-            S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.USER_AGE,
-            *S.DEMOGRAPHIC_COLUMNS,
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-
+        check_sampling(p.example_sampling)
+        ev = enrich_events(events, users, videos, vocabs, p.completed_fraction, ref_year,
+                           tables["users"]["accepted"], tables["videos"]["accepted"])
         cparams = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed, window_end)
-
-        def cand_fn(user):
-            toks = user["tokens"]
-            user = user.assign(**{S.TOKEN_IDX: [
-                [token_map.get(t, S.OOV) for t in (ts if ts is not None else [])] for ts in toks]})
-            return frame_candidate_rows(user, cparams)
-
+        vocab_tokens = pa.array(vocabs["token"].values, pa.string())
         rparams = RankingParams(p.history_length, vocabs["source"].index("impression"))
-        order = (S.TS, "kind", S.VIDEO_IDX)
-        cand = map_users(ev.where(F.col("kind") != KIND_IMPRESSION), cand_fn, S.CANDIDATE_SCHEMA, order)
-        rank = map_users(ev.where(F.col("kind") != KIND_SEARCH), lambda u: user_ranking_rows(u, rparams),
-                         S.RANKING_SCHEMA, order)
+        cand = map_user_batches(
+            ev.where(F.col("kind") != KIND_IMPRESSION).select(*CANDIDATE_INPUT),
+            lambda t: batch_candidate_rows(t, cparams, vocab_tokens), S.CANDIDATE_SCHEMA, ROW_ORDER)
+        rank = map_user_batches(
+            ev.where(F.col("kind") != KIND_SEARCH).select(*RANKING_INPUT),
+            lambda t: batch_ranking_rows(t, rparams), S.RANKING_SCHEMA, ROW_ORDER)
         out_counts = {}
         row_groups = {}
         for name, df in (("candidates", cand), ("ranking", rank)):
@@ -263,7 +279,6 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
                     df.where(F.col(S.SPLIT) == split), f"{tmp}/{name}/{split}", out_counts[name][split],
                     p.target_shards, groups)
             df.unpersist()
-        ev.unpersist()
         timings["rows_s"] = round(time.time() - t2, 2)
 
         # ---- quantile boundaries of continuous features (training rows)

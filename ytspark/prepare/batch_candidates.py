@@ -1,0 +1,144 @@
+"""Candidate rows of a whole Arrow batch of users at once (the fast path of :mod:`.candidates`).
+
+:func:`batch_candidate_rows` gives, user after user, exactly the rows of
+:func:`ytspark.prepare.candidates.frame_candidate_rows` (same values, same
+order: users in batch order, labels in time order) with no Python loop per
+user or per row, except for ``example_sampling="uniform"``, where the
+reference's seeded draw runs once for each user whose labels exceed the cap.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ytspark import schema as S
+from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS, CandidateParams, check_sampling
+from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
+
+TOKENS = "tokens"  # input column: the search's query tokens, list<string>
+SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
+CANDIDATE_ARROW_SCHEMA = pa.schema([
+    pa.field(f.name, t, nullable=False) for f, t in zip(S.CANDIDATE_SCHEMA.fields, [
+        pa.string(), pa.string(), pa.int32(), pa.float64(), pa.list_(pa.int32()), pa.list_(pa.float32()),
+        pa.list_(pa.int32()), pa.int32(), pa.float32(), pa.float32(), pa.float32(),
+        *[pa.int32()] * len(S.DEMOGRAPHIC_COLUMNS)])
+])
+
+
+def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
+    """Vocab id of every token of a ``list<string>`` column, flattened in order (unknown -> OOV)."""
+    pos = pc.index_in(pc.list_flatten(tokens), value_set=vocab_values)
+    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def _capped(eligible: np.ndarray, w_user: np.ndarray, w_pos: np.ndarray, u_w0: np.ndarray,
+            user_ids: pa.Array, user_start: np.ndarray, p: CandidateParams) -> np.ndarray:
+    """The eligible training labels that survive the per-user cap (``candidates._choose``)."""
+    cap = p.max_examples_per_user
+    per_user = np.bincount(w_user[eligible], minlength=len(u_w0))
+    if not (per_user > cap).any():
+        return eligible
+    before = exclusive_cumsum(eligible)
+    rank = before[:-1] - before[u_w0][w_user]  # rank of each eligible watch within its user
+    if p.example_sampling == "recent":
+        return eligible & (rank >= per_user[w_user] - cap)
+    keep = eligible & (per_user[w_user] <= cap)
+    for u in np.flatnonzero(per_user > cap):
+        idx = np.flatnonzero(eligible & (w_user == u))
+        user_id = user_ids[int(user_start[u])].as_py()
+        rng = np.random.default_rng([p.seed, zlib.crc32(user_id.encode("utf-8"))])
+        chosen = rng.choice(w_pos[idx], size=cap, replace=False)
+        keep[idx[np.isin(w_pos[idx], chosen)]] = True
+    return keep
+
+
+def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array) -> pa.RecordBatch:
+    """All candidate rows of every user in ``batch``.
+
+    Args:
+        batch: events of whole users sorted by (user_id, ts, kind, video_idx)
+            with columns ``user_id``, ``ts``, ``kind``, ``video_idx``,
+            ``tokens`` (list<string>), ``completed``, ``user_age`` and the
+            ``DEMOGRAPHIC_COLUMNS``; kinds other than watch and search are ignored.
+        vocab_tokens: the token vocabulary's values (value ``i`` has id ``i + 2``).
+    Returns:
+        A record batch with :data:`CANDIDATE_ARROW_SCHEMA` (``CANDIDATE_SCHEMA``);
+        ``watch_hist``, ``watch_hist_age``, ``search_hist`` hold ``history_length`` items.
+    """
+    check_sampling(p.example_sampling)
+    H = p.history_length
+    c = columns(batch)
+    uid = c[S.USER_ID]
+    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    kind = c["kind"].to_numpy(zero_copy_only=False)
+    users = Users.of(uid, ts)
+
+    # Watches: global arrays in event order, and where each user's watches begin.
+    is_w = kind == KIND_WATCH
+    wi = np.flatnonzero(is_w)
+    cw = exclusive_cumsum(is_w)  # watches before each event
+    w_ts = ts[wi]
+    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
+    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
+    w_user = users.event_user[wi]
+    u_w0 = cw[users.starts]
+    n_w = cw[users.ends] - u_w0
+    w_pos = np.arange(len(wi)) - u_w0[w_user]
+
+    # Search tokens flattened in event order; ``ct`` counts the tokens before each event.
+    si = np.flatnonzero(kind == KIND_SEARCH)
+    n_tok = np.zeros(len(ts), np.int64)
+    s_tok = np.zeros(0, np.int32)
+    if len(si):
+        lists = take(c[TOKENS], si)
+        n_tok[si] = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        s_tok = token_ids(lists, vocab_tokens)
+    ct = exclusive_cumsum(n_tok)
+
+    # Split (``candidates.split_positions``) and the label watches, in time order per user.
+    nu = n_w[w_user]
+    train_end = np.where(nu >= 3, nu - 2, np.where(nu == 2, 1, nu))
+    is_val = (nu >= 3) & (w_pos == nu - 2)
+    is_test = (nu >= 2) & (w_pos == nu - 1)
+    eligible = (w_pos < train_end) & w_done & (w_vid >= 2)
+    train = _capped(eligible, w_user, w_pos, u_w0, uid, users.starts, p)
+    lab = np.flatnonzero(train | is_val | is_test)
+
+    # Rollback: inputs end at the first event of the label's tie run (strictly before t).
+    g = w_user[lab]
+    t = w_ts[lab]
+    tie = users.tie_start[wi[lab]]
+    w_end = cw[tie]
+    k = w_end - u_w0[g]
+    lo = u_w0[g]
+    ages = np.where(window_mask(w_end, lo, H), (t[:, None] - window(w_ts, w_end, lo, H)) / DAY, 0.0)
+    search = window(s_tok, ct[tie], ct[users.starts][g], H)
+    split = np.where(is_test[lab], 2, np.where(is_val[lab], 1, 0)).astype(np.int32)
+    since = np.where(k > 0, (t - w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS)
+    # Example age (paper 3.3): 0 for validation/test rows, which stand for serving time.
+    ex_age = np.where(split == 0, np.maximum(0.0, (p.window_end - t) / DAY), 0.0)
+
+    n = len(lab)
+    first = users.starts[g]
+    arrays = [
+        take(uid, first),
+        SPLIT_NAMES.take(pa.array(split)),
+        pa.array(w_vid[lab], pa.int32()),
+        pa.array(t, pa.float64()),
+        list_column(window(w_vid, w_end, lo, H), n, H, pa.int32()),
+        list_column(ages.astype(np.float32), n, H, pa.float32()),
+        list_column(search, n, H, pa.int32()),
+        pa.array(k.astype(np.int32), pa.int32()),
+        pa.array(since.astype(np.float32), pa.float32()),
+        pa.array(ex_age.astype(np.float32), pa.float32()),
+        _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
+    ] + [_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS]
+    return pa.RecordBatch.from_arrays(arrays, schema=CANDIDATE_ARROW_SCHEMA)
+
+
+def _values_at(column: pa.Array, idx: np.ndarray, dtype: pa.DataType, fill) -> pa.Array:
+    """``column[idx]`` cast to ``dtype``, nulls replaced by ``fill``."""
+    return pc.fill_null(take(column, idx).cast(dtype), pa.scalar(fill, dtype))
