@@ -54,14 +54,61 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pr)
     _inputs(pr)
 
-    pl = sub.add_parser("pipeline", help="run the nightly pipeline: generate-or-read, prepare",
-                        description="Runs the stages in order on the given inputs, or on freshly generated "
-                                    "synthetic data when no --events/--movielens is given.")
+    tc = sub.add_parser("train-candidates", help="train the candidate-generation network (Petastorm + Horovod)",
+                        description="Reads <output>/prepared/candidates (or --prepared), trains on train.num_proc "
+                                    "ranks with train.launcher, checkpoints every epoch to "
+                                    "<output>/models/candidate/_work and publishes "
+                                    "<output>/models/candidate/<version> (+ LATEST).")
+    _common(tc)
+    _training(tc)
+
+    tr = sub.add_parser("train-ranker", help="train the ranking network (weighted logistic regression)",
+                        description="Reads <output>/prepared/ranking (impressions), starts its video table from "
+                                    "the candidate model, publishes <output>/models/ranker/<version>.")
+    _common(tr)
+    _training(tr)
+    tr.add_argument("--candidate-model", help="candidate model dir (default: <output>/models, LATEST)")
+
+    ev = sub.add_parser("evaluate", help="next-watch metrics of the models vs popularity and tuned ALS, report",
+                        description="Test target = each user's last watch, validation = the one before; whole "
+                                    "catalogue, watched videos excluded. Writes <output>/evaluation/report.md, "
+                                    "metrics.csv/json and PNG plots.")
+    _common(ev)
+    ev.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    ev.add_argument("--models", help="models root or candidate model dir (default: <output>/models)")
+    ev.add_argument("--no-model", action="store_true", help="baselines only")
+
+    sc = sub.add_parser("score", help="nightly scoring: FAISS retrieval + ranking for every user, top-N table",
+                        description="Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
+                                    "(Parquet + manifest.json + _SUCCESS).")
+    _common(sc)
+    sc.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    sc.add_argument("--models", help="models root (default: <output>/models)")
+    sc.add_argument("--run-date", help="YYYY-MM-DD (default: score.run_date, else today)")
+
+    pl = sub.add_parser("pipeline", help="run the whole nightly pipeline on your logs or generated data",
+                        description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
+                                    "evaluate, on the given inputs, or on freshly generated synthetic data when "
+                                    "no --events/--movielens is given. Each stage can be skipped to reuse its "
+                                    "output; train-ranker is skipped when the input has no impressions.")
     _common(pl)
     _inputs(pl)
-    pl.add_argument("--skip", action="append", default=[], choices=["generate", "prepare"],
+    pl.add_argument("--skip", action="append", default=[], choices=list(STAGES),
                     help="skip a stage and reuse its existing output (repeatable)")
+    pl.add_argument("--resume", action="store_true", help="resume training stages from their last checkpoint")
     return parser
+
+
+STAGES = ("generate", "prepare", "train-candidates", "train-ranker", "score", "evaluate")
+
+
+def _training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    p.add_argument("--models", help="models root (default: <output>/models)")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    p.add_argument("--launcher", choices=["local", "horovod-spark", "horovodrun", "torch-distributor"],
+                   help="override train.launcher")
+    p.add_argument("--num-proc", type=int, help="override train.num_proc (data-parallel ranks)")
 
 
 def _inputs(p: argparse.ArgumentParser) -> None:
@@ -80,6 +127,10 @@ def _config(args: argparse.Namespace) -> Config:
         val = getattr(args, key, None)
         if isinstance(val, str) and val:
             over.append(f"data.{key}={json.dumps(val)}")
+    if getattr(args, "launcher", None):
+        over.append(f"train.launcher={json.dumps(args.launcher)}")
+    if getattr(args, "num_proc", None):
+        over.append(f"train.num_proc={args.num_proc}")
     if args.command == "generate":
         for key in ("users", "videos", "seed"):
             if getattr(args, key) is not None:
@@ -92,7 +143,8 @@ def paths(cfg: Config) -> dict[str, str]:
     from ytspark.storage import resolve
 
     out = resolve(cfg.data.root, cfg.data.output) if cfg.data.root else cfg.data.output
-    return {"raw": f"{out}/raw", "prepared": f"{out}/prepared"}
+    return {"raw": f"{out}/raw", "prepared": f"{out}/prepared", "models": f"{out}/models",
+            "evaluation": f"{out}/evaluation", "scores": out}
 
 
 def cmd_generate(spark, cfg: Config) -> dict:
@@ -129,27 +181,125 @@ def cmd_prepare(spark, cfg: Config, movielens: str | None = None) -> dict:
     return {"prepared": target, "manifest": m}
 
 
+def cmd_train(spark, cfg: Config, task: str, args: argparse.Namespace) -> dict:
+    from ytspark.train.launcher import train
+
+    p = paths(cfg)
+    prepared = getattr(args, "prepared", None) or p["prepared"]
+    models = getattr(args, "models", None) or p["models"]
+    candidate = None
+    if task == "ranker":
+        candidate = getattr(args, "candidate_model", None) or models
+        if not _has_model(candidate, "candidate"):
+            log.warning("train-ranker: no candidate model at %s; the video table starts from random", candidate)
+            candidate = None
+    t = time.time()
+    result = train(cfg, task, prepared, models, resume=bool(getattr(args, "resume", False)), spark=spark,
+                   candidate_model=candidate)
+    result["seconds"] = round(time.time() - t, 1)
+    return {"task": task, **result}
+
+
+def _has_model(path: str, kind: str) -> bool:
+    from ytspark.models.export import ModelDirError, resolve_model_dir
+
+    try:
+        resolve_model_dir(path, kind)
+        return True
+    except ModelDirError:
+        return False
+
+
+def _history(models: str, kind: str) -> list[dict]:
+    from ytspark.models.export import read_model_dir
+
+    if not _has_model(models, kind):
+        return []
+    return read_model_dir(models, kind).json("metrics.json")["history"]
+
+
+def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
+    from ytspark.evaluate.job import add_system, run_baselines, write_evaluation
+    from ytspark.evaluate.systems import candidate_topk
+
+    p = paths(cfg)
+    prepared = getattr(args, "prepared", None) or p["prepared"]
+    models = getattr(args, "models", None) or p["models"]
+    ev = run_baselines(spark, cfg, prepared)
+    curves = {}
+    if not getattr(args, "no_model", False):
+        if not _has_model(models, "candidate"):
+            raise FileNotFoundError(f"no candidate model under {models}: run `ytspark train-candidates` first, "
+                                    "or pass --no-model for baselines only")
+        t = time.time()
+        k = max(cfg.evaluate.topk, max(cfg.evaluate.ks))
+        add_system(ev, "ytspark candidate", {s: candidate_topk(models, prepared, ev.sets[s], k) for s in ev.sets},
+                   cfg.evaluate)
+        ev.timings["ytspark candidate"] = round(time.time() - t, 1)
+        curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
+    report = write_evaluation(p["evaluation"], ev, curves, prepared)
+    return {"report": report, "evaluation": p["evaluation"], "table": ev.table()}
+
+
+def cmd_score(spark, cfg: Config, args: argparse.Namespace) -> dict:
+    from ytspark.score.job import run_score
+
+    p = paths(cfg)
+    prepared = getattr(args, "prepared", None) or p["prepared"]
+    models = getattr(args, "models", None) or p["models"]
+    ranker = models if _has_model(models, "ranker") else None
+    return run_score(spark, cfg, prepared, models, getattr(args, "run_date", None) or cfg.score.run_date or None,
+                     p["scores"], ranker_dir=ranker)
+
+
+def _has_impressions(cfg: Config) -> bool:
+    from ytspark.train.data import read_json
+
+    m = read_json(f"{paths(cfg)['prepared']}/manifest.json")
+    return int(m["ranking"]["train"]) > 0
+
+
 def cmd_pipeline(spark, cfg: Config, args: argparse.Namespace) -> dict:
     summary: dict = {}
+    skip = set(args.skip)
     if not (cfg.data.events or args.movielens):
         raw = paths(cfg)["raw"]
-        if "generate" not in args.skip:
+        if "generate" not in skip:
             summary["generate"] = cmd_generate(spark, cfg)
         from dataclasses import replace
 
         cfg = replace(cfg, data=replace(cfg.data, events=f"{raw}/events", users=f"{raw}/users",
                                         videos=f"{raw}/videos", format="parquet"))
-    if "prepare" not in args.skip:
-        summary["prepare"] = cmd_prepare(spark, cfg, args.movielens)
+    for stage in STAGES[1:]:
+        if stage in skip:
+            log.info("pipeline: skipping %s", stage)
+            continue
+        t = time.time()
+        log.info("pipeline: stage %s starts", stage)
+        if stage == "prepare":
+            summary[stage] = cmd_prepare(spark, cfg, args.movielens)
+        elif stage == "train-candidates":
+            summary[stage] = cmd_train(spark, cfg, "candidate", args)
+        elif stage == "train-ranker":
+            if not _has_impressions(cfg):
+                log.info("pipeline: no impressions in the input, train-ranker skipped (scores = retrieval)")
+                continue
+            summary[stage] = cmd_train(spark, cfg, "ranker", args)
+        elif stage == "score":
+            summary[stage] = cmd_score(spark, cfg, args)
+        else:
+            summary[stage] = cmd_evaluate(spark, cfg, args)
+        log.info("pipeline: stage %s done in %.1fs", stage, time.time() - t)
     return summary
 
 
 def _print_summary(command: str, result: dict) -> None:
-    if command == "generate":
-        print(f"generated {result['events']:,} events for {result['users']:,} users -> {result['raw']}")
-        return
-    prep = result.get("prepare", result) if command == "pipeline" else result
-    if "manifest" in prep:
+    stages = result if command == "pipeline" else {command: result}
+    if "generate" in stages:
+        g = stages["generate"]
+        print(f"generated {g['events']:,} events for {g['users']:,} users -> {g['raw']}")
+    if "prepare" in stages:
+        prep = stages["prepare"]
         m = prep["manifest"]
         ev = m["tables"]["events"]
         print(f"prepared -> {prep['prepared']}")
@@ -159,6 +309,24 @@ def _print_summary(command: str, result: dict) -> None:
         print(f"  candidate rows: {m['candidates']}  ranking rows: {m['ranking']}")
         print(f"  vocab sizes: video={m['vocab_sizes']['video']:,} token={m['vocab_sizes']['token']:,}")
         print(f"  manifest: {prep['prepared']}/manifest.json  rejects: {prep['prepared']}/rejects")
+    for stage in ("train-candidates", "train-ranker"):
+        if stage in stages:
+            r = stages[stage]
+            best = ", ".join(f"{k}={v:.4f}" for k, v in r["best"].items() if isinstance(v, float))
+            print(f"{stage}: {r['epochs_run']} epochs, {r['global_step']} steps in {r['seconds']}s; "
+                  f"best epoch {r['best_epoch']}: {best}")
+            print(f"  model: {r['model_dir']}")
+    if "score" in stages:
+        s = stages["score"]
+        print(f"recommendations -> {s.get('path', s.get('output'))}")
+        print(f"  {s.get('users', '?'):,} users, {s.get('rows', '?'):,} rows, sources {s.get('sources', {})}")
+    if "evaluate" in stages:
+        e = stages["evaluate"]
+        print(f"evaluation report -> {e['report']}")
+        cols = ("hr@10", "hr@50", "hr@100", "ndcg@10", "mrr", "coverage@10")
+        print("  " + f"{'system':<22}" + "".join(f"{c:>12}" for c in cols))
+        for name, m in e["table"].items():
+            print("  " + f"{name:<22}" + "".join(f"{m.get(c, float('nan')):>12.4f}" for c in cols))
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
@@ -182,11 +350,19 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
             result = cmd_generate(spark, cfg)
         elif args.command == "prepare":
             result = cmd_prepare(spark, cfg, args.movielens)
+        elif args.command == "train-candidates":
+            result = cmd_train(spark, cfg, "candidate", args)
+        elif args.command == "train-ranker":
+            result = cmd_train(spark, cfg, "ranker", args)
+        elif args.command == "evaluate":
+            result = cmd_evaluate(spark, cfg, args)
+        elif args.command == "score":
+            result = cmd_score(spark, cfg, args)
         else:
             result = cmd_pipeline(spark, cfg, args)
         _print_summary(args.command, result)
         return 0
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
         print(f"ytspark {args.command}: error: {e}", file=sys.stderr)
         return 1
     finally:

@@ -112,6 +112,7 @@ class CandidateTrainConfig:
     recent_k: int = 5
     tau_days: float = 7.0
     dropout: float = 0.0
+    tie_embeddings: bool = False  # one video table for history inputs and softmax outputs (beyond the paper)
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank

@@ -66,6 +66,7 @@ class CandidateConfig:
     tau_days: float = 7.0  # initial (or fixed) recency time constant for recency="weighted"
     learn_tau: bool = True
     dropout: float = 0.0
+    tie_embeddings: bool = False  # watched-id input table = output video table (beyond the paper)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -91,6 +92,10 @@ class CandidateConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "CandidateConfig":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise KeyError(f"CandidateConfig: unknown key(s) {unknown}; the model directory is from another "
+                           "ytspark version: retrain it")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def quantile_features(self) -> list[str]:
@@ -159,6 +164,8 @@ class CandidateModel(nn.Module):
         self.out_emb = nn.Parameter(torch.empty(c.n_videos, D))
         self.out_bias = nn.Parameter(torch.zeros(c.n_videos))
         self.reset_embeddings()
+        if c.tie_embeddings and self.video_in is not None:
+            self.video_in.weight = self.out_emb  # one table: history inputs and softmax outputs
 
     def reset_embeddings(self) -> None:
         """N(0, 1/D) for every embedding table (pad rows of input tables zero), output bias 0."""
