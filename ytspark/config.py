@@ -94,6 +94,7 @@ class TrainConfig:
     reader_workers: int = 2  # Petastorm reader threads per rank
     shuffle_buffer: int = 20000  # rows mixed across row groups before batching
     patience: int = 3  # epochs without a better validation metric before stopping
+    steps_per_epoch: int = 0  # cap on steps per epoch on every rank; 0 = one pass over the training rows
     progress: bool = True  # progress bar on rank 0
     seed: int = 11
 

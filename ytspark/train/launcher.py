@@ -51,7 +51,7 @@ def run_spec(cfg: Config, task: str, prepared: str, models_root: str, resume: bo
                 "batch_size": section.batch_size, "epochs": section.epochs, "lr": section.lr,
                 "weight_decay": section.weight_decay, "patience": t.patience, "shuffle_buffer": t.shuffle_buffer,
                 "reader_workers": t.reader_workers, "threads": t.threads_per_proc, "seed": t.seed,
-                "resume": resume, "progress": t.progress},
+                "resume": resume, "progress": t.progress, "max_steps_per_epoch": t.steps_per_epoch},
     }
 
 

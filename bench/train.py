@@ -1,0 +1,117 @@
+"""Training throughput of the candidate network at 1 and 2 ranks, and its FLOP/s against this machine's matmul.
+
+    .venv/bin/python bench/train.py --prepared out/prepared [--steps 60] [--ranks 1 2] [--batch 512]
+
+Runs the real training path (Petastorm shards, the training loop, launcher
+``local`` for 1 rank and ``horovodrun --gloo`` for 2) for one capped epoch
+per rank count, reads the examples/s the loop measured, converts it to model
+FLOP/s (dense matmul FLOPs of the tower and of the sampled softmax, forward
+and backward = 3x forward; embedding gathers not counted) and divides by the
+dense float32 matmul FLOP/s measured with torch in the same run on all cores
+(the physical limit here). Appends a section to BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ytspark.config import load_config  # noqa: E402
+from ytspark.models.candidate import CandidateModel  # noqa: E402
+from ytspark.train.candidate_task import CandidateTask  # noqa: E402
+from ytspark.train.launcher import train  # noqa: E402
+
+
+def matmul_flops(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-3 dense float32 matmul FLOP/s with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
+    return best
+
+
+def flops_per_example(model: CandidateModel, num_sampled: int) -> float:
+    """Forward + backward dense FLOPs of one training example (3x the forward matmuls)."""
+    fwd = 0
+    for layer in model.tower:
+        if isinstance(layer, torch.nn.Linear):
+            fwd += 2 * layer.in_features * layer.out_features
+    n_cls = min(num_sampled, model.config.n_videos - 2) + 1
+    fwd += 2 * model.config.embed_dim * n_cls
+    return 3.0 * fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepared", default=str(ROOT / "out" / "prepared"))
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    load_before = open("/proc/loadavg").read().split()[:3]
+    peak = matmul_flops(cores)
+    rows = []
+    for n in args.ranks:
+        launcher = "local" if n == 1 else "horovodrun"
+        cfg = load_config(None, [f"candidate.batch_size={args.batch}", "candidate.epochs=1", "train.progress=false",
+                                 f"train.steps_per_epoch={args.steps}", f'train.launcher="{launcher}"',
+                                 f"train.num_proc={n}", *args.overrides])
+        task = CandidateTask(cfg, args.prepared)
+        fpe = flops_per_example(task.build_model(), cfg.candidate.num_sampled)
+        with tempfile.TemporaryDirectory(prefix="ytspark-bench-") as models:
+            t = time.time()
+            r = train(cfg, "candidate", args.prepared, models)
+            wall = time.time() - t
+        ex_s = r["history"][0]["examples_per_s"]
+        rows.append({"ranks": n, "launcher": launcher, "examples_per_s": ex_s, "model_gflops": ex_s * fpe / 1e9,
+                     "fraction_of_matmul": ex_s * fpe / peak, "wall_s": round(wall, 1),
+                     "steps": r["global_step"]})
+        print(json.dumps(rows[-1]))
+    load_after = open("/proc/loadavg").read().split()[:3]
+    cfg0 = load_config(None, args.overrides)
+    lines = [
+        f"\n## Training throughput: candidate network ({datetime.date.today().isoformat()})\n",
+        f"Command: `.venv/bin/python bench/train.py --prepared {args.prepared} --steps {args.steps} "
+        f"--batch {args.batch} --ranks {' '.join(map(str, args.ranks))}"
+        + "".join(f" --set {o}" for o in args.overrides) + "`  ",
+        f"Machine: {cores} cores, {platform.machine()}, no GPU, torch {torch.__version__}; load average "
+        f"{' '.join(load_before)} before, {' '.join(load_after)} after.  ",
+        f"Model: embed {cfg0.candidate.embed_dim}, tower {list(cfg0.candidate.hidden)}, "
+        f"{cfg0.candidate.num_sampled} sampled negatives; {fpe / 1e6:.2f} MFLOP per training example "
+        f"(dense matmuls, fwd+bwd).  ",
+        f"Measured dense float32 matmul on {cores} threads (2048², best of 3): **{peak / 1e9:.1f} GFLOP/s** "
+        "(the limit here).\n",
+        "| ranks | launcher | examples/s | model GFLOP/s | fraction of matmul limit | steps | wall s |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | {r['model_gflops']:.1f} | "
+          f"{100 * r['fraction_of_matmul']:.0f}% | {r['steps']} | {r['wall_s']} |" for r in rows],
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        with open(ROOT / "BENCHMARKS.md", "a") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
