@@ -114,12 +114,12 @@ def test_report_files_and_atomic_replace(tmp_path):
 
 # ------------------------------------------------------------------ protocol and baselines on prepared logs
 
-# u1: A B C A D (re-watch A is the val target: seen, unreachable; test D). u2: B, then C and E at the same
-# second (prepare orders ties by video index: C then E). u3: two watches (test only). u4: one watch (none).
-# u6: D E D A B. Training-vocab counts A 2, B 2, C 2, D 2, E 1 -> indices A2 B3 C4 D5 E6.
+# u1: A B C A D (re-watch A is the val target: seen, unreachable; test D). u2: B C E. u3: two watches (test
+# only). u4: one watch (no target). u6: D E D A B. Training-vocab counts A 2, B 2, C 2, D 2, E 1 -> indices
+# A2 B3 C4 D5 E6.
 PROTOCOL_LOG = (
     [watch("u1", d, v) for d, v in enumerate("ABCAD", start=1)]
-    + [watch("u2", 1, "B"), watch("u2", 2, "E"), watch("u2", 2, "C")]
+    + [watch("u2", 1, "B"), watch("u2", 2, "C"), watch("u2", 3, "E")]
     + [watch("u3", 1, "A"), watch("u3", 2, "B"), watch("u4", 1, "C")]
     + [watch("u6", d, v) for d, v in enumerate("DEDAB", start=1)]
 )
@@ -159,6 +159,24 @@ def test_protocol_targets_seen_sets_and_popularity(spark, tmp_path):
     assert m["ndcg@2"] == pytest.approx((1 + 2 / math.log2(3)) / 4)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2 + 1 / 2) / 4)
     assert ranking_metrics(popularity_topk(val, 3), val, ks=(1, 3))["unreachable"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.spark
+def test_same_second_targets_follow_prepare(spark, tmp_path):
+    """Whichever of two same-second last watches prepare made the test target, the other is seen, not held out."""
+    from ytspark.evaluate.protocol import load_eval_sets, load_video_vocab
+
+    log = [watch("u1", d, v) for d, v in ((1, "A"), (2, "B"), (3, "C"), (3, "D"))]
+    log += [watch("u2", d, v) for d, v in ((1, "C"), (1, "D"), (2, "A"), (3, "B"), (4, "A"))]
+    _, prepared = _prepare(spark, tmp_path, log)
+    sets, vocab = load_eval_sets(spark, prepared), load_video_vocab(spark, prepared)
+    idx = {v: vocab.index(v) for v in "ABCD"}
+    test, val = sets["test"], sets["val"]
+    t, v = int(test.labels[0]), int(val.labels[0])
+    assert {t, v} == {idx["C"], idx["D"]}
+    assert test.seen(0).tolist() == sorted([idx["A"], idx["B"], v]) and test.n_train_watches[0] == 3
+    assert val.seen(0).tolist() == sorted([idx["A"], idx["B"]]) and val.n_train_watches[0] == 2
+    assert test.labels[1] == idx["A"] and test.seen(1).tolist() == sorted(idx.values())  # re-watch: unreachable
 
 
 def _block_log(n_users=12, n_videos=15, per_user=10, seed=5):

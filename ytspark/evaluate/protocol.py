@@ -1,22 +1,22 @@
 """The next-watch protocol (DESIGN.md "Evaluation"): targets, what a system may learn from, what it must not recommend.
 
-Per user, watches are ordered as ``prepare`` orders them (time, then video
-index): the last watch is the **test** target, the one before the
-**validation** target, earlier watches are training. For a target split:
+The targets are prepare's: per user, ``candidates/test`` holds the last
+watch and ``candidates/val`` the one before (prepare's order, including its
+tie-break between watches of the same second); earlier watches are
+training. This module never re-derives that order: it removes target watch
+instances (user, time, video) from the user's watches. For a target split:
 
-* the *fit watches* are every user's watches strictly before that user's
-  target of the split (val: train watches; test: train + validation
-  watches; a user without such a target contributes all watches that are
-  not a later target), as :func:`fit_watches` (Spark) and
-  ``EvalSet.item_counts`` (numpy);
+* the *fit watches* are all watches except that split's targets and the
+  later split's (val: training watches only; test: training + validation
+  watches; users without targets contribute every watch), as
+  :func:`fit_watches` (Spark) and ``EvalSet.item_counts`` (numpy);
 * the *seen* set of a target user is the distinct videos of their own fit
   watches: never recommendable (a re-watched target is unreachable and
   counts as a miss, as in ``ytspark.models.metrics``);
 * the catalogue is the video vocabulary (index >= 2); pad (0) and OOV (1)
   are never recommended, and an OOV target counts as a miss.
 
-Targets come from the prepared ``candidates/{val,test}`` rows and are
-checked against the positions recomputed from ``events``.
+A target that is not a watch in ``events`` raises (mixed prepare outputs).
 """
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ from ytspark.vocab import Vocab, apply_vocab
 EVAL_SPLITS = ("val", "test")
 N_SPECIAL = 2  # pad and OOV: never in the catalogue
 COUNT = "count"
-_FROM_END = "__from_end"
-_N = "__n"
-_HOLD_OUT = {"val": 2, "test": 1}  # targets held out from the end of a user's watches
+_DUP = "__dup"
 
 
 @dataclass(frozen=True)
@@ -103,12 +101,8 @@ def load_video_vocab(spark: SparkSession, prepared_dir: str) -> Vocab:
     return Vocab.load(spark, path)
 
 
-def positioned_watches(spark: SparkSession, prepared_dir: str, vocab: Vocab | None = None) -> DataFrame:
-    """Watches of ``<prepared>/events`` with ``video_idx``, their position from the end and the user's count.
-
-    Columns: user_id, ts, video_idx, ``__from_end`` (1 = the last watch, in
-    prepare's order: time, then video index), ``__n`` (the user's watches).
-    """
+def indexed_watches(spark: SparkSession, prepared_dir: str, vocab: Vocab | None = None) -> DataFrame:
+    """Watches of ``<prepared>/events``: user_id, ts, video_idx and ``__dup`` (1 for the first of equal rows)."""
     vocab = vocab or load_video_vocab(spark, prepared_dir)
     ev = spark.read.parquet(f"{prepared_dir}/events")
     for c in (S.USER_ID, S.EVENT_TS, S.EVENT_TYPE, S.VIDEO_ID):
@@ -116,26 +110,44 @@ def positioned_watches(spark: SparkSession, prepared_dir: str, vocab: Vocab | No
             raise ValueError(f"'{prepared_dir}/events' has no column '{c}'; rerun `ytspark prepare`")
     w = ev.where(F.col(S.EVENT_TYPE) == "watch").select(S.USER_ID, F.col(S.EVENT_TS).alias(S.TS), S.VIDEO_ID)
     w = apply_vocab(w, vocab, S.VIDEO_ID, S.VIDEO_IDX).drop(S.VIDEO_ID)
-    by_user = Window.partitionBy(S.USER_ID)
-    order = by_user.orderBy(F.col(S.TS).desc(), F.col(S.VIDEO_IDX).desc())
-    return w.withColumn(_FROM_END, F.row_number().over(order)).withColumn(_N, F.count(F.lit(1)).over(by_user))
+    same = Window.partitionBy(S.USER_ID, S.TS, S.VIDEO_IDX).orderBy(S.USER_ID)
+    return w.withColumn(_DUP, F.row_number().over(same))
 
 
-def _fit_rows(watches: DataFrame, split: str) -> DataFrame:
-    """Rows of ``positioned_watches`` a system may learn from for ``split`` targets."""
-    held = F.least(F.col(_N) - 1, F.lit(_HOLD_OUT[split]))
-    return watches.where(F.col(_FROM_END) > held)
+def target_rows(spark: SparkSession, prepared_dir: str, split: str) -> DataFrame:
+    """(user_id, label, label_ts) of ``<prepared>/candidates/<split>``: one target watch per user."""
+    path = f"{prepared_dir}/candidates/{split}"
+    if not storage.exists(spark, path):
+        raise FileNotFoundError(f"'{path}' not found: '{prepared_dir}' is not a prepare output; run `ytspark prepare`")
+    return spark.read.parquet(path).select(
+        S.USER_ID, F.col(S.CAND_LABEL).cast("int").alias(S.CAND_LABEL), S.CAND_LABEL_TS)
+
+
+def _held_out(spark: SparkSession, prepared_dir: str, split: str) -> DataFrame:
+    """The watch instances a ``split`` system must not fit: its targets and every later split's targets."""
+    later = EVAL_SPLITS[EVAL_SPLITS.index(split):]
+    rows = None
+    for s in later:
+        t = target_rows(spark, prepared_dir, s)
+        rows = t if rows is None else rows.unionByName(t)
+    return rows.select(S.USER_ID, F.col(S.CAND_LABEL_TS).alias(S.TS), F.col(S.CAND_LABEL).alias(S.VIDEO_IDX),
+                       F.lit(1).alias(_DUP))
+
+
+def _fit_rows(spark: SparkSession, prepared_dir: str, watches: DataFrame, split: str) -> DataFrame:
+    """Rows of ``indexed_watches`` a system may learn from for ``split`` targets (held-out instances removed)."""
+    return watches.join(_held_out(spark, prepared_dir, split), [S.USER_ID, S.TS, S.VIDEO_IDX, _DUP], "left_anti")
 
 
 def fit_watches(spark: SparkSession, prepared_dir: str, split: str, watches: DataFrame | None = None) -> DataFrame:
     """(user_id, video_idx, count) of the watches a baseline may fit for ``split`` targets, OOV dropped.
 
     ``val``: every user's training watches. ``test``: training + validation
-    watches. Never the target itself nor anything after it.
+    watches. Never a target of the split nor of a later split.
     """
     _check_split(split)
-    watches = watches if watches is not None else positioned_watches(spark, prepared_dir)
-    rows = _fit_rows(watches, split).where(F.col(S.VIDEO_IDX) >= N_SPECIAL)
+    watches = watches if watches is not None else indexed_watches(spark, prepared_dir)
+    rows = _fit_rows(spark, prepared_dir, watches, split).where(F.col(S.VIDEO_IDX) >= N_SPECIAL)
     return rows.groupBy(S.USER_ID, S.VIDEO_IDX).agg(F.count(F.lit(1)).cast("long").alias(COUNT))
 
 
@@ -161,7 +173,7 @@ def load_eval_sets(spark: SparkSession, prepared_dir: str, splits=EVAL_SPLITS) -
     for split in splits:
         _check_split(split)
     vocab = load_video_vocab(spark, prepared_dir)
-    watches = positioned_watches(spark, prepared_dir, vocab).persist(StorageLevel.MEMORY_AND_DISK)
+    watches = indexed_watches(spark, prepared_dir, vocab).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return {split: _collect(spark, prepared_dir, split, vocab, watches) for split in splits}
     finally:
@@ -169,23 +181,25 @@ def load_eval_sets(spark: SparkSession, prepared_dir: str, splits=EVAL_SPLITS) -
 
 
 def _collect(spark: SparkSession, prepared_dir: str, split: str, vocab: Vocab, watches: DataFrame) -> EvalSet:
-    cand = spark.read.parquet(f"{prepared_dir}/candidates/{split}").select(
-        S.USER_ID, F.col(S.CAND_LABEL).cast("long").alias(S.CAND_LABEL), S.CAND_LABEL_TS)
-    fit = _fit_rows(watches, split)
+    cand = target_rows(spark, prepared_dir, split)
+    fit = _fit_rows(spark, prepared_dir, watches, split)
     seen = fit.groupBy(S.USER_ID).agg(
         F.sort_array(F.collect_set(F.when(F.col(S.VIDEO_IDX) >= N_SPECIAL, F.col(S.VIDEO_IDX)))).alias("seen"),
         F.count(F.lit(1)).alias("n_fit"))
-    pos = watches.where(F.col(_FROM_END) == _HOLD_OUT[split]).select(
-        S.USER_ID, F.col(S.VIDEO_IDX).alias("__pos_video"), F.col(S.TS).alias("__pos_ts"))
-    rows = (cand.join(pos, S.USER_ID, "left").join(seen, S.USER_ID, "left")
+    found = watches.where(F.col(_DUP) == 1).select(S.USER_ID, F.col(S.TS).alias(S.CAND_LABEL_TS),
+                                                   F.col(S.VIDEO_IDX).alias(S.CAND_LABEL), F.lit(True).alias("__found"))
+    rows = (cand.join(found, [S.USER_ID, S.CAND_LABEL_TS, S.CAND_LABEL], "left").join(seen, S.USER_ID, "left")
             .orderBy(S.USER_ID).toPandas())
-    bad = rows[(rows["__pos_video"] != rows[S.CAND_LABEL]) | (rows["__pos_ts"] != rows[S.CAND_LABEL_TS])]
+    bad = rows[rows["__found"].isna()]
     if len(bad):
         r = bad.iloc[0]
         raise ValueError(
-            f"{len(bad)} '{split}' targets in '{prepared_dir}/candidates/{split}' are not at the protocol's position "
-            f"in events (e.g. user '{r[S.USER_ID]}': label {r[S.CAND_LABEL]} at {r[S.CAND_LABEL_TS]}, events give "
-            f"{r['__pos_video']} at {r['__pos_ts']}); rerun `ytspark prepare` with this ytspark version")
+            f"{len(bad)} targets of '{prepared_dir}/candidates/{split}' are not watches in '{prepared_dir}/events' "
+            f"(e.g. user '{r[S.USER_ID]}': video index {r[S.CAND_LABEL]} at {r[S.CAND_LABEL_TS]}); "
+            "the folder mixes two prepare runs: rerun `ytspark prepare`")
+    if rows[S.USER_ID].duplicated().any():
+        raise ValueError(f"'{prepared_dir}/candidates/{split}' has several rows for user "
+                         f"'{rows[S.USER_ID][rows[S.USER_ID].duplicated()].iloc[0]}'; expected one target per user")
     n = len(rows)
     seen_lists = [x if x is not None else [] for x in rows["seen"]]
     indptr, indices = _csr(seen_lists, n)

@@ -17,17 +17,25 @@ import numpy as np
 from ytspark.evaluate.protocol import N_SPECIAL, EvalSet
 
 ScoreBlock = Callable[[int, int], np.ndarray]
+MAX_BLOCK_ELEMS = 1 << 24  # scores held at once (128 MiB of float64): caps the user chunk on big catalogues
 
 
 def topk_excluding(score_block: ScoreBlock, evalset: EvalSet, k: int, chunk_users: int = 1024) -> np.ndarray:
-    """int64 [B, k] video indices, best first, never pad/OOV/seen (pad 0 fills slots that cannot be filled)."""
+    """int64 [B, k] video indices, best first, never pad/OOV/seen (pad 0 fills slots that cannot be filled).
+
+    ``score_block(start, stop)`` returns float scores [stop - start, n_items]
+    for users ``evalset.user_ids[start:stop]`` (column = video index);
+    -inf marks a video the system cannot recommend. Users are scored
+    ``chunk_users`` at a time, fewer when the catalogue is large.
+    """
     B, V = len(evalset), evalset.n_items
     if k < 1:
         raise ValueError(f"top-K needs k >= 1, got {k}")
     out = np.zeros((B, k), np.int64)
     kk = min(k, V)
-    for start in range(0, B, max(1, chunk_users)):
-        stop = min(B, start + max(1, chunk_users))
+    chunk = max(1, min(chunk_users, MAX_BLOCK_ELEMS // max(V, 1)))
+    for start in range(0, B, chunk):
+        stop = min(B, start + chunk)
         s = np.array(score_block(start, stop), dtype=np.float64, copy=True)
         if s.shape != (stop - start, V):
             raise ValueError(f"score_block({start}, {stop}) returned shape {s.shape}, expected {(stop - start, V)}")
