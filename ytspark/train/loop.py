@@ -133,7 +133,10 @@ def _fault(global_step: int, rank: int) -> None:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
+    """A tqdm bar on rank 0 when stderr is a terminal (log files get the per-epoch log line instead)."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm
