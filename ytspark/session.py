@@ -49,6 +49,25 @@ def effective_settings(cfg: SparkConfig, existing: dict[str, str]) -> dict[str, 
     return out
 
 
+def submitted_settings() -> dict[str, str]:
+    """The spark.* settings of the JVM that spark-submit started (``--master``, ``--conf``, spark-defaults).
+
+    Under spark-submit the driver JVM exists before Python runs (``PYSPARK_GATEWAY_PORT``
+    is set), but ``SparkConf()`` only sees its settings once the gateway is
+    connected; without that the config's ``spark.master`` silently replaced
+    ``--master`` and a cluster job ran in local mode. Plain ``python``/``ytspark``
+    runs have no JVM yet: nothing is set (and none is started here, so that
+    ``spark.driver.memory`` from the config still reaches the JVM's launch).
+    """
+    from pyspark import SparkContext
+
+    if SparkContext._jvm is None:
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:
+            return {}
+        SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
 def get_spark(config: Config | SparkConfig, app_name: str | None = None) -> SparkSession:
     """Return the active SparkSession or build one from ``config`` (spark-submit settings win)."""
     cfg = config.spark if isinstance(config, Config) else config
@@ -56,7 +75,7 @@ def get_spark(config: Config | SparkConfig, app_name: str | None = None) -> Spar
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    existing = dict(SparkConf().getAll())  # spark.* passed by spark-submit / spark-defaults
+    existing = submitted_settings()
     builder = SparkSession.builder
     for key, value in effective_settings(cfg, existing).items():
         builder = builder.config(key, value)
