@@ -117,7 +117,7 @@ class CandidateTrainConfig:
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank
-    epochs: int = 10
+    epochs: int = 6
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
     eval_k: int = 10  # early stopping on validation HR@eval_k
@@ -168,7 +168,7 @@ class RankerTrainConfig:
     use_affinity: bool = True  # dot product of the impression video with the watch mean (beyond the paper)
     dropout: float = 0.0
     batch_size: int = 1024  # per rank
-    epochs: int = 5
+    epochs: int = 3
     lr: float = 0.001  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
     init_from_candidate: bool = True  # start the video table from the candidate model's embeddings
