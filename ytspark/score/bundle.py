@@ -15,7 +15,7 @@ worker builds them once, whatever the number of partitions and batches.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import faiss
@@ -54,7 +54,6 @@ class WorkerModels:
     candidate: CandidateModel
     index: faiss.Index
     ranker: torch.nn.Module | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def model_vocabs(md: ModelDir) -> dict[str, Vocab]:

@@ -12,8 +12,9 @@ index of the same vectors.
 
 Exclusion (already-watched videos): :func:`search` over-fetches ``k + s`` for
 a user with ``s`` excluded ids and drops them, so each user still gets ``k``
-results when the corpus allows. Users are grouped by fetch size rounded up to
-a power of two, so one heavy user does not make a whole batch fetch deep.
+results when the corpus allows. Users are grouped by fetch depth (``k`` + ``s``
+rounded up to a multiple of 32), so one heavy user does not make a whole batch
+fetch deep.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import faiss
 import numpy as np
 
 KINDS = ("flat", "ivf", "hnsw")
+FETCH_STEP = 32  # over-fetch depths are k + a multiple of this: few search calls, little wasted depth
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per IVF cell
 
 
@@ -120,7 +122,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, exclude_csr=None) ->
         return scores, ids
     indptr, indices = _as_csr(exclude_csr, B)
     counts = np.diff(indptr)
-    fetch = np.minimum(2 ** np.ceil(np.log2(np.maximum(k + counts, 1))).astype(np.int64), index.ntotal)
+    fetch = np.minimum(k + FETCH_STEP * np.ceil(counts / FETCH_STEP).astype(np.int64), index.ntotal)
     for f in np.unique(fetch):
         rows = np.flatnonzero(fetch == f)
         d, i = _raw_search(index, q[rows], int(f))

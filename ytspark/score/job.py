@@ -24,10 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
@@ -37,7 +38,7 @@ from ytspark.models.export import load_candidate
 from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
-from ytspark.score.fallback import popular_lists
+from ytspark.score.fallback import PopularLists, popular_lists
 from ytspark.score.features import as_of_ts, serving_rows
 from ytspark.score.rank import VideoMeta
 from ytspark.score.scorer import (
@@ -108,13 +109,14 @@ def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]
     return meta
 
 
-def _usable(df: DataFrame) -> DataFrame:
-    return df.where(F.exists(S.CAND_WATCH_HIST, lambda x: x >= 2) | F.exists(S.CAND_SEARCH_HIST, lambda x: x >= 2))
+def _usable() -> Column:
+    """Spark twin of :func:`ytspark.score.scorer.usable_history`."""
+    return F.exists(S.CAND_WATCH_HIST, lambda x: x >= 2) | F.exists(S.CAND_SEARCH_HIST, lambda x: x >= 2)
 
 
 def _recall(model, rows: DataFrame, index, vectors: np.ndarray, sc: ScoreConfig) -> dict:
     """Recall@K of the approximate index against exact search on up to ``recall_sample_users`` users."""
-    pdf = _usable(rows).limit(sc.recall_sample_users).toPandas()
+    pdf = rows.where(_usable()).limit(sc.recall_sample_users).toPandas()
     if pdf.empty:
         return {"recall_at_k": None, "sample_users": 0}
     q = user_vectors(model, {c: pdf[c].to_numpy() for c in pdf.columns})
@@ -136,13 +138,17 @@ def _summary(spark: SparkSession, path: str, n_catalogue: int, n: int) -> dict:
 
 
 def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: str, run_date: str | None,
-              out_root: str, ranker_dir: str | None = None, *, fail_partition: int | None = None) -> dict:
+              out_root: str, ranker_dir: str | None = None, *, fail_partition: int | None = None,
+              on_step: Callable[[str], None] | None = None) -> dict:
     """Score every user of ``prepared_dir`` as of ``run_date`` and publish the top-N table; returns the manifest.
 
     ``model_dir``: a candidate model directory (or its root, following LATEST);
     ``ranker_dir``: a ranker model directory, or None to rank by retrieval score.
     ``fail_partition``: test hook, makes that partition raise after it is scored.
+    ``on_step``: called with each step's name as it starts (``features``, ``index``,
+    ``recall``, ``broadcast``, ``score_write``, ``summary``) and ``done`` (benchmarks).
     """
+    step = on_step or (lambda name: None)
     sc = cfg.score
     check_score_config(sc)
     run_date = resolve_run_date(run_date, sc)
@@ -162,14 +168,17 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
 
     # ---- serving rows (persisted: used for the fallback lists, the recall sample and the scoring)
     t = time.time()
+    step("features")
     rows = serving_rows(spark, prepared_dir, as_of, H, vocabs, affinity=ranker_md is not None)
     parts = sc.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     rows = rows.repartition(parts, S.USER_ID).sortWithinPartitions(S.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
-    n_users = rows.count()
+    counts = rows.select(F.count(F.lit(1)).alias("n"), F.sum(F.when(_usable(), 0).otherwise(1)).alias("cold")).first()
+    n_users, n_cold = int(counts["n"]), int(counts["cold"] or 0)
     timings["features_s"] = round(time.time() - t, 2)
 
     # ---- index (driver, once), recall of approximate kinds
     t = time.time()
+    step("index")
     vectors = folded_table(model)
     index = ix.build_index(vectors, sc.index, nlist=sc.ivf_nlist, nprobe=sc.ivf_nprobe, hnsw_m=sc.hnsw_m,
                            ef_construction=sc.ef_construction, ef_search=sc.ef_search, seed=sc.seed)
@@ -182,6 +191,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         index_info.update(m=sc.hnsw_m, ef_search=sc.ef_search, ef_construction=sc.ef_construction)
     if sc.index != "flat" and sc.recall_sample_users > 0:
         t = time.time()
+        step("recall")
         index_info.update(_recall(model, rows, index, vectors, sc))
         timings["recall_s"] = round(time.time() - t, 2)
         log.info("score: %s index recall@%d = %s on %d users", sc.index, sc.k, index_info["recall_at_k"],
@@ -189,7 +199,10 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
 
     # ---- per-run data and the broadcasts
     t = time.time()
-    popular = popular_lists(rows, V, sc.demographic_list)
+    step("broadcast")
+    # Fallback lists only when some user needs one (one pass over the rows less otherwise).
+    popular = popular_lists(rows, V, sc.demographic_list) if n_cold else PopularLists(np.zeros(0, np.int64),
+                                                                                       np.zeros(0, np.float32))
     meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
@@ -209,6 +222,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
 
     # ---- score and publish
     t = time.time()
+    step("score_write")
     fn = partition_fn(key, bundle_bc, run_bc, lambda: builds.add(1), fail_partition)
     scored = rows.mapInArrow(fn, SCORED_SCHEMA).select(
         *SCORED_SCHEMA.names, F.lit(md.version).alias(MODEL_VERSION), F.lit(run_date).alias(RUN_DATE))
@@ -217,6 +231,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         with storage.atomic_dir(spark, final) as tmp:
             scored.write.parquet(tmp)
             timings["score_write_s"] = round(time.time() - t, 2)
+            step("summary")
             summary = _summary(spark, tmp, V - 2, sc.n)
             timings["total_s"] = round(time.time() - t0, 2)
             manifest = {
@@ -226,7 +241,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                 "model_version": md.version, "model_dir": str(md.path),
                 "ranker_version": ranker_md.version if ranker_md else None,
                 "ranker_dir": str(ranker_md.path) if ranker_md else None,
-                "users": n_users, **summary,
+                "path": final, "users": n_users, "cold_users": n_cold, **summary,
                 "users_per_s": round(n_users / max(timings["total_s"], 1e-9), 1),
                 "k": sc.k, "n": sc.n, "index": index_info, "model_builds": int(builds.value),
                 "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
@@ -240,5 +255,6 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         rows.unpersist()
         bundle_bc.unpersist()
         run_bc.unpersist()
+    step("done")
     log.info("score wrote %s: %d users, %d rows in %.1fs", final, n_users, summary["rows"], timings["total_s"])
     return manifest
