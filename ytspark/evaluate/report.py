@@ -26,7 +26,7 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.0f}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.6g}"  # metrics to 4 decimals; 10.0 -> 10, 51.46 -> 51.46
     return str(v)
 
 
