@@ -32,7 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prepared")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "evaluate"))
-    ap.add_argument("--profile", default="local")
+    ap.add_argument("--profile", default=None, help="config profile; the default is conf/default.toml alone "
+                    "(the full ALS grid: the `local` profile keeps one grid point)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     cfg = load_config(args.profile, args.overrides)
