@@ -318,8 +318,10 @@ def _print_summary(command: str, result: dict) -> None:
             print(f"  model: {r['model_dir']}")
     if "score" in stages:
         s = stages["score"]
-        print(f"recommendations -> {s.get('path', s.get('output'))}")
-        print(f"  {s.get('users', '?'):,} users, {s.get('rows', '?'):,} rows, sources {s.get('sources', {})}")
+        print(f"recommendations -> {s['path']}")
+        print(f"  {s['users']:,} users, {s['rows']:,} rows, users by source {s['users_by_source']}, "
+              f"catalogue coverage {s['coverage']['share']:.1%}, model {s['model_version']}"
+              + (f", ranker {s['ranker_version']}" if s.get("ranker_version") else ""))
     if "evaluate" in stages:
         e = stages["evaluate"]
         print(f"evaluation report -> {e['report']}")
