@@ -143,6 +143,9 @@ def paths(cfg: Config) -> dict[str, str]:
     from ytspark.storage import resolve
 
     out = resolve(cfg.data.root, cfg.data.output) if cfg.data.root else cfg.data.output
+    if "://" not in out and not os.path.isabs(out):
+        # absolute on the driver: executors and Horovod ranks run in their own working directories
+        out = os.path.abspath(out)
     return {"raw": f"{out}/raw", "prepared": f"{out}/prepared", "models": f"{out}/models",
             "evaluation": f"{out}/evaluation", "scores": out}
 
