@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 pyspark = pytest.importorskip("pyspark")
-from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
 from ytspark import generate as G  # noqa: E402
@@ -34,19 +32,6 @@ TINY = GenerateConfig(
     users=120, videos=200, channels=20, categories=8, days=20, visits_per_user=5.0, seed=5, partitions=3
 )
 TABLES = ("events", "users", "videos", "_truth/user_interest", "_truth/video_topic")
-
-
-@pytest.fixture(scope="module")
-def spark():
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    s = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    yield s
-    s.stop()
 
 
 def _read(out: str, table: str) -> pd.DataFrame:
