@@ -81,6 +81,21 @@ def _string_schema(table: str) -> T.StructType:
     )
 
 
+def _json_lines(spark: SparkSession, path: str, table: str) -> DataFrame:
+    """One row per non-blank line, parsed as a JSON object of strings.
+
+    Spark's JSON source turns a line holding an array into one row per element
+    (``[]`` into none), which would break input = accepted + rejected; reading
+    lines and parsing each with ``from_json`` makes every line exactly one row,
+    and a line that is not an object lands in ``_corrupt_record``.
+    """
+    line = F.regexp_replace(F.col("value"), "^\ufeff", "")  # a byte-order mark opening the file
+    parsed = F.from_json(line, _string_schema(table),
+                         {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": S.CORRUPT_RECORD})
+    return (spark.read.text(path).where(~F.col("value").rlike(r"^\s*$"))
+            .select(parsed.alias("j")).select("j.*"))
+
+
 def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") -> DataFrame:
     """Read one contract table; returns every contract column plus ``_corrupt_record``.
 
@@ -102,7 +117,10 @@ def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") ->
             spark.read.option("header", True)
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", S.CORRUPT_RECORD)
-            .option("multiLine", False)
+            # RFC 4180 as written by Python's csv, pandas, Excel: quotes doubled inside quoted
+            # fields, line breaks allowed inside them (so a file is read by one task, not split).
+            .option("escape", '"')
+            .option("multiLine", True)
             .schema(T.StructType([T.StructField(c, T.StringType()) for c in header]
                                  + [T.StructField(S.CORRUPT_RECORD, T.StringType())]))
             .csv(path)
@@ -110,12 +128,7 @@ def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") ->
     else:  # jsonl
         sniff = spark.read.option("samplingRatio", 1.0).json(path)
         present = set(sniff.columns) - {S.CORRUPT_RECORD}
-        df = (
-            spark.read.option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", S.CORRUPT_RECORD)
-            .schema(_string_schema(table))
-            .json(path)
-        )
+        df = _json_lines(spark, path, table)
     missing = [c for c in required if c not in present]
     if missing:
         raise InputError(

@@ -40,8 +40,27 @@ class Validated:
     tagged: DataFrame  # every input row: __t_<col> typed values, reject_reason (null = accepted), raw
 
 
+# A plain decimal number; Spark's own cast would also take "1d", "2f" (Java suffixes).
+_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _strip(c: Column) -> Column:
+    """The string without leading/trailing whitespace (tabs and line breaks too, not only spaces)."""
+    return F.regexp_replace(c, r"^\s+|\s+$", "")
+
+
 def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
+    return c.isNull() | c.rlike(r"^\s*$")
+
+
+def _number(c: Column, dtype: str) -> Column:
+    """A double from a numeric column or a string holding a plain number; booleans and other text give null."""
+    if dtype == "boolean":
+        return F.lit(None).cast("double")
+    if dtype != "string":
+        return c.cast("double")
+    s = _strip(c)
+    return F.when(s.rlike(_NUMBER), s.cast("double"))
 
 
 def _to_epoch_seconds(c: Column, dtype: str) -> Column:
@@ -51,11 +70,9 @@ def _to_epoch_seconds(c: Column, dtype: str) -> Column:
     if dtype == "date":
         return F.unix_seconds(c.cast("timestamp")).cast("double")
     if dtype != "string":
-        return c.cast("double")
-    s = F.trim(c)
-    as_num = s.cast("double")
-    as_ts = F.unix_micros(F.to_timestamp(s)) / F.lit(1e6)
-    return F.coalesce(as_num, as_ts)
+        return _number(c, dtype)
+    as_ts = F.unix_micros(F.to_timestamp(_strip(c))) / F.lit(1e6)
+    return F.coalesce(_number(c, dtype), as_ts)
 
 
 def _finite(c: Column) -> Column:
@@ -85,9 +102,12 @@ def _typed(df: DataFrame, table: str) -> tuple[DataFrame, list[tuple[Column, str
                 .otherwise(F.lit(None).cast("int"))
             )
         elif isinstance(typ, T.StringType):
-            typed = F.when(_blank(src.cast("string")), F.lit(None)).otherwise(F.trim(src.cast("string")))
+            typed = F.when(_blank(src.cast("string")), F.lit(None)).otherwise(_strip(src.cast("string")))
+        elif isinstance(typ, T.IntegerType):
+            num = _number(src, dtypes[c])
+            typed = F.when(F.abs(num) < 2**31, num.cast("int"))
         else:
-            typed = src.cast(typ)
+            typed = _number(src, dtypes[c]).cast(typ)
         df = df.withColumn(f"__t_{c}", typed)
         t = F.col(f"__t_{c}")
         bad = src.isNotNull() & ~_blank(src.cast("string")) & t.isNull()
