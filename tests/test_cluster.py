@@ -259,7 +259,7 @@ def _horovod_tasks(event_dir: Path) -> dict[int, list[str]]:
 def test_pipeline_on_cluster_matches_local(cluster, raw, tmp_path):
     """generate-or-read -> prepare -> 2 Horovod ranks on the executors (x2 networks) -> score -> evaluate."""
     small = ["--set", "candidate.epochs=1", "--set", "ranker.epochs=1", "--set", "candidate.hidden=[64]",
-             "--set", "ranker.hidden=[64]", "--set", "score.run_date=2026-11-23",
+             "--set", "ranker.hidden=[64]", "--set", 'score.run_date="2026-11-23"',
              "--set", "evaluate.als_ranks=[8]", "--set", "evaluate.als_reg_params=[0.1]",
              "--set", "evaluate.als_alphas=[10.0]", "--set", "evaluate.als_max_iter=3"]
     out_c, out_l, events = tmp_path / "cluster", tmp_path / "local", tmp_path / "eventlog"
