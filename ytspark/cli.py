@@ -347,7 +347,13 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     except ConfigError as e:
         print(f"ytspark: config error: {e}", file=sys.stderr)
         return 2
+    try:  # a model directory that cannot be used fails before Spark starts
+        _check_models(cfg, args)
+    except ValueError as e:
+        print(f"ytspark {args.command}: error: {e}", file=sys.stderr)
+        return 1
     from ytspark.session import get_spark
+    from ytspark.sources import error_line
 
     spark = get_spark(cfg, app_name=f"ytspark-{args.command}")
     try:
@@ -368,10 +374,31 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         _print_summary(args.command, result)
         return 0
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
-        print(f"ytspark {args.command}: error: {e}", file=sys.stderr)
+        print(f"ytspark {args.command}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 1
+    except Exception as e:  # Spark/JVM errors (AnalysisException, Py4JJavaError): one line, not a Java trace
+        if type(e).__module__.split(".")[0] not in ("pyspark", "py4j"):
+            raise
+        print(f"ytspark {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 1
     finally:
         spark.stop()
+
+
+def _check_models(cfg: Config, args: argparse.Namespace) -> None:
+    """Raise ModelDirError when evaluate/score would read a missing, incomplete or other-version model."""
+    if args.command not in ("evaluate", "score") or getattr(args, "no_model", False):
+        return
+    from ytspark.models.export import ModelDirError, read_model_dir
+
+    models = getattr(args, "models", None) or paths(cfg)["models"]
+    try:
+        read_model_dir(models, "candidate")
+    except ModelDirError as e:
+        hint = "; or pass --no-model for baselines only" if args.command == "evaluate" else ""
+        raise ModelDirError(f"{e}{hint}") from None
+    if _has_model(models, "ranker"):
+        read_model_dir(models, "ranker")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def _list_files(spark: SparkSession, path: str) -> list[str]:
     if not fs.exists(p):
         raise InputError(f"input path '{path}' does not exist; check data.events/users/videos or --events")
     if not fs.getFileStatus(p).isDirectory():
-        return [path]
+        return [path] if fs.getFileStatus(p).getLen() > 0 else []
     out = []
     it = fs.listFiles(p, True)
     while it.hasNext():
@@ -49,15 +49,39 @@ def _list_files(spark: SparkSession, path: str) -> list[str]:
     return out
 
 
+def error_line(e: BaseException) -> str:
+    """The gist of a Spark/JVM error in one line: the root Java cause, or the first line of the message."""
+    from py4j.protocol import Py4JJavaError
+
+    if isinstance(e, Py4JJavaError):
+        j = e.java_exception
+        while j.getCause() is not None:
+            j = j.getCause()
+        text = str(j.toString())
+    else:
+        text = str(e)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("at ")]
+    if type(e).__name__ == "PythonException" and lines:  # a Python traceback from a worker: its last line
+        return lines[-1]
+    return lines[0] if lines else type(e).__name__
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import CapturedException
+
+    return (CapturedException, Py4JJavaError)
+
+
 def detect_format(spark: SparkSession, path: str, fmt: str = "auto") -> str:
     """Return 'parquet', 'jsonl' or 'csv' for ``path`` (a file or a directory of files)."""
-    if fmt != "auto":
-        if fmt not in FORMATS:
-            raise InputError(f"format '{fmt}' for '{path}' is not one of {FORMATS}; set data.format")
-        return fmt
-    files = _list_files(spark, path)
+    if fmt not in (*FORMATS, "auto"):
+        raise InputError(f"format '{fmt}' for '{path}' is not one of {FORMATS}; set data.format")
+    files = _list_files(spark, path)  # a missing or empty path is an error whatever the format
     if not files:
         raise InputError(f"input path '{path}' is empty (no data files); point it at a table with rows")
+    if fmt != "auto":
+        return fmt
     kinds = set()
     for f in files:
         low = f.lower()
@@ -107,6 +131,37 @@ def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") ->
         raise InputError(f"unknown table '{table}'; expected one of {sorted(S.TABLES)}")
     cols, required = S.TABLES[table]
     fmt = detect_format(spark, path, fmt)
+    try:
+        df, present = _read(spark, path, table, fmt)
+    except _spark_errors() as e:
+        raise InputError(f"cannot read {table} at '{path}' as {fmt}: {error_line(e)}; check that the files are "
+                         f"{fmt} and not damaged, or set --format / data.format") from None
+    missing = [c for c in required if c not in present]
+    if missing:
+        found = sorted(present)
+        shown = [c if len(c) <= 40 else c[:37] + "..." for c in found[:12]] + (["..."] if len(found) > 12 else [])
+        raise InputError(
+            f"{table} table at '{path}' has no column {', '.join(repr(m) for m in missing)} "
+            f"(required, expected {', '.join(cols[m].simpleString() for m in missing)}); "
+            f"columns found reading it as {fmt}: {shown}; if it is not {fmt}, set --format / data.format"
+        )
+    types = dict(df.dtypes)
+    for c in cols:
+        if c in types and (types[c].startswith(("array", "struct", "map", "binary"))):
+            raise InputError(
+                f"{table} column '{c}' at '{path}' has type {types[c]}, expected {cols[c].simpleString()}; "
+                f"write it as a plain value"
+            )
+    select = [F.col(c) if c in df.columns else F.lit(None).cast(T.StringType()).alias(c) for c in cols]
+    if S.CORRUPT_RECORD in df.columns:
+        select.append(F.col(S.CORRUPT_RECORD))
+    else:
+        select.append(F.lit(None).cast(T.StringType()).alias(S.CORRUPT_RECORD))
+    return df.select(*select)
+
+
+def _read(spark: SparkSession, path: str, table: str, fmt: str) -> tuple[DataFrame, set[str]]:
+    """The table as ``fmt`` (values uncast) and the set of columns its files have."""
     if fmt == "parquet":
         df = spark.read.parquet(path)
         present = set(df.columns)
@@ -129,23 +184,4 @@ def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") ->
         sniff = spark.read.option("samplingRatio", 1.0).json(path)
         present = set(sniff.columns) - {S.CORRUPT_RECORD}
         df = _json_lines(spark, path, table)
-    missing = [c for c in required if c not in present]
-    if missing:
-        raise InputError(
-            f"{table} table at '{path}' has no column {', '.join(repr(m) for m in missing)} "
-            f"(required, expected {', '.join(cols[m].simpleString() for m in missing)}); "
-            f"columns found: {sorted(present)}"
-        )
-    types = dict(df.dtypes)
-    for c in cols:
-        if c in types and (types[c].startswith(("array", "struct", "map", "binary"))):
-            raise InputError(
-                f"{table} column '{c}' at '{path}' has type {types[c]}, expected {cols[c].simpleString()}; "
-                f"write it as a plain value"
-            )
-    select = [F.col(c) if c in df.columns else F.lit(None).cast(T.StringType()).alias(c) for c in cols]
-    if S.CORRUPT_RECORD in df.columns:
-        select.append(F.col(S.CORRUPT_RECORD))
-    else:
-        select.append(F.lit(None).cast(T.StringType()).alias(S.CORRUPT_RECORD))
-    return df.select(*select)
+    return df, present
