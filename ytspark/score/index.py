@@ -23,6 +23,10 @@ import numpy as np
 
 KINDS = ("flat", "ivf", "hnsw")
 FETCH_STEP = 32  # over-fetch depths are k + a multiple of this: few search calls, little wasted depth
+# Flat search takes FAISS's BLAS path (one sgemm per block) only above this many queries x dims; the
+# default (128000) sends a 1024-user batch of 65-dim vectors to the scalar path, measured 4x the CPU
+# per query (bench/score.py). Lowered for our searches; results are the same inner products.
+BLAS_THRESHOLD = 20
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per IVF cell
 
 
@@ -110,6 +114,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, exclude_csr=None) ->
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     B = q.shape[0]
+    faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
     scores = np.full((B, k), -np.inf, dtype=np.float32)
     ids = np.full((B, k), -1, dtype=np.int64)
     if B == 0 or k <= 0 or index.ntotal == 0:
