@@ -6,7 +6,8 @@
   uninterrupted one.
 - ``storage.atomic_dir``: a Spark write killed half-way (``os._exit`` in a
   subprocess) leaves the published directory as it was; a failing body
-  removes its temporary directory.
+  removes its temporary directory; a model export killed half-way leaves
+  ``LATEST`` on the previous model.
 - ``storage.resolve``: ``..`` and symlinks cannot leave ``data.root``.
 - Model loading never unpickles: a ``weights.pt`` or ``.npy`` holding an
   object is refused and its payload never runs.
@@ -158,3 +159,30 @@ def test_model_loading_refuses_pickled_objects(tmp_path):
     with pytest.raises(ValueError, match="allow_pickle"):
         read_model_dir(d, "candidate").array("video_embeddings")
     assert not marker.exists()  # the payload never ran
+
+
+KILLED_EXPORT = """
+import os, sys
+import numpy as np, torch
+from ytspark.models import export
+export.write_model_dir(sys.argv[1], "candidate", state_dict={"w": torch.ones(2)}, meta={}, version="v1")
+real_save = np.save
+def dying_save(*a, **k):  # the weights are written, then the process is killed during the arrays
+    os._exit(137)
+np.save = dying_save
+export.write_model_dir(sys.argv[1], "candidate", state_dict={"w": torch.zeros(2)}, meta={}, version="v2",
+                       arrays={"video_embeddings": np.zeros((3, 2), np.float32)})
+"""
+
+
+def test_export_killed_half_way_leaves_latest_on_the_previous_model(tmp_path):
+    from ytspark.models.export import resolve_model_dir
+
+    root = tmp_path / "models"
+    r = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(root)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 137, r.stderr[-2000:]
+    names = sorted(p.name for p in (root / "candidate").iterdir())
+    assert names == [".tmp-v2", "LATEST", "v1"]  # v2 never published: only its hidden temporary exists
+    assert resolve_model_dir(root, "candidate") == root / "candidate" / "v1"
+    assert torch.equal(read_model_dir(root, "candidate").state_dict()["w"], torch.ones(2))
