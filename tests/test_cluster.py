@@ -255,7 +255,7 @@ def _horovod_tasks(event_dir: Path) -> dict[int, list[str]]:
 
 @pytest.mark.horovod
 @pytest.mark.skipif(os.environ.get("YTSPARK_CLUSTER_TESTS") != "1",
-                    reason="whole pipeline on the cluster takes ~15 min on 2 shared cores; YTSPARK_CLUSTER_TESTS=1")
+                    reason="whole pipeline on the cluster and in local[2]: 10+ min on 2 shared cores; YTSPARK_CLUSTER_TESTS=1")
 def test_pipeline_on_cluster_matches_local(cluster, raw, tmp_path):
     """generate-or-read -> prepare -> 2 Horovod ranks on the executors (x2 networks) -> score -> evaluate."""
     small = ["--set", "candidate.epochs=1", "--set", "ranker.epochs=1", "--set", "candidate.hidden=[64]",
