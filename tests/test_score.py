@@ -188,7 +188,10 @@ def world(spark, tmp_path_factory):
     cfg = _cfg(raw)
     prepared = str(tmp / "prepared")
     run_prepare(spark, cfg, read_inputs(spark, cfg), prepared)
-    ev = pd.read_parquet(Path(prepared, "events"))
+    from ytspark.prepare.job import event_seq
+
+    # with prepare's same-second tie-break, which the reference rows sort by too
+    ev = spark.read.parquet(str(Path(prepared, "events"))).withColumn(S.EVENT_SEQ, event_seq()).toPandas()
     vocab = {n: Vocab(n, json.loads(Path(prepared, "vocab", f"{n}.json").read_text())["values"])
              for n in ("video", "token")}
     return {"tmp": tmp, "prepared": prepared, "cfg": cfg, "events": ev, "vocab": vocab,
@@ -206,7 +209,7 @@ def _reference_rows(world, as_of: float, demo: pd.DataFrame) -> dict:
     out = {}
     for uid, g in ev.groupby(S.USER_ID):
         w = g[g[S.EVENT_TYPE] == "watch"].assign(v=lambda d: vid.lookup(d[S.VIDEO_ID]))
-        w = w.sort_values([S.EVENT_TS, "v"])
+        w = w.sort_values([S.EVENT_TS, S.EVENT_SEQ])
         s = g[g[S.EVENT_TYPE] == "search"].sort_values(S.EVENT_TS)
         toks = [(t, tok.index(x)) for t, q in zip(s[S.EVENT_TS], s[S.QUERY]) for x in tokenize(q)]
         # the pseudo label: one completed watch at as_of, the only completed one -> it is the last row built

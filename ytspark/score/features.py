@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.prepare.candidates import DAY, NEVER_DAYS
-from ytspark.prepare.job import _user_features, _video_features
+from ytspark.prepare.job import _user_features, _video_features, event_seq
 from ytspark.vocab import Vocab, apply_vocab, tokens_column
 
 SEEN = "seen"
@@ -103,7 +103,9 @@ def _days_before(as_of: float, ts: Column) -> Column:
 
 def _watch_features(watches: DataFrame, as_of: float, h: int) -> DataFrame:
     w = watches.groupBy(S.USER_ID).agg(
-        F.array_sort(F.collect_list(F.struct(F.col(S.TS).alias("t"), F.col(S.VIDEO_IDX).alias("v")))).alias("w"),
+        # time, then prepare's tie-break (ROW_ORDER): the same order as the training rows
+        F.array_sort(F.collect_list(F.struct(F.col(S.TS).alias("t"), event_seq().alias("q"),
+                                             F.col(S.VIDEO_IDX).alias("v")))).alias("w"),
         F.array_sort(F.collect_set(F.when(F.col(S.VIDEO_IDX) >= 2, F.col(S.VIDEO_IDX)))).alias(SEEN),
     )
     last = _last(F.col("w"), h)
