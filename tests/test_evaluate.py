@@ -100,8 +100,11 @@ def test_report_files_and_atomic_replace(tmp_path):
     metrics = {"popularity": {"hr@10": 0.04, "n": 3}, "als": {"hr@10": 0.08, "n": 3}}
     hr = {"popularity": [(1, 0.01), (10, 0.04)], "als": [(1, 0.02), (10, 0.08)]}
     curves = {"candidate": [{"epoch": 1, "loss": 3.0, "val_hr@10": 0.05}, {"epoch": 2, "loss": 2.5, "val_hr@10": 0.07}]}
-    md = write_report(str(out), metrics, curves, hr, {"ALS grid": [{"rank": 32, "hr@10": 0.07}]})
+    cal = {"ranker": {"rows": [(0, 2.0, 1.5, 10), (1, 9.0, 11.0, 10)], "x": "predicted s", "y": "observed s"}}
+    md = write_report(str(out), metrics, curves, hr, {"ALS grid": [{"rank": 32, "hr@10": 0.07}]}, calibration=cal)
     text = open(md).read()
+    assert "![calibration](calibration.png)" in text and "| 1 | 9 | 11 | 10 |" in text
+    assert (out / "calibration.png").stat().st_size > 1000
     assert "| system | hr@10 | n |" in text and "| als | 0.0800 | 3 |" in text and "## ALS grid" in text
     assert (out / "hr_at_k.png").stat().st_size > 1000 and (out / "curves.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["metrics"]["als"]["hr@10"] == 0.08

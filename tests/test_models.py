@@ -104,7 +104,7 @@ def test_quantile_normalizer_matches_numpy_interp():
 # ---------------------------------------------------------------- model: padding
 
 
-@pytest.mark.parametrize("recency", ["none", "last_k", "weighted"])
+@pytest.mark.parametrize("recency", ["none", "last_k", "weighted", "attention"])
 def test_padding_does_not_change_user_vectors(recency):
     torch.manual_seed(0)
     model = CandidateModel(small_config(recency=recency), QUANTILES).eval()
@@ -125,6 +125,25 @@ def test_padding_does_not_change_user_vectors(recency):
     d8[S.CAND_WATCH_AGE][:, 3] = 1.0
     with torch.no_grad():
         assert not torch.allclose(u8, model.user_vector(batch_from_numpy(d8)), atol=1e-4)
+
+
+def test_attention_history_is_order_aware_and_empty_history_is_finite():
+    torch.manual_seed(0)
+    model = CandidateModel(small_config(recency="attention"), QUANTILES).eval()
+    d = make_rows(np.random.default_rng(4), 6, 5, 30, fill=5)
+    swapped = dict(d)
+    swapped[S.CAND_WATCH_HIST] = d[S.CAND_WATCH_HIST][:, [1, 0, 2, 3, 4]]  # the same bag, another order
+    empty = dict(d)
+    empty[S.CAND_WATCH_HIST] = np.zeros_like(d[S.CAND_WATCH_HIST])
+    with torch.no_grad():
+        u = model.user_vector(batch_from_numpy(d))
+        u_swapped = model.user_vector(batch_from_numpy(swapped))
+        u_empty = model.user_vector(batch_from_numpy(empty))
+        enc = model._attention(torch.as_tensor(empty[S.CAND_WATCH_HIST], dtype=torch.int64))
+    assert not torch.allclose(u, u_swapped, atol=1e-4)  # a bag-of-watches mean could not tell these apart
+    assert torch.isfinite(u_empty).all() and torch.equal(enc, torch.zeros_like(enc))
+    with pytest.raises(ValueError, match="attn_heads"):
+        small_config(recency="attention", attn_heads=3)  # 8 is not divisible by 3
 
 
 def test_masked_mean_counts_only_real_ids():

@@ -468,3 +468,50 @@ def test_ranker_features_match_the_users_history(spark, world):
         expect = np.float32((as_of - same[S.EVENT_TS].max()) / DAY) if len(same) else np.float32(-1.0)
         assert feats["since_channel_watch_days"][j] == expect
     assert (feats["video_age_days"] == -1.0).all() and (feats["n_prev_impressions"] == 0).all()
+
+
+# ------------------------------------------------------------------ the evaluation's "candidate + ranking" system
+
+def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, world):
+    from ytspark.evaluate.protocol import load_eval_sets
+    from ytspark.evaluate.systems import _affinity_block, candidate_calibration, candidate_topk, ranked_topk
+
+    prepared = world["prepared"]
+    ranker = _ranker_dir(world["tmp"] / "models_eval", prepared, seed=3)
+    es = load_eval_sets(spark, prepared)["test"]
+    cand = candidate_topk(world["model"], prepared, es, 12)
+    ranked = ranked_topk(spark, world["model"], ranker, prepared, es, 5, 12)
+    assert ranked.shape == (len(es), 5) and len(es) >= 30
+    for b in range(len(es)):
+        r, c = ranked[b][ranked[b] >= 2], cand[b][cand[b] >= 2]
+        assert len(r) == min(5, len(c)) and len(set(r)) == len(r)
+        assert set(r) <= set(c) and not set(r) & set(es.seen(b))  # a reordering of the retrieved, unseen top K
+    assert (ranked != cand[:, :5]).any()  # the ranker did reorder
+
+    # channel/category affinity as of each user's own target time, against a brute force over the events
+    test_rows = pd.read_parquet(Path(prepared, "candidates", "test"))
+    as_of = es.align(test_rows[S.USER_ID].to_numpy(), test_rows[S.CAND_LABEL_TS].to_numpy(np.float64))
+    vocabs = {n: Vocab(n, json.loads(Path(prepared, "vocab", f"{n}.json").read_text())["values"])
+              for n in ("video", "channel", "category", "language")}
+    aff = _affinity_block(spark, prepared, vocabs, es.user_ids, as_of)["channel"]
+    videos = pd.read_parquet(Path(prepared, "videos")).set_index(S.VIDEO_ID)[S.CHANNEL_ID]
+    ev = world["events"]
+    checked = 0
+    for b, uid in enumerate(es.user_ids):
+        w = ev[(ev[S.USER_ID] == uid) & (ev[S.EVENT_TYPE] == "watch") & (ev[S.EVENT_TS] < as_of[b])]
+        ch = w[S.VIDEO_ID].map(lambda v: vocabs["channel"].index(videos.get(v)))
+        want = {int(c): (len(g), np.float32((as_of[b] - g[S.EVENT_TS].max()) / DAY))
+                for c, g in w.assign(ch=ch.to_numpy()).groupby("ch")}
+        lo, hi = aff.offsets[b], aff.offsets[b + 1]
+        got = {int(i): (int(n), np.float32(d)) for i, n, d in zip(aff.ids[lo:hi], aff.counts[lo:hi], aff.since[lo:hi])}
+        assert got == want, uid
+        checked += len(want)
+    assert checked > 50
+
+    # the candidate network's reliability bins hold every top-10 slot, and their hits are HR@10's hits
+    rows = candidate_calibration(world["model"], prepared, es, 10)
+    assert sum(r[3] for r in rows) == 10 * len(es)
+    top10 = candidate_topk(world["model"], prepared, es, 10)
+    hits = sum(es.labels[b] in top10[b] for b in range(len(es)))
+    assert sum(r[2] * r[3] for r in rows) == pytest.approx(hits)
+    assert all(0 < r[1] < 1 for r in rows) and [r[1] for r in rows] == sorted(r[1] for r in rows)

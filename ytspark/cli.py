@@ -223,13 +223,13 @@ def _history(models: str, kind: str) -> list[dict]:
 
 def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
     from ytspark.evaluate.job import add_system, run_baselines, write_evaluation
-    from ytspark.evaluate.systems import candidate_topk
+    from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
 
     p = paths(cfg)
     prepared = getattr(args, "prepared", None) or p["prepared"]
     models = getattr(args, "models", None) or p["models"]
     ev = run_baselines(spark, cfg, prepared)
-    curves = {}
+    curves, calibration = {}, {}
     if not getattr(args, "no_model", False):
         if not _has_model(models, "candidate"):
             raise FileNotFoundError(f"no candidate model under {models}: run `ytspark train-candidates` first, "
@@ -239,8 +239,25 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
         add_system(ev, "ytspark candidate", {s: candidate_topk(models, prepared, ev.sets[s], k) for s in ev.sets},
                    cfg.evaluate)
         ev.timings["ytspark candidate"] = round(time.time() - t, 1)
+        calibration["candidate network: P(next watch) of the top 10 (test)"] = {
+            "rows": candidate_calibration(models, prepared, ev.sets["test"], 10), "x": "mean softmax probability",
+            "y": "observed hit rate"}
+        if _has_model(models, "ranker"):
+            from ytspark import schema as S
+            from ytspark.train.ranker_task import evaluate_ranker, load_ranker, load_split
+
+            t = time.time()
+            add_system(ev, "ytspark candidate + ranking",
+                       {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k) for s in ev.sets},
+                       cfg.evaluate)
+            ev.timings["ytspark candidate + ranking"] = round(time.time() - t, 1)
+            val = load_split(prepared, "val")
+            if len(val[S.USER_ID]):
+                calibration["ranking network: watch time per impression (validation)"] = {
+                    "rows": evaluate_ranker(load_ranker(models)[0], val)["calibration"],
+                    "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
         curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
-    report = write_evaluation(p["evaluation"], ev, curves, prepared)
+    report = write_evaluation(p["evaluation"], ev, curves, prepared, calibration)
     return {"report": report, "evaluation": p["evaluation"], "table": ev.table()}
 
 
@@ -329,9 +346,9 @@ def _print_summary(command: str, result: dict) -> None:
         e = stages["evaluate"]
         print(f"evaluation report -> {e['report']}")
         cols = ("hr@10", "hr@50", "hr@100", "ndcg@10", "mrr", "coverage@10")
-        print("  " + f"{'system':<22}" + "".join(f"{c:>12}" for c in cols))
+        print("  " + f"{'system':<30}" + "".join(f"{c:>12}" for c in cols))
         for name, m in e["table"].items():
-            print("  " + f"{name:<22}" + "".join(f"{m.get(c, float('nan')):>12.4f}" for c in cols))
+            print("  " + f"{name:<30}" + "".join(f"{m.get(c, float('nan')):>12.4f}" for c in cols))
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:

@@ -109,11 +109,13 @@ class CandidateTrainConfig:
     use_searches: bool = True
     use_demographics: bool = True
     use_example_age: bool = True
-    recency: str = "last_k"  # none (the paper's plain mean) | last_k | weighted
+    recency: str = "last_k"  # none (the paper's plain mean) | last_k | weighted | attention
     recent_k: int = 5
     tau_days: float = 7.0
     dropout: float = 0.0
     tie_embeddings: bool = False  # one video table for history inputs and softmax outputs (beyond the paper)
+    attn_layers: int = 2  # recency = "attention": self-attention layers over the watch history
+    attn_heads: int = 2
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank

@@ -94,7 +94,7 @@ def run_baselines(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: 
 
 
 def write_evaluation(out_dir: str, ev: Evaluation, curves: dict[str, list[dict]] | None = None,
-                     prepared_dir: str = "") -> str:
+                     prepared_dir: str = "", calibration: dict[str, dict] | None = None) -> str:
     """Write ``ev`` as a report (test metrics table, validation table, HR@K curves, details); returns report.md."""
     test = ev.sets.get(MAIN_SPLIT)
     hr = {name: hr_curve(by[MAIN_SPLIT], test) for name, by in ev.topk.items() if MAIN_SPLIT in by}
@@ -108,7 +108,7 @@ def write_evaluation(out_dir: str, ev: Evaluation, curves: dict[str, list[dict]]
     ]
     extra = {"Validation target": [{"system": n, **m} for n, m in ev.table("val").items()], **ev.details}
     return write_report(out_dir, ev.table(MAIN_SPLIT), curves, hr, extra, "ytspark evaluation (test target)",
-                        [n for n in notes if n])
+                        [n for n in notes if n], calibration)
 
 
 def run_evaluate(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: str,

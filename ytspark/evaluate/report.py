@@ -86,6 +86,27 @@ def plot_curves(curves: dict[str, Rows], path: str, x: str = "epoch") -> list[st
     return keys
 
 
+def plot_calibration(panels: dict[str, dict], path: str) -> None:
+    """One reliability panel per entry: {"rows": [(bin, mean predicted, mean observed, n)], "x": .., "y": ..}
+    (axis labels), with the diagonal of perfect calibration."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4), squeeze=False)
+    for ax, (title, p) in zip(axes.flat, panels.items()):
+        rows = p["rows"]
+        pred = [r[1] for r in rows]
+        obs = [r[2] for r in rows]
+        ax.plot(pred, obs, marker="o", label="per decile of the prediction")
+        hi = max(pred + obs + [1e-12])
+        ax.plot([0, hi], [0, hi], ls="--", color="grey", lw=1, label="perfect calibration")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(p.get("x", "mean predicted"))
+        ax.set_ylabel(p.get("y", "mean observed"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _publish(tmp: str, final: str) -> None:
     old = None
     if os.path.exists(final):
@@ -99,7 +120,7 @@ def _publish(tmp: str, final: str) -> None:
 def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[str, Rows] | None = None,
                  hr_at_k: dict[str, list[tuple[int, float]]] | None = None,
                  extra_tables: dict[str, Rows] | None = None, title: str = "ytspark evaluation",
-                 notes: Sequence[str] = ()) -> str:
+                 notes: Sequence[str] = (), calibration: dict[str, dict] | None = None) -> str:
     """Write the report folder and return the path of ``report.md``.
 
     Args:
@@ -109,6 +130,8 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
         hr_at_k: system name -> [(K, HR@K)] points.
         extra_tables: section title -> rows (dicts), rendered as Markdown tables.
         notes: lines printed under the title (protocol, data, timings).
+        calibration: panel title -> {"rows": [(bin, predicted, observed, n)], "x", "y"} (a PNG
+            of reliability curves, and the rows as tables).
     """
     out_dir = os.path.abspath(out_dir).rstrip("/")
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
@@ -124,12 +147,20 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
             keys = plot_curves(curves, f"{tmp}/curves.png")
             if keys:
                 md += ["## Training and validation curves", "", "![curves](curves.png)", ""]
+        if calibration:
+            plot_calibration(calibration, f"{tmp}/calibration.png")
+            md += ["## Calibration", "", "![calibration](calibration.png)", ""]
+            for name, p in calibration.items():
+                md += [f"### {name}", "", markdown_table(
+                    [{"bin": int(r[0]), p.get("x", "predicted"): r[1], p.get("y", "observed"): r[2], "n": r[3]}
+                     for r in p["rows"]])]
         for name, table in (extra_tables or {}).items():
             md += [f"## {name}", "", markdown_table(table)]
         with open(f"{tmp}/report.md", "w") as f:
             f.write("\n".join(md))
         with open(f"{tmp}/metrics.json", "w") as f:
-            json.dump({"metrics": metrics_by_system, "extra_tables": extra_tables or {}}, f, indent=2,
+            json.dump({"metrics": metrics_by_system, "extra_tables": extra_tables or {},
+                       "calibration": calibration or {}}, f, indent=2,
                       sort_keys=True, default=float)
         cols = list(dict.fromkeys(k for r in rows for k in r))
         with open(f"{tmp}/metrics.csv", "w", newline="") as f:

@@ -1,5 +1,13 @@
 """Our own systems as evaluation entries: the candidate model alone, and candidate + ranking.
 
+``ranked_topk(spark, ..., evalset, k, retrieve_k)`` is the nightly scoring
+path at each user's target time: the candidate model's top ``retrieve_k``
+(``score.k``) over the whole catalogue, seen excluded, rescored by the
+ranking network (expected watch time) with the features scoring builds
+(:class:`ytspark.score.rank.TorchRanker`): the user's channel and category
+watch counts and recency computed in Spark from the watches strictly before
+the target, video age at the target time.
+
 ``candidate_topk(model_dir, prepared_dir, evalset, k)`` computes user vectors
 from the split's candidate rows (the same inputs the model trained on, example
 age 0 as at serving), scores the whole catalogue with the exported
@@ -20,8 +28,9 @@ from ytspark.train.candidate_task import load_split
 
 
 @torch.no_grad()
-def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet):
-    """(model, u [B, D]) for ``evalset``'s users (rows in its order) from the split's candidate rows."""
+def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet, with_rows: bool = False):
+    """(model, u [B, D]) for ``evalset``'s users (rows in its order) from the split's candidate rows;
+    ``with_rows``: (model, u, rows) with the aligned candidate-row columns."""
     model, md = load_candidate(model_dir)
     if md.meta["vocab_sizes"]["video"] != evalset.n_items:
         raise ValueError(f"candidate model {md.path} has {md.meta['vocab_sizes']['video']} videos but "
@@ -30,7 +39,8 @@ def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet):
     cols = {k: evalset.align(cols[S.USER_ID], v) for k, v in cols.items()}
     parts = [model.user_vector(batch_from_numpy({k: v[lo:lo + 4096] for k, v in cols.items()}, serving=True))
              for lo in range(0, len(evalset), 4096)]
-    return model, torch.cat(parts) if parts else torch.zeros(0, model.config.embed_dim)
+    u = torch.cat(parts) if parts else torch.zeros(0, model.config.embed_dim)
+    return (model, u, cols) if with_rows else (model, u)
 
 
 @torch.no_grad()
@@ -38,3 +48,94 @@ def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int) 
     """int64 [B, k] top-K of the candidate model over the whole catalogue, seen videos excluded."""
     model, u = candidate_user_vectors(model_dir, prepared_dir, evalset)
     return topk_excluding(lambda a, b: model.logits_full(u[a:b]).numpy(), evalset, k)
+
+
+def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray) -> dict:
+    """"channel"/"category" -> :class:`Csr` of each user's watches strictly before their own ``as_of``."""
+    from pyspark.sql import functions as F
+
+    from ytspark.prepare.job import _video_features
+    from ytspark.score.features import AFFINITY_GROUPS, _affinity_features, affinity_columns
+    from ytspark.score.rank import Csr
+    from ytspark.vocab import apply_vocab
+
+    cut = spark.createDataFrame([(str(u), float(t)) for u, t in zip(user_ids, as_of)], [S.USER_ID, "as_of"])
+    ev = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TYPE) == "watch") \
+        .withColumn(S.TS, F.col(S.EVENT_TS)).join(F.broadcast(cut), S.USER_ID).where(F.col(S.TS) < F.col("as_of"))
+    ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
+    vfeat = _video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
+    ev = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
+        .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV})
+    aff = _affinity_features(ev, F.col("as_of")).toPandas().set_index(S.USER_ID)
+    per_user = [aff.loc[u] if u in aff.index else None for u in user_ids]
+
+    def arrays(col: str, dtype) -> list[np.ndarray]:
+        return [np.asarray(r[col] if r is not None and r[col] is not None else [], dtype) for r in per_user]
+
+    out = {}
+    for g in AFFINITY_GROUPS:
+        ids, cnt, since = (arrays(c, t) for c, t in zip(affinity_columns(g), (np.int64, np.float32, np.float32)))
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in ids])]).astype(np.int64)
+        cat = [np.concatenate(a) if a else np.zeros(0, t) for a, t in
+               ((ids, np.int64), (cnt, np.float32), (since, np.float32))]
+        out[g] = Csr(offsets, cat[0].astype(np.int64), cat[1].astype(np.float32), cat[2].astype(np.float32))
+    return out
+
+
+@torch.no_grad()
+def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
+                retrieve_k: int) -> np.ndarray:
+    """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network."""
+    from ytspark.score.job import _video_meta, _vocabs
+    from ytspark.models.export import read_model_dir
+    from ytspark.prepare.job import CANDIDATE_SOURCES
+    from ytspark.score.rank import TorchRanker, UserBlock
+    from ytspark.train.data import read_split
+    from ytspark.train.ranker_task import load_ranker
+
+    model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
+    K = max(k, retrieve_k)
+    cand = topk_excluding(lambda a, b: model.logits_full(u[a:b]).numpy(), evalset, K)
+    logits = np.zeros(cand.shape, np.float32)
+    for a in range(0, len(evalset), 1024):
+        logits[a:a + 1024] = np.take_along_axis(model.logits_full(u[a:a + 1024]).numpy(), cand[a:a + 1024], 1)
+    ranker, rmd = load_ranker(ranker_dir)
+    vocabs = _vocabs(spark, prepared_dir, read_model_dir(model_dir, "candidate"), rmd)
+    ts = read_split(f"{prepared_dir.rstrip('/')}/candidates/{evalset.split}", [S.USER_ID, S.CAND_LABEL_TS])
+    as_of = evalset.align(ts[S.USER_ID], np.asarray(ts[S.CAND_LABEL_TS], np.float64))
+    block = UserBlock(np.asarray(cols[S.CAND_WATCH_HIST], np.int64), np.asarray(cols["language_idx"], np.int64),
+                      np.asarray(cols[S.CAND_SINCE_LAST], np.float32),
+                      _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of)
+    source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
+        2 + CANDIDATE_SOURCES.index("candidate")
+    scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
+    scores = scorer.score(block, np.where(cand >= 2, cand, -1), logits.astype(np.float32))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(cand, order, axis=1)
+    return np.where(np.take_along_axis(scores, order, axis=1) > -np.inf, top, 0)
+
+
+@torch.no_grad()
+def candidate_calibration(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int = 10,
+                          n_bins: int = 10) -> list[tuple[int, float, float, int]]:
+    """Reliability of the candidate model's softmax: [(bin, mean predicted P(next watch), observed hit rate, n)].
+
+    Every (user, slot) of each user's top ``k`` (seen excluded) is one
+    prediction: the softmax probability over the unseen catalogue, and 1 when
+    it is the user's target. Predictions are cut into ``n_bins`` equal bins.
+    """
+    model, u = candidate_user_vectors(model_dir, prepared_dir, evalset)
+    probs, hits = [], []
+    for a in range(0, len(evalset), 1024):
+        b = min(len(evalset), a + 1024)
+        logits = model.logits_full(u[a:b]).double()
+        for r in range(b - a):
+            logits[r, torch.as_tensor(evalset.seen(a + r), dtype=torch.int64)] = float("-inf")
+        p = torch.softmax(logits, dim=1)
+        top_p, top_i = p.topk(min(k, p.shape[1]), dim=1)
+        probs.append(top_p.numpy().ravel())
+        hits.append((top_i.numpy() == evalset.labels[a:b, None]).ravel().astype(np.float64))
+    from ytspark.models.rank_metrics import calibration
+
+    return calibration(np.concatenate(probs) if probs else np.zeros(0),
+                       np.concatenate(hits) if hits else np.zeros(0), n_bins)

@@ -15,7 +15,11 @@ Inputs of the user tower, concatenated (each group switchable for ablations):
   ``"last_k"`` also the last ``recent_k`` watched ids as separate embeddings
   (concatenated, pad slots zero) and time since the last watch (x̃, x̃², √x̃);
   ``"weighted"`` also a recency-weighted mean, weights ∝ exp(-age_days / tau)
-  over non-pad slots, tau learned (``learn_tau``) from ``tau_days``.
+  over non-pad slots, tau learned (``learn_tau``) from ``tau_days``;
+  ``"attention"`` also a small self-attention encoder over the watch history
+  (``attn_layers`` pre-norm Transformer layers, ``attn_heads`` heads, learned
+  position embeddings for up to ``max_history`` slots, pad keys masked): its
+  output at the most recent slot, a SASRec-style summary of the sequence.
 
 Continuous inputs are normalised by :class:`~ytspark.models.features.QuantileNormalizer`
 built from ``quantiles.json ["candidates"]``. The ReLU tower ends in a linear
@@ -44,7 +48,7 @@ from torch import nn
 from ytspark import schema as S
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
 
-RECENCY_MODES = ("none", "last_k", "weighted")
+RECENCY_MODES = ("none", "last_k", "weighted", "attention")
 N_SPECIAL = 2  # pad 0 and OOV 1
 
 
@@ -67,6 +71,9 @@ class CandidateConfig:
     learn_tau: bool = True
     dropout: float = 0.0
     tie_embeddings: bool = False  # watched-id input table = output video table (beyond the paper)
+    attn_layers: int = 2  # recency="attention": Transformer layers over the watch history
+    attn_heads: int = 2
+    max_history: int = 50  # recency="attention": position embeddings (prepare.history_length)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -84,6 +91,10 @@ class CandidateConfig:
             raise ValueError(f"CandidateConfig.recency='{self.recency}' needs use_watches=True")
         if self.recent_k < 1 or self.tau_days <= 0 or not 0.0 <= self.dropout < 1.0 or self.embed_dim < 1:
             raise ValueError("CandidateConfig: need recent_k >= 1, tau_days > 0, 0 <= dropout < 1, embed_dim >= 1")
+        if self.recency == "attention" and (self.attn_layers < 1 or self.attn_heads < 1 or self.max_history < 1
+                                            or self.embed_dim % self.attn_heads):
+            raise ValueError("CandidateConfig: recency='attention' needs attn_layers >= 1, max_history >= 1 and "
+                             f"embed_dim ({self.embed_dim}) divisible by attn_heads ({self.attn_heads})")
         if not (self.use_watches or self.use_searches or self.use_demographics or self.use_example_age):
             raise ValueError("CandidateConfig: every input group is disabled; enable at least one use_* flag")
 
@@ -105,7 +116,7 @@ class CandidateConfig:
             out.append(S.USER_AGE)
         if self.use_example_age:
             out.append(S.CAND_EXAMPLE_AGE)
-        if self.recency == "last_k":
+        if self.recency in ("last_k", "attention"):
             out.append(S.CAND_SINCE_LAST)
         return out
 
@@ -146,6 +157,13 @@ class CandidateModel(nn.Module):
         width += 3 if c.use_example_age else 0
         width += (c.recent_k * D + 3) if c.recency == "last_k" else 0
         width += D if c.recency == "weighted" else 0
+        width += (D + 3) if c.recency == "attention" else 0
+        if c.recency == "attention":
+            self.position = nn.Embedding(c.max_history, D)
+            layer = nn.TransformerEncoderLayer(D, c.attn_heads, dim_feedforward=2 * D, dropout=c.dropout,
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, c.attn_layers, enable_nested_tensor=False)
+            self.encoder_norm = nn.LayerNorm(D)
         if c.recency == "weighted":
             log_tau = torch.tensor(math.log(c.tau_days))
             if c.learn_tau:
@@ -195,7 +213,21 @@ class CandidateModel(nn.Module):
             parts.append(self.norm.powers(S.CAND_SINCE_LAST, batch.since_last_watch_days))
         if c.recency == "weighted":
             parts.append(self._recency_weighted(batch.watch_hist, batch.watch_hist_age))
+        if c.recency == "attention":
+            parts.append(self._attention(batch.watch_hist))
+            parts.append(self.norm.powers(S.CAND_SINCE_LAST, batch.since_last_watch_days))
         return torch.cat(parts, dim=1)
+
+    def _attention(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, H] most-recent-first ids -> [B, D]: the encoder's output at slot 0; all-pad rows -> zeros."""
+        hist = hist[:, :self.config.max_history]
+        pad = hist == S.PAD
+        empty = pad.all(dim=1)
+        x = self.video_in(hist) * math.sqrt(self.config.embed_dim) + self.position.weight[:hist.shape[1]]
+        x = x * (~pad).unsqueeze(-1).to(x.dtype)
+        keys_masked = pad & ~empty.unsqueeze(1)  # an all-pad row attends to its pads (then zeroed): no nan
+        h = self.encoder_norm(self.encoder(x, src_key_padding_mask=keys_masked))[:, 0]
+        return h * (~empty).unsqueeze(-1).to(h.dtype)
 
     def _last_k(self, hist: torch.Tensor) -> torch.Tensor:
         """[B, H] most-recent-first ids -> [B, k*D]: slot j is the j-th most recent watch (zeros if pad)."""

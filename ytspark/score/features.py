@@ -133,13 +133,17 @@ def _search_features(searches: DataFrame, token_vocab: Vocab, h: int) -> DataFra
                     .alias(S.CAND_SEARCH_HIST))
 
 
-def _affinity_features(watches: DataFrame, as_of: float) -> DataFrame:
-    """Per user and channel/category: watch count and days since the last watch, as parallel sorted arrays."""
+def _affinity_features(watches: DataFrame, as_of: float | Column) -> DataFrame:
+    """Per user and channel/category: watch count and days since the last watch, as parallel sorted arrays.
+
+    ``as_of``: the cut-off in epoch seconds, or a column of ``watches`` holding each user's own cut-off.
+    """
     out = None
+    keep = [as_of] if isinstance(as_of, Column) else []
     for g, col in zip(AFFINITY_GROUPS, (S.RANK_CHANNEL, S.RANK_CATEGORY)):
         ids, cnt, since = affinity_columns(g)
-        per = watches.groupBy(S.USER_ID, col).agg(F.count(F.lit(1)).alias("n"), F.max(S.TS).alias("last"))
-        agg = per.groupBy(S.USER_ID).agg(F.array_sort(F.collect_list(
+        per = watches.groupBy(S.USER_ID, *keep, col).agg(F.count(F.lit(1)).alias("n"), F.max(S.TS).alias("last"))
+        agg = per.groupBy(S.USER_ID, *keep).agg(F.array_sort(F.collect_list(
             F.struct(F.col(col).alias("g"), F.col("n").cast("float").alias("n"),
                      _days_before(as_of, F.col("last")).alias("d")))).alias("a"))
         agg = agg.select(S.USER_ID, F.transform("a", lambda x: x["g"]).alias(ids),

@@ -76,6 +76,7 @@ class UserBlock:
     language_idx: np.ndarray  # [B] int64
     since_last_watch_days: np.ndarray  # [B] float32
     affinity: Mapping[str, Csr]  # "channel" / "category" -> Csr, or empty without affinity columns
+    as_of: np.ndarray | None = None  # [B] float64 per-user cut-off (evaluation); None: the ranker's run date
 
     def take(self, rows: np.ndarray) -> "UserBlock":
         aff = {}
@@ -85,7 +86,8 @@ class UserBlock:
                 np.zeros(0, np.int64)
             sel = sel.astype(np.int64)
             aff[g] = Csr(np.concatenate([[0], np.cumsum(ends - starts)]), c.ids[sel], c.counts[sel], c.since[sel])
-        return UserBlock(self.watch_hist[rows], self.language_idx[rows], self.since_last_watch_days[rows], aff)
+        return UserBlock(self.watch_hist[rows], self.language_idx[rows], self.since_last_watch_days[rows], aff,
+                         None if self.as_of is None else self.as_of[rows])
 
 
 class Reranker(Protocol):
@@ -109,7 +111,8 @@ class TorchRanker:
         rows = np.repeat(np.arange(B), K)
         m = self.meta
         upload = m.upload_ts[vid]
-        age = np.where(np.isnan(upload), NEVER_DAYS, np.maximum(0.0, (self.as_of - upload) / DAY))
+        as_of = self.as_of if users.as_of is None else users.as_of[rows]
+        age = np.where(np.isnan(upload), NEVER_DAYS, np.maximum(0.0, (as_of - upload) / DAY))
         out = {
             S.RANK_VIDEO: vid,
             S.CAND_WATCH_HIST: np.repeat(users.watch_hist, K, axis=0),
