@@ -12,7 +12,7 @@ run: env
 	$(PY) -m ytspark.cli pipeline $(ARGS)
 
 test: env
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: env
 	$(PY) bench/prepare.py
