@@ -114,3 +114,31 @@ def write_known_answer_prepared(root: Path, *, n_videos: int = 40, n_train_users
         "candidates": {k: len(v) for k, v in splits.items()}, "ranking": {"train": 0, "val": 0, "test": 0}}))
     (root / "_SUCCESS").write_text("")
     return str(root)
+
+
+def write_random_candidate_model(root: Path, prepared: str, seed: int) -> str:
+    """A seeded random CandidateModel published as a real model directory (with the prepared vocab)."""
+    import torch
+
+    from ytspark import schema as S
+    from ytspark.models.candidate import CandidateConfig, CandidateModel
+    from ytspark.models.export import write_model_dir
+
+    vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
+    size = {n: len(v["values"]) + 2 for n, v in vocab.items()}
+    quant = json.loads(Path(prepared, "quantiles.json").read_text())["candidates"]
+    demo = tuple(len(S.AGE_BUCKETS) + 2 if c == "age_bucket_idx" else size[c.removesuffix("_idx")]
+                 for c in S.DEMOGRAPHIC_COLUMNS)
+    cfg = CandidateConfig(n_videos=size["video"], n_tokens=size["token"], demographic_vocab_sizes=demo,
+                          embed_dim=8, hidden=(16,), recency="last_k", recent_k=3)
+    torch.manual_seed(seed)
+    model = CandidateModel(cfg, quant)
+    with torch.no_grad():
+        model.out_bias.normal_(0.0, 0.5)  # a real bias, so the folded column matters
+    out = write_model_dir(root, "candidate", state_dict=model.state_dict(),
+                          meta={"model_config": cfg.to_dict(), "vocab_sizes": size},
+                          arrays={"video_embeddings": model.video_embeddings().numpy(),
+                                  "video_bias": model.video_biases().numpy()},
+                          json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
+                          version=f"cand-{seed}")
+    return str(out)

@@ -2,11 +2,11 @@
 1-core workers, separate JVMs and Python workers): the same jobs, submitted with
 ``spark-submit --master spark://...`` (scripts/run_on_cluster.sh), give what ``local[2]`` gives.
 
-- prepare on the cluster writes the same manifest counts, vocabularies and training rows
-  as prepare in ``local[2]`` on the same generated data;
 - executor loss (issue 7): SIGKILL one worker JVM and its executor while that executor
-  runs a task of prepare; Spark retries the lost tasks on the surviving worker and the
-  output still equals the undisturbed run;
+  runs a task of prepare, and again of score; Spark retries the lost tasks on the surviving
+  worker, and prepare still writes the same manifest counts, vocabularies and training rows
+  as an undisturbed prepare in ``local[2]`` on the same generated data, and score the same
+  recommendation lists as an undisturbed ``local[2]`` run;
 - the whole nightly pipeline with Horovod ranks on the executors (``horovod.spark.run``,
   2 ranks) writes a recommendations table with the row count and schema of a ``local[2]``
   run (every user gets ``score.n`` rows). This one takes longer than a CI budget on two
@@ -172,13 +172,6 @@ def test_cluster_is_up_with_two_one_core_workers(cluster):
     assert r.returncode == 0 and "2 worker(s) alive" in r.stdout
 
 
-def test_prepare_on_cluster_equals_local(cluster, raw, prepared_local, tmp_path):
-    cluster.submit("prepare", [*_input_args(raw), "--output", str(tmp_path)])
-    # it really ran on the cluster (spark-submit's --master won over the profile's local[2])
-    assert "ytspark-prepare" in _our_apps(cluster)
-    _assert_same_prepared(tmp_path / "prepared", prepared_local)
-
-
 def _executor_of(worker_pid: int) -> tuple[int, str] | None:
     """(pid, executor id) of the executor JVM a worker launched, if it has one now."""
     kids = subprocess.run(["pgrep", "-P", str(worker_pid)], capture_output=True, text=True).stdout.split()
@@ -210,7 +203,10 @@ def _kill_worker_mid_job(cluster: Cluster, proc: subprocess.Popen, ui_port: int,
             os.kill(ex[0], signal.SIGKILL)
             os.kill(worker, signal.SIGKILL)
             return {"jobs_done": done, "executor": ex[1], "active_tasks": active[ex[1]]}
-    pytest.fail(f"prepare ended before worker2's executor ran a task after {min_jobs} jobs")
+    err = "\n".join(ln for ln in (proc.stdout.read() + proc.stderr.read()).splitlines()
+                    if " INFO " not in ln)[-4000:] if proc.poll() is not None else "(still running at the deadline)"
+    pytest.fail(f"the job ended (exit {proc.poll()}) before worker2's executor ran a task after {min_jobs} "
+                f"jobs:\n{err}")
 
 
 def test_prepare_survives_losing_a_worker(cluster, raw, prepared_local, tmp_path):
@@ -227,11 +223,49 @@ def test_prepare_survives_losing_a_worker(cluster, raw, prepared_local, tmp_path
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, f"prepare did not survive the lost worker ({killed}):\n{err[-6000:]}"
+    # it really ran on the cluster (spark-submit's --master won over the profile's local[2])
+    assert "ytspark-prepare" in _our_apps(cluster)
     # the lost executor's running task(s) failed and were retried elsewhere
     assert f"Lost executor {killed['executor']}" in err or "ExecutorLostFailure" in err, err[-3000:]
     assert sum(w["state"] == "ALIVE" for w in cluster.state()["workers"]) == 1
     _assert_same_prepared(tmp_path / "prepared", prepared_local)
     # the cluster is whole again for whoever comes next
+    r = cluster.script("start")
+    assert r.returncode == 0, r.stderr
+
+
+def test_score_survives_losing_a_worker(spark, cluster, prepared_local, tmp_path):
+    """Issue 7, executor loss during the nightly scoring: the table equals an undisturbed local[2] run."""
+    from helpers import write_random_candidate_model
+
+    from ytspark.config import load_config
+    from ytspark.score import run_score
+
+    model = write_random_candidate_model(tmp_path / "models", str(prepared_local), seed=5)
+    sets = ['score.run_date="2026-11-23"', "score.partitions=8", "score.batch_size=4"]
+    ui_port = _free_port()
+    proc = cluster.submit("score", ["--prepared", str(prepared_local), "--models", str(tmp_path / "models"),
+                                    "--output", str(tmp_path / "cluster"), *[a for x in sets for a in ("--set", x)]],
+                          wait=False, submit_args=f"--conf spark.ui.port={ui_port}")
+    try:
+        killed = _kill_worker_mid_job(cluster, proc, ui_port, min_jobs=2)
+        out, err = proc.communicate(timeout=1200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"score did not survive the lost worker ({killed}):\n{err[-6000:]}"
+    assert f"Lost executor {killed['executor']}" in err or "ExecutorLostFailure" in err, err[-3000:]
+    assert "ytspark-score" in _our_apps(cluster)
+    cfg = load_config("local", sets)
+    run_score(spark, cfg, str(prepared_local), model, "2026-11-23", str(tmp_path / "local"))
+    got, want = (tmp_path / d / "recommendations" / "run_date=2026-11-23" for d in ("cluster", "local"))
+    assert (got / "_SUCCESS").exists() and (got / "_manifest.json").exists()
+
+    def lists(path: Path) -> list[tuple]:
+        t = pq.read_table(str(path), columns=["user_id", "rank", "video_id", "source", "model_version"])
+        return sorted(zip(*[t.column(c).to_pylist() for c in t.column_names]))
+
+    assert lists(got) == lists(want) and len(lists(want)) == 120 * cfg.score.n
     r = cluster.script("start")
     assert r.returncode == 0, r.stderr
 

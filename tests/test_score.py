@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import DAY, T0, make_config, write_jsonl
+from helpers import DAY, T0, make_config, write_jsonl, write_random_candidate_model
 
 from ytspark import schema as S
 from ytspark.models.candidate import CandidateConfig, CandidateModel
@@ -157,25 +157,7 @@ def _cfg(raw: dict | None = None, *extra: str):
 
 
 def _candidate_dir(root: Path, prepared: str, seed: int) -> str:
-    """A seeded random CandidateModel published as a real model directory (with the prepared vocab)."""
-    vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
-    size = {n: len(v["values"]) + 2 for n, v in vocab.items()}
-    quant = json.loads(Path(prepared, "quantiles.json").read_text())["candidates"]
-    demo = tuple(len(S.AGE_BUCKETS) + 2 if c == "age_bucket_idx" else size[c.removesuffix("_idx")]
-                 for c in S.DEMOGRAPHIC_COLUMNS)
-    cfg = CandidateConfig(n_videos=size["video"], n_tokens=size["token"], demographic_vocab_sizes=demo,
-                          embed_dim=8, hidden=(16,), recency="last_k", recent_k=3)
-    torch.manual_seed(seed)
-    model = CandidateModel(cfg, quant)
-    with torch.no_grad():
-        model.out_bias.normal_(0.0, 0.5)  # a real bias, so the folded column matters
-    out = write_model_dir(root, "candidate", state_dict=model.state_dict(),
-                          meta={"model_config": cfg.to_dict(), "vocab_sizes": size},
-                          arrays={"video_embeddings": model.video_embeddings().numpy(),
-                                  "video_bias": model.video_biases().numpy()},
-                          json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
-                          version=f"cand-{seed}")
-    return str(out)
+    return write_random_candidate_model(root, prepared, seed)
 
 
 @pytest.fixture(scope="module")
