@@ -8,9 +8,9 @@
   as an undisturbed prepare in ``local[2]`` on the same generated data, and score the same
   recommendation lists as an undisturbed ``local[2]`` run;
 - the whole nightly pipeline with Horovod ranks on the executors (``horovod.spark.run``,
-  2 ranks) writes a recommendations table with the row count and schema of a ``local[2]``
-  run (every user gets ``score.n`` rows). This one takes longer than a CI budget on two
-  shared cores, so it runs only with ``YTSPARK_CLUSTER_TESTS=1``.
+  2 ranks) writes what ``local[2]`` writes: the same prepared data, and a recommendations
+  table (every user gets ``score.n`` rows) with the schema and the lists of the same models
+  scored in ``local[2]``.
 
 The cluster uses free ports and its own run directory, so it never meets a cluster
 that someone started by hand; it is always stopped at the end.
@@ -288,10 +288,12 @@ def _horovod_tasks(event_dir: Path) -> dict[int, list[str]]:
 
 
 @pytest.mark.horovod
-@pytest.mark.skipif(os.environ.get("YTSPARK_CLUSTER_TESTS") != "1",
-                    reason="whole pipeline on the cluster and in local[2]: 10+ min on 2 shared cores; YTSPARK_CLUSTER_TESTS=1")
-def test_pipeline_on_cluster_matches_local(cluster, raw, tmp_path):
-    """generate-or-read -> prepare -> 2 Horovod ranks on the executors (x2 networks) -> score -> evaluate."""
+def test_pipeline_on_cluster_matches_local(spark, cluster, raw, prepared_local, tmp_path):
+    """generate-or-read -> prepare -> 2 Horovod ranks on the executors (x2 networks) -> score -> evaluate,
+    submitted to the cluster; then the same models score in local[2]: the same table."""
+    from ytspark.config import load_config
+    from ytspark.score import run_score
+
     small = ["--set", "candidate.epochs=1", "--set", "ranker.epochs=1", "--set", "candidate.hidden=[64]",
              "--set", "ranker.hidden=[64]", "--set", 'score.run_date="2026-11-23"',
              "--set", "evaluate.als_ranks=[8]", "--set", "evaluate.als_reg_params=[0.1]",
@@ -305,7 +307,13 @@ def test_pipeline_on_cluster_matches_local(cluster, raw, tmp_path):
     ranks = _horovod_tasks(events)
     assert len(ranks) == 2, ranks
     assert all(sorted(r) == ["0", "1"] for r in ranks.values()), ranks
-    cluster.submit("nightly", [*_input_args(raw), *small, "--output", str(out_l)], master="local[2]")
+    # prepare on the cluster wrote what prepare in local[2] writes
+    _assert_same_prepared(out_c / "prepared", prepared_local)
+    assert (out_c / "evaluation" / "report.md").exists()
+    # the cluster's models, scored in local[2] (the suite's session): the same table
+    cfg = load_config("local", ['score.run_date="2026-11-23"'])
+    models = str(out_c / "models")
+    run_score(spark, cfg, str(out_c / "prepared"), models, "2026-11-23", str(out_l), ranker_dir=models)
 
     def table(out: Path):
         path = out / "recommendations" / "run_date=2026-11-23"
@@ -314,10 +322,14 @@ def test_pipeline_on_cluster_matches_local(cluster, raw, tmp_path):
 
     c, loc = table(out_c), table(out_l)
     assert c.schema.equals(loc.schema)
-    assert c.num_rows == loc.num_rows
-    n = make_config().score.n
-    for t in (c, loc):
-        users = t.column("user_id").to_pylist()
-        assert len(set(users)) == 120 and t.num_rows == 120 * n
-        assert all(users.count(u) == n for u in set(users))
-    assert sorted(set(c.column("user_id").to_pylist())) == sorted(set(loc.column("user_id").to_pylist()))
+    n = cfg.score.n
+    users = c.column("user_id").to_pylist()
+    assert len(set(users)) == 120 and c.num_rows == loc.num_rows == 120 * n
+    assert all(users.count(u) == n for u in set(users))
+
+    def lists(t) -> list[tuple]:
+        cols = ["user_id", "rank", "video_id", "source", "model_version", "ranker_version"]
+        cols = [x for x in cols if x in t.column_names]
+        return sorted(zip(*[t.column(x).to_pylist() for x in cols]))
+
+    assert lists(c) == lists(loc)
