@@ -209,25 +209,29 @@ def _kill_worker_mid_job(cluster: Cluster, proc: subprocess.Popen, ui_port: int,
                 f"jobs:\n{err}")
 
 
-def test_prepare_survives_losing_a_worker(cluster, raw, prepared_local, tmp_path):
-    """Issue 7, executor loss: the job completes through task retry; output equals the undisturbed run."""
+def _run_losing_a_worker(cluster: Cluster, job: str, args: list[str], min_jobs: int) -> None:
+    """Submit ``job``, SIGKILL worker2 mid-job, and check the job still succeeded on the other worker."""
     ui_port = _free_port()
-    proc = cluster.submit("prepare", [*_input_args(raw), "--output", str(tmp_path)], wait=False,
-                          submit_args=f"--conf spark.ui.port={ui_port}")
+    proc = cluster.submit(job, args, wait=False, submit_args=f"--conf spark.ui.port={ui_port}")
     try:
-        # prepare runs ~105 Spark jobs (measured from an event log): about 45 validate and fit
-        # vocabularies, then the per-user row builders (Python, mapInArrow) start; kill in those
-        killed = _kill_worker_mid_job(cluster, proc, ui_port, min_jobs=60)
+        killed = _kill_worker_mid_job(cluster, proc, ui_port, min_jobs=min_jobs)
         out, err = proc.communicate(timeout=1800)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, f"prepare did not survive the lost worker ({killed}):\n{err[-6000:]}"
+    assert proc.returncode == 0, f"{job} did not survive the lost worker ({killed}):\n{err[-6000:]}"
     # it really ran on the cluster (spark-submit's --master won over the profile's local[2])
-    assert "ytspark-prepare" in _our_apps(cluster)
+    assert f"ytspark-{job}" in _our_apps(cluster)
     # the lost executor's running task(s) failed and were retried elsewhere
     assert f"Lost executor {killed['executor']}" in err or "ExecutorLostFailure" in err, err[-3000:]
     assert sum(w["state"] == "ALIVE" for w in cluster.state()["workers"]) == 1
+
+
+def test_prepare_survives_losing_a_worker(cluster, raw, prepared_local, tmp_path):
+    """Issue 7, executor loss: the job completes through task retry; output equals the undisturbed run."""
+    # prepare runs ~105 Spark jobs (measured from an event log): about 45 validate and fit
+    # vocabularies, then the per-user row builders (Python, mapInArrow) start; kill in those
+    _run_losing_a_worker(cluster, "prepare", [*_input_args(raw), "--output", str(tmp_path)], min_jobs=60)
     _assert_same_prepared(tmp_path / "prepared", prepared_local)
     # the cluster is whole again for whoever comes next
     r = cluster.script("start")
@@ -243,19 +247,9 @@ def test_score_survives_losing_a_worker(spark, cluster, prepared_local, tmp_path
 
     model = write_random_candidate_model(tmp_path / "models", str(prepared_local), seed=5)
     sets = ['score.run_date="2026-11-23"', "score.partitions=8", "score.batch_size=4"]
-    ui_port = _free_port()
-    proc = cluster.submit("score", ["--prepared", str(prepared_local), "--models", str(tmp_path / "models"),
-                                    "--output", str(tmp_path / "cluster"), *[a for x in sets for a in ("--set", x)]],
-                          wait=False, submit_args=f"--conf spark.ui.port={ui_port}")
-    try:
-        killed = _kill_worker_mid_job(cluster, proc, ui_port, min_jobs=2)
-        out, err = proc.communicate(timeout=1200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, f"score did not survive the lost worker ({killed}):\n{err[-6000:]}"
-    assert f"Lost executor {killed['executor']}" in err or "ExecutorLostFailure" in err, err[-3000:]
-    assert "ytspark-score" in _our_apps(cluster)
+    _run_losing_a_worker(cluster, "score", ["--prepared", str(prepared_local), "--models", str(tmp_path / "models"),
+                                            "--output", str(tmp_path / "cluster"),
+                                            *[a for x in sets for a in ("--set", x)]], min_jobs=2)
     cfg = load_config("local", sets)
     run_score(spark, cfg, str(prepared_local), model, "2026-11-23", str(tmp_path / "local"))
     got, want = (tmp_path / d / "recommendations" / "run_date=2026-11-23" for d in ("cluster", "local"))

@@ -109,7 +109,7 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
-    scores = scorer.score(block, np.where(cand >= 2, cand, -1), logits.astype(np.float32))
+    scores = scorer.score(block, cand, logits)  # pad slots (0) score -inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(cand, order, axis=1)
     return np.where(np.take_along_axis(scores, order, axis=1) > -np.inf, top, 0)
@@ -129,8 +129,9 @@ def candidate_calibration(model_dir: str, prepared_dir: str, evalset: EvalSet, k
     for a in range(0, len(evalset), 1024):
         b = min(len(evalset), a + 1024)
         logits = model.logits_full(u[a:b]).double()
-        for r in range(b - a):
-            logits[r, torch.as_tensor(evalset.seen(a + r), dtype=torch.int64)] = float("-inf")
+        ip = evalset.seen_indptr
+        rows = np.repeat(np.arange(b - a), np.diff(ip[a:b + 1]))
+        logits[torch.from_numpy(rows), torch.from_numpy(evalset.seen_indices[ip[a]:ip[b]])] = float("-inf")
         p = torch.softmax(logits, dim=1)
         top_p, top_i = p.topk(min(k, p.shape[1]), dim=1)
         probs.append(top_p.numpy().ravel())
