@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     _training(tc)
 
     tr = sub.add_parser("train-ranker", help="train the ranking network (weighted logistic regression)",
-                        description="Reads <output>/prepared/ranking (impressions), starts its video table from "
-                                    "the candidate model, publishes <output>/models/ranker/<version>.")
+                        description="Scores the prepared impressions with the candidate model as of each "
+                                    "impression (or, without impressions, turns its retrieved-but-unwatched "
+                                    "videos into negatives) into <output>/models/ranker/_rows, starts its video "
+                                    "table from the candidate model, publishes <output>/models/ranker/<version>.")
     _common(tr)
     _training(tr)
     tr.add_argument("--candidate-model", help="candidate model dir (default: <output>/models, LATEST)")
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
                                     "evaluate, on the given inputs, or on freshly generated synthetic data when "
                                     "no --events/--movielens is given. Each stage can be skipped to reuse its "
-                                    "output; train-ranker is skipped when the input has no impressions.")
+                                    "output; without impressions train-ranker learns from the candidate model's retrievals.")
     _common(pl)
     _inputs(pl)
     pl.add_argument("--skip", action="append", default=[], choices=list(STAGES),
@@ -190,15 +192,21 @@ def cmd_train(spark, cfg: Config, task: str, args: argparse.Namespace) -> dict:
     p = paths(cfg)
     prepared = getattr(args, "prepared", None) or p["prepared"]
     models = getattr(args, "models", None) or p["models"]
-    candidate = None
+    candidate = rows = None
+    t = time.time()
     if task == "ranker":
         candidate = getattr(args, "candidate_model", None) or models
-        if not _has_model(candidate, "candidate"):
-            log.warning("train-ranker: no candidate model at %s; the video table starts from random", candidate)
+        if _has_model(candidate, "candidate"):
+            from ytspark.train.rank_rows import build_rank_rows
+
+            rows = f"{models.rstrip('/')}/ranker/_rows"
+            build_rank_rows(spark, cfg, prepared, candidate, rows)
+        else:
+            log.warning("train-ranker: no candidate model at %s; the video table starts from random and the "
+                        "network trains without retrieval scores", candidate)
             candidate = None
-    t = time.time()
     result = train(cfg, task, prepared, models, resume=bool(getattr(args, "resume", False)), spark=spark,
-                   candidate_model=candidate)
+                   candidate_model=candidate, rank_rows=rows)
     result["seconds"] = round(time.time() - t, 1)
     return {"task": task, **result}
 
@@ -251,7 +259,9 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
                        {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k) for s in ev.sets},
                        cfg.evaluate)
             ev.timings["ytspark candidate + ranking"] = round(time.time() - t, 1)
-            val = load_split(prepared, "val")
+            from ytspark.models.export import read_model_dir
+
+            val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
             if len(val[S.USER_ID]):
                 calibration["ranking network: watch time per impression (validation)"] = {
                     "rows": evaluate_ranker(load_ranker(models)[0], val)["calibration"],
@@ -272,11 +282,13 @@ def cmd_score(spark, cfg: Config, args: argparse.Namespace) -> dict:
                      p["scores"], ranker_dir=ranker)
 
 
-def _has_impressions(cfg: Config) -> bool:
+def _can_train_ranker(cfg: Config, args: argparse.Namespace) -> bool:
+    """Impressions in the prepared data, or a candidate model whose retrievals stand in for them."""
     from ytspark.train.data import read_json
 
     m = read_json(f"{paths(cfg)['prepared']}/manifest.json")
-    return int(m["ranking"]["train"]) > 0
+    return int(m["ranking"]["train"]) > 0 or _has_model(getattr(args, "models", None) or paths(cfg)["models"],
+                                                        "candidate")
 
 
 def cmd_pipeline(spark, cfg: Config, args: argparse.Namespace) -> dict:
@@ -301,8 +313,8 @@ def cmd_pipeline(spark, cfg: Config, args: argparse.Namespace) -> dict:
         elif stage == "train-candidates":
             summary[stage] = cmd_train(spark, cfg, "candidate", args)
         elif stage == "train-ranker":
-            if not _has_impressions(cfg):
-                log.info("pipeline: no impressions in the input, train-ranker skipped (scores = retrieval)")
+            if not _can_train_ranker(cfg, args):
+                log.info("pipeline: no impressions and no candidate model, train-ranker skipped (scores = retrieval)")
                 continue
             summary[stage] = cmd_train(spark, cfg, "ranker", args)
         elif stage == "score":

@@ -116,6 +116,8 @@ class CandidateTrainConfig:
     tie_embeddings: bool = False  # one video table for history inputs and softmax outputs (beyond the paper)
     attn_layers: int = 2  # recency = "attention": self-attention layers over the watch history
     attn_heads: int = 2
+    seq_loss_weight: float = 0.0  # recency = "attention": weight of the all-positions (SASRec-style) loss
+    seq_positions: int = 512  # history transitions drawn per batch for that loss; 0 = all
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank
@@ -174,6 +176,8 @@ class RankerTrainConfig:
     lr: float = 0.001  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
     init_from_candidate: bool = True  # start the video table from the candidate model's embeddings
+    negatives: int = 20  # logs without impressions: unclicked rows per label, drawn from the top score.k
+    negatives_seed: int = 13  # seeds that draw (a hash of user, label time and video)
 
 
 @dataclass(frozen=True)

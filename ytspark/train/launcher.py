@@ -41,12 +41,13 @@ class TrainingFailed(RuntimeError):
 
 
 def run_spec(cfg: Config, task: str, prepared: str, models_root: str, resume: bool = False,
-             candidate_model: str | None = None) -> dict:
+             candidate_model: str | None = None, rank_rows: str | None = None) -> dict:
     """The JSON-safe description of one training run that every rank receives."""
     section = cfg.candidate if task == "candidate" else getattr(cfg, "ranker")
     t = cfg.train
     return {
         "task": task, "config": cfg.to_dict(), "prepared": prepared, "candidate_model": candidate_model,
+        "rank_rows": rank_rows,
         "run": {"work_dir": str(Path(models_root) / task / "_work"), "models_root": str(models_root),
                 "batch_size": section.batch_size, "epochs": section.epochs, "lr": section.lr,
                 "weight_decay": section.weight_decay, "patience": t.patience, "shuffle_buffer": t.shuffle_buffer,
@@ -61,14 +62,14 @@ def _fail(launcher: str, task: str, err: BaseException | str) -> TrainingFailed:
 
 
 def train(cfg: Config, task: str, prepared: str, models_root: str, resume: bool = False, spark=None,
-          candidate_model: str | None = None) -> dict:
+          candidate_model: str | None = None, rank_rows: str | None = None) -> dict:
     """Train ``task`` (candidate | ranker) on ``prepared``; returns rank 0's FitResult dict."""
     launcher, n = cfg.train.launcher, cfg.train.num_proc
     if launcher not in LAUNCHERS:
         raise ValueError(f"train.launcher must be one of {LAUNCHERS}, got '{launcher}'")
     if n < 1:
         raise ValueError(f"train.num_proc must be >= 1, got {n}")
-    spec = run_spec(cfg, task, prepared, models_root, resume, candidate_model)
+    spec = run_spec(cfg, task, prepared, models_root, resume, candidate_model, rank_rows)
     log.info("training %s with launcher=%s, %d rank(s)", task, launcher, 1 if launcher == "local" else n)
     if launcher == "local":
         return worker.run(spec)

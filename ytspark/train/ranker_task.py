@@ -7,6 +7,14 @@ calibration of exp(logit) against observed watch time. The monitored metric is
 ``1 - weighted per-user loss`` (higher is better). With a candidate model
 directory and ``ranker.init_from_candidate`` the shared video table starts
 from the candidate model's video embeddings.
+
+Rows: with ``rank_rows`` (what :func:`ytspark.train.rank_rows.build_rank_rows`
+wrote: the candidate model's logit as ``retrieval_score``, as serving feeds
+it, or candidate negatives for logs without impressions) the task reads that
+directory and its quantiles. Without it (no candidate model) it reads the
+prepared impressions, whose ``retrieval_score`` is a placeholder 0, and so
+trains without the source group (``use_source=False``): serving's logits would
+be a feature the network never saw.
 """
 from __future__ import annotations
 
@@ -70,31 +78,42 @@ class RankerTask:
     fields = FIELDS
     monitor = "one_minus_wpul"
 
-    def __init__(self, cfg: Config, prepared: str, candidate_model: str | None = None):
+    def __init__(self, cfg: Config, prepared: str, candidate_model: str | None = None, rank_rows: str | None = None):
         self.cfg, self.prepared, self.candidate_model = cfg, prepared.rstrip("/"), candidate_model
         self.manifest = read_json(f"{self.prepared}/manifest.json")
-        self.quantiles = read_json(f"{self.prepared}/quantiles.json")["ranking"]
+        self.rank_rows = rank_rows.rstrip("/") if rank_rows else None
+        if self.rank_rows:
+            self.rows_dir = self.rank_rows
+            self.rows_manifest = read_json(f"{self.rank_rows}/manifest.json")
+            self.quantiles = read_json(f"{self.rank_rows}/quantiles.json")["ranking"]
+            self.counts = self.rows_manifest["rows"]
+        else:
+            self.rows_dir, self.rows_manifest = f"{self.prepared}/ranking", None
+            self.quantiles = read_json(f"{self.prepared}/quantiles.json")["ranking"]
+            self.counts = self.manifest["ranking"]
         r = cfg.ranker
         self.config = RankerConfig.from_vocab_sizes(self.manifest["vocab_sizes"], embed_dim=r.embed_dim,
                                                     hidden=tuple(r.hidden), use_affinity=r.use_affinity,
-                                                    dropout=r.dropout)
+                                                    dropout=r.dropout, use_source=self.rank_rows is not None)
 
     def train_path(self) -> str:
-        return f"{self.prepared}/ranking/train"
+        return f"{self.rows_dir}/train"
 
     def val_path(self) -> str:
-        return f"{self.prepared}/ranking/val"
+        return f"{self.rows_dir}/val"
 
     def train_rows(self) -> int:
-        n = int(self.manifest["ranking"]["train"])
+        n = int(self.counts["train"])
         if n == 0:
             raise ValueError(f"{self.train_path()} has no rows: the input has no impressions. The ranking network "
-                             "needs impression events (event_type=impression with clicked/watch_seconds)")
+                             "needs impression events (event_type=impression with clicked/watch_seconds), or a "
+                             "candidate model whose retrievals stand in for them (run train-candidates first)")
         return n
 
     def fingerprint(self) -> dict:
         return {"prepared": self.prepared, "window_end": self.manifest.get("window_end"),
-                "model": self.config.to_dict(), "rows": self.manifest["ranking"]}
+                "model": self.config.to_dict(), "rows": self.counts,
+                "rank_rows": self.rows_manifest["key"] if self.rows_manifest else None}
 
     def build_model(self) -> RankerModel:
         model = RankerModel(self.config, self.quantiles)
@@ -122,7 +141,8 @@ class RankerTask:
         meta = {"model_config": self.config.to_dict(),
                 "train_config": {"ranker": asdict(self.cfg.ranker), "train": asdict(self.cfg.train)},
                 "prepared": self.prepared, "vocab_sizes": self.manifest["vocab_sizes"], "monitor": self.monitor,
-                "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end")}
+                "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end"),
+                "rank_rows": self.rows_dir, "rank_rows_mode": (self.rows_manifest or {}).get("mode", "impressions")}
         return {}, files, meta
 
 
@@ -136,5 +156,7 @@ def load_ranker(path):
     return model.eval(), md
 
 
-def load_split(prepared: str, split: str) -> dict:
-    return read_split(f"{prepared.rstrip('/')}/ranking/{split}", FIELDS)
+def load_split(prepared: str, split: str, rank_rows: str | None = None) -> dict:
+    """Ranking rows of ``split``: from ``rank_rows`` (a ranker's training rows) when given, else prepared."""
+    root = rank_rows.rstrip("/") if rank_rows else f"{prepared.rstrip('/')}/ranking"
+    return read_split(f"{root}/{split}", FIELDS)

@@ -24,7 +24,7 @@ def build_task(spec: dict):
     if spec["task"] == "ranker":
         from ytspark.train.ranker_task import RankerTask
 
-        return RankerTask(cfg, spec["prepared"], spec.get("candidate_model"))
+        return RankerTask(cfg, spec["prepared"], spec.get("candidate_model"), spec.get("rank_rows"))
     raise ValueError(f"unknown training task '{spec['task']}' (candidate | ranker)")
 
 

@@ -1,0 +1,220 @@
+"""Benchmark: does the ranking network improve on the candidate model's own order? Appends to BENCHMARKS.md.
+
+    # synthetic platform (generate defaults, 5,000 users): train, then measure
+    .venv/bin/python bench/rerank.py syn --root /work/data/syn --train [--set ranker.epochs=2]
+    # ml-latest-small: prepare, train-candidates, train-ranker (candidate negatives), then measure
+    .venv/bin/python bench/rerank.py ml --root /work/data/mlrank --movielens ../shared/data/ml-latest-small --train
+
+``syn`` (the generator knows the truth): for every test user at the test
+target's time, the candidate model's top ``score.k`` unseen videos; top 10 in
+retrieval order vs top 10 after reranking (``ytspark.evaluate.systems``, the
+evaluation's "candidate + ranking" path). Measured by (i) the generator's true
+expected watch time of those 10 videos for that user at that time:
+P(click) x mean completion x duration from :mod:`ytspark.generate`'s own
+functions (interest at t, ``_affinity_x``, the click and completion logistics;
+0 for a video not yet uploaded), and (ii) the weighted per-user loss and AUC
+on the held-out impressions (validation and test rows of the ranker's training
+rows, whose ``retrieval_score`` is the candidate logit as of each impression),
+ranker score vs retrieval score as the ordering. Also HR@10 / NDCG@10 of both.
+
+``ml``: HR@10 and NDCG@10 on the test (and validation) target, candidate order
+vs candidate + ranking, with the ranker trained on candidate negatives.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ytspark import schema as S  # noqa: E402
+from ytspark.config import load_config  # noqa: E402
+
+YT = str(ROOT / ".venv" / "bin" / "ytspark")
+
+
+def run(cmd: list[str]) -> float:
+    print("+", " ".join(cmd), flush=True)
+    t = time.time()
+    subprocess.run(cmd, check=True)
+    return round(time.time() - t, 1)
+
+
+def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.ndarray, video_values) -> np.ndarray:
+    """[B, K] the generator's expected watch seconds of video ``videos[b, k]`` (vocab idx) for user b at as_of[b]."""
+    from ytspark import generate as G
+
+    ctx = G._context(cfg.generate, G.build_catalog(cfg.generate))
+    vid_num = np.full(len(video_values) + 2, -1, np.int64)
+    vid_num[2:] = [int(v[1:]) for v in video_values]  # "v00042" -> generator index 42
+    out = np.zeros(videos.shape, np.float64)
+    for b, uid in enumerate(user_ids):
+        prof = G._user_profile(ctx, int(str(uid)[1:]))
+        theta = G._theta_at(ctx, prof, float(as_of[b]))
+        for k, idx in enumerate(videos[b]):
+            v = vid_num[idx] if idx >= 2 else -1
+            if v < 0 or ctx["upload"][v] > as_of[b]:
+                continue  # padding, OOV or not uploaded yet: nobody can watch it
+            x = G._affinity_x(ctx, theta, int(v))
+            p_click = G._sigmoid(G.CLICK_BIAS + G.CLICK_SLOPE * x)
+            completion = G._sigmoid(G.COMPLETION_BIAS + G.COMPLETION_SLOPE * x)  # the Beta's mean
+            out[b, k] = p_click * completion * float(ctx["duration"][v])
+    return out
+
+
+def ordering_metrics(cols: dict, pred: np.ndarray) -> dict:
+    from ytspark.models.rank_metrics import auc, weighted_per_user_loss
+
+    user, clicked = cols[S.USER_ID], np.asarray(cols[S.RANK_CLICKED])
+    watch = np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64)
+    out = {}
+    for name, s in (("retrieval", np.asarray(cols["retrieval_score"], np.float64)), ("ranker", pred)):
+        w = weighted_per_user_loss(user, s, clicked, watch)
+        out[name] = {"wpul": w["weighted_per_user_loss"], "auc": auc(s, clicked), "users": w["n_users"]}
+    out["rows"] = int(len(clicked))
+    return out
+
+
+def measure(spark, cfg, root: str, truth: bool) -> dict:
+    from ytspark.evaluate.metrics import ranking_metrics
+    from ytspark.evaluate.protocol import load_eval_sets
+    from ytspark.evaluate.systems import candidate_topk, ranked_topk
+    from ytspark.models.export import read_model_dir
+    from ytspark.train.data import read_split
+    from ytspark.train.ranker_task import load_ranker, load_split, predict_watch_time
+    from ytspark.vocab import Vocab
+
+    prepared, models = f"{root}/prepared", f"{root}/models"
+    rmd = read_model_dir(models, "ranker")
+    res = {"candidate_model": read_model_dir(models, "candidate").version, "ranker": rmd.version,
+           "rank_rows_mode": rmd.meta.get("rank_rows_mode"), "ranker_history": rmd.json("metrics.json")["history"]}
+    sets = load_eval_sets(spark, prepared)
+    for split, es in sets.items():
+        t = time.time()
+        cand = candidate_topk(models, prepared, es, 10)
+        ranked = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k)
+        r = {"users": len(es), "seconds": round(time.time() - t, 1)}
+        for name, top in (("candidate", cand), ("candidate + ranking", ranked)):
+            m = ranking_metrics(top, es, ks=(10,))
+            r[name] = {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]}
+        if truth:
+            ts = read_split(f"{prepared}/candidates/{split}", [S.USER_ID, S.CAND_LABEL_TS])
+            as_of = es.align(ts[S.USER_ID], np.asarray(ts[S.CAND_LABEL_TS], np.float64))
+            values = Vocab.load(spark, f"{prepared}/vocab/video.json").values
+            tw_c = true_watch_time(cfg, es.user_ids, as_of, cand, values).sum(axis=1)
+            tw_r = true_watch_time(cfg, es.user_ids, as_of, ranked, values).sum(axis=1)
+            d = tw_r - tw_c
+            r["candidate"]["true_watch_s@10"] = float(tw_c.mean())
+            r["candidate + ranking"]["true_watch_s@10"] = float(tw_r.mean())
+            r["true_watch_gain"] = {"mean_s": float(d.mean()), "stderr_s": float(d.std(ddof=1) / np.sqrt(len(d))),
+                                    "ratio": float(tw_r.mean() / tw_c.mean()), "users_better": float((d > 0).mean()),
+                                    "users_worse": float((d < 0).mean())}
+        res[split] = r
+    ranker = load_ranker(models)[0]
+    rows = rmd.meta.get("rank_rows")
+    counts = json.loads(Path(rows, "manifest.json").read_text())["rows"] if rows else {}
+    for split in ("val", "test"):
+        if counts.get(split, 1) == 0:
+            res[f"impressions_{split}"] = {"rows": 0}  # e.g. synthetic: slates come before the watch they lead to
+            continue
+        cols = load_split(prepared, split, rows)
+        res[f"impressions_{split}"] = ordering_metrics(cols, predict_watch_time(ranker, cols))
+    return res
+
+
+def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str) -> str:
+    load = os.getloadavg()
+    lines = [f"\n## Ranking: reranking the candidate model's top {res['k']} ({kind}, {time.strftime('%Y-%m-%d')})\n",
+             f"Command: `{cmd}`  ",
+             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, Spark "
+             f"local[2], no GPU; shared with other sessions' jobs (load average at the end {load[0]:.1f}).  ",
+             f"Models: candidate {res['candidate_model']}, ranker {res['ranker']} (rows: {res['rank_rows_mode']}); "
+             f"{cfg_notes}. Stage times (s): {steps or 'not run by this command'}.\n"]
+    for split in ("test", "val"):
+        if split not in res:
+            continue
+        r = res[split]
+        truth = "true_watch_s@10" in r["candidate"]
+        head = "| system | HR@10 | NDCG@10 |" + (" true expected watch s, top 10 |" if truth else "")
+        lines += [f"{'Test' if split == 'test' else 'Validation'} target ({r['users']} users):\n", head,
+                  "|---|---:|---:|" + ("---:|" if truth else "")]
+        for name in ("candidate", "candidate + ranking"):
+            m = r[name]
+            lines.append(f"| {name} order | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |"
+                         + (f" {m['true_watch_s@10']:.1f} |" if truth else ""))
+        if truth:
+            g = r["true_watch_gain"]
+            lines.append(f"\nReranking changes the true watch time of the top 10 by {g['mean_s']:+.1f} s per user "
+                         f"(± {g['stderr_s']:.1f} s standard error, x{g['ratio']:.3f}); better for "
+                         f"{g['users_better']:.0%} of users, worse for {g['users_worse']:.0%}.")
+        lines.append("")
+    lines += ["Held-out impression rows (ordering within each user's rows; WPUL lower is better):\n",
+              "| rows | ordering | weighted per-user loss | AUC | users |", "|---|---|---:|---:|---:|"]
+    for split in ("val", "test"):
+        m = res[f"impressions_{split}"]
+        if not m["rows"]:
+            lines.append(f"| {split} (0: no held-out rows in this split) | | | | |")
+            continue
+        for name in ("retrieval", "ranker"):
+            lines.append(f"| {split} ({m['rows']:,}) | {name} score | {m[name]['wpul']:.4f} | {m[name]['auc']:.4f} "
+                         f"| {m[name]['users']} |")
+    text = "\n".join(lines) + "\n"
+    with open(ROOT / "BENCHMARKS.md", "a") as f:
+        f.write(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kind", choices=["syn", "ml"])
+    ap.add_argument("--root", required=True, help="output root (raw/, prepared/, models/)")
+    ap.add_argument("--movielens", help="ml: the ml-latest-small folder")
+    ap.add_argument("--train", action="store_true", help="run the pipeline stages first")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides for training")
+    ap.add_argument("--no-append", action="store_true")
+    args = ap.parse_args()
+    profile = "movielens" if args.kind == "ml" else None
+    sets = [x for o in args.overrides for x in ("--set", o)]
+    common = ["--output", args.root, *(["--profile", profile] if profile else []), *sets]
+    steps = {}
+    if args.train:
+        if args.kind == "syn":
+            if not Path(args.root, "prepared", "_SUCCESS").exists():
+                steps["generate+prepare+train-candidates"] = run(
+                    [YT, "pipeline", *common, "--skip", "train-ranker", "--skip", "score", "--skip", "evaluate"])
+        else:
+            if not Path(args.root, "prepared", "_SUCCESS").exists():
+                steps["prepare"] = run([YT, "prepare", "--movielens", args.movielens, *common])
+            if not Path(args.root, "models", "candidate", "LATEST").exists():
+                steps["train-candidates"] = run([YT, "train-candidates", *common])
+        steps["train-ranker"] = run([YT, "train-ranker", *common])
+    cfg = load_config(profile, args.overrides)
+    from ytspark.session import get_spark
+
+    spark = get_spark(cfg, app_name="bench-rerank")
+    try:
+        res = measure(spark, cfg, args.root.rstrip("/"), truth=args.kind == "syn")
+    finally:
+        spark.stop()
+    res["k"] = cfg.score.k
+    print(json.dumps({k: v for k, v in res.items() if k != "ranker_history"}, indent=1, default=float))
+    if not args.no_append:
+        r = cfg.ranker
+        notes = (f"ranker: hidden {list(r.hidden)}, {r.epochs} epochs (best epoch by validation 1 - WPUL: "
+                 f"{max(res['ranker_history'], key=lambda h: h.get('one_minus_wpul', -1)).get('epoch')})")
+        if args.overrides:
+            notes += f", overrides {args.overrides}"
+        print(append_markdown(args.kind, res, "python bench/rerank.py " + " ".join(sys.argv[1:]), steps, notes))
+
+
+if __name__ == "__main__":
+    main()

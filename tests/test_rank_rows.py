@@ -1,0 +1,167 @@
+"""Rows the ranker trains on: candidate inputs as of any event, and candidate negatives (no Spark).
+
+Known answers: a candidate input as of a label watch is that label's candidate
+row; candidate-negative rows have the watched label as their only clicked row,
+never a video watched before the label, and features from strictly earlier
+events only (checked against a brute force over the events).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from test_prepare_vectorised import VOCAB_TOKENS, random_events
+
+from ytspark import schema as S
+from ytspark.prepare.batch_asof import candidate_inputs_at
+from ytspark.prepare.batch_candidates import batch_candidate_rows
+from ytspark.prepare.batch_negatives import candidate_negative_rows, pick_negatives
+from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA
+from ytspark.prepare.candidates import KIND_WATCH, CandidateParams
+from ytspark.prepare.ranking import RankingParams
+from ytspark.score.rank import VideoMeta
+
+DAY = 86400.0
+V = 10  # video ids 0..9 (random_events uses 1..8; 1 is OOV)
+PARAMS = CandidateParams(history_length=6, max_examples_per_user=5, window_end=1.7e9 + 30 * DAY)
+INPUT_COLUMNS = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES, S.CAND_SINCE_LAST,
+                 S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS)
+
+
+def _stack(col) -> np.ndarray:
+    a = col.to_numpy(zero_copy_only=False)
+    return np.stack(a) if a.dtype == object else a
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_candidate_inputs_at_a_label_watch_equal_its_candidate_row(seed):
+    events = random_events(seed)
+    vocab = pa.array(VOCAB_TOKENS, pa.string())
+    rows = batch_candidate_rows(events, PARAMS, vocab).to_pandas()
+    users = events.column(S.USER_ID).to_numpy(zero_copy_only=False)
+    ts = events.column(S.TS).to_numpy()
+    first = {}
+    for i, key in enumerate(zip(users, ts)):
+        first.setdefault(key, i)
+    idx = np.array([first[(u, t)] for u, t in zip(rows[S.USER_ID], rows[S.CAND_LABEL_TS])])
+    got = candidate_inputs_at(events, idx, PARAMS, vocab)
+    assert len(rows) > 100
+    for c in INPUT_COLUMNS:
+        want = np.stack(rows[c].to_numpy()) if rows[c].dtype == object else rows[c].to_numpy()
+        np.testing.assert_array_equal(got[c], want.astype(got[c].dtype), err_msg=c)
+    assert (got[S.CAND_EXAMPLE_AGE] == 0).all()  # serving semantics, whatever the split
+
+
+def test_candidate_inputs_at_an_impression_see_only_earlier_events():
+    """Hand-built: watches at t=10, 20 and 30 (one at 30 ties the query), a search at 25, query at 30."""
+    t0 = 1.7e9
+    rows = [(t0 + 10, KIND_WATCH, 3, []), (t0 + 20, KIND_WATCH, 4, []), (t0 + 25, 1, S.OOV, ["cats"]),
+            (t0 + 30, KIND_WATCH, 5, []), (t0 + 30, 2, 6, []), (t0 + 40, KIND_WATCH, 7, [])]
+    table = _events(rows)
+    got = candidate_inputs_at(table, np.array([4]), PARAMS, pa.array(VOCAB_TOKENS, pa.string()))
+    assert got[S.CAND_WATCH_HIST][0].tolist() == [4, 3, 0, 0, 0, 0]  # not 5 (same second) nor 7 (later)
+    np.testing.assert_allclose(got[S.CAND_WATCH_AGE][0][:2], [10 / DAY, 20 / DAY], rtol=1e-6)
+    assert got[S.CAND_SEARCH_HIST][0][0] == 2 + VOCAB_TOKENS.index("cats")
+    assert got[S.CAND_N_WATCHES][0] == 2 and got[S.CAND_SINCE_LAST][0] == np.float32(10 / DAY)
+    assert (got["seen_lo"][0], got["seen_hi"][0]) == (0, 2)
+
+
+def _events(rows, user="u1", watch_s=None) -> pa.Table:
+    """One user's enriched events from (ts, kind, video, tokens) tuples, in prepare's layout."""
+    from test_prepare_vectorised import EVENT_SCHEMA
+
+    recs = [{S.USER_ID: user, S.TS: t, "kind": k, S.VIDEO_IDX: v, "tokens": tok, "completed": True,
+             S.CLICKED: None, S.WATCH_SECONDS: (watch_s or {}).get(v), S.UPLOAD_TS: None, S.RANK_CHANNEL: 2,
+             S.RANK_CATEGORY: 2, S.RANK_VIDEO_LANGUAGE: 2, S.USER_AGE: 30.0,
+             **{c: 2 for c in S.DEMOGRAPHIC_COLUMNS}} for t, k, v, tok in rows]
+    return pa.Table.from_pylist(recs, schema=EVENT_SCHEMA)
+
+
+def _meta() -> VideoMeta:
+    vid = np.arange(V)
+    return VideoMeta(language=np.where(vid >= 2, 2 + vid % 2, 1), channel=np.where(vid >= 2, 2 + vid % 3, 1),
+                     category=np.where(vid >= 2, 2 + vid % 2, 1), upload_ts=np.full(V, 1.7e9 - 5 * DAY))
+
+
+def _fixed_logits(cols: dict) -> np.ndarray:
+    """Every user scores video v as v (higher id = better), whatever the inputs."""
+    n = len(cols[S.CAND_N_WATCHES])
+    assert all(len(v) == n for v in cols.values())
+    return np.tile(np.arange(V, dtype=np.float32), (n, 1))
+
+
+def test_pick_negatives_known_answer():
+    logits = np.tile(np.arange(8, dtype=np.float32), (2, 1))  # top-3 of ids 2..7 = 7, 6, 5
+    got = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
+                         np.array([1, 2], np.uint64), pool=3, negatives=5)
+    assert sorted(got[0].tolist()) == [4, 5]  # 7 seen, 6 is the label: pool = {6, 5, 4} minus the label
+    assert sorted(got[1].tolist()) == [5, 6, 7]
+    again = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
+                           np.array([1, 2], np.uint64), pool=6, negatives=2)
+    assert len(again[1]) == 2 and set(again[1]) <= {3, 4, 5, 6, 7}
+
+
+def test_candidate_negatives_on_a_hand_built_log():
+    """u1 watches 3 (t=10), 4 (t=20), 9 (t=30), 8 (t=40), 5 (t=50); labels: train 3 4 9, val 8, test 5."""
+    t0 = 1.7e9
+    rows = [(t0 + 10 * DAY, KIND_WATCH, 3, []), (t0 + 20 * DAY, KIND_WATCH, 4, []),
+            (t0 + 30 * DAY, KIND_WATCH, 9, []), (t0 + 40 * DAY, KIND_WATCH, 8, []),
+            (t0 + 50 * DAY, KIND_WATCH, 5, [])]
+    table = _events(rows, watch_s={9: 120.0, 8: 60.0})
+    rp = RankingParams(history_length=6, source_idx=3)
+    out = candidate_negative_rows(table, PARAMS, rp, pa.array(VOCAB_TOKENS, pa.string()), _fixed_logits,
+                                  pool=3, negatives=2, meta=_meta()).to_pandas()
+    pos = out[out[S.RANK_CLICKED] == 1].sort_values(S.RANK_IMPRESSION_TS)
+    assert pos[S.RANK_VIDEO].tolist() == [3, 4, 9, 8, 5]
+    assert pos[S.SPLIT].tolist() == ["train", "train", "train", "val", "test"]
+    assert pos[S.RANK_WEIGHT].tolist() == [1.0, 1.0, 120.0, 60.0, 1.0]  # watch seconds, 1 where unknown
+    negs = out[out[S.RANK_CLICKED] == 0]
+    by_t = {t: set(g[S.RANK_VIDEO]) for t, g in negs.groupby(S.RANK_IMPRESSION_TS)}
+    # pool = the top 3 by id among videos not watched before, the label removed, 2 drawn
+    assert by_t[t0 + 10 * DAY] <= {9, 8, 7} and len(by_t[t0 + 10 * DAY]) == 2
+    assert by_t[t0 + 20 * DAY] <= {9, 8, 7} and len(by_t[t0 + 20 * DAY]) == 2
+    assert by_t[t0 + 30 * DAY] == {8, 7}  # top 3 = 9 8 7, 9 is the label
+    assert by_t[t0 + 40 * DAY] == {7, 6}  # 9 was watched: top 3 = 8 7 6, 8 is the label
+    assert by_t[t0 + 50 * DAY] == {7, 6}  # 9 and 8 watched: top 3 = 7 6 5, 5 is the label
+    assert (negs[S.RANK_WEIGHT] == 1).all() and (out["n_prev_impressions"] == 0).all()
+    assert (out[S.RANK_SOURCE] == 3).all()
+    np.testing.assert_array_equal(out["retrieval_score"], out[S.RANK_VIDEO].astype(np.float32))
+    at40 = out[out[S.RANK_IMPRESSION_TS] == t0 + 40 * DAY]
+    assert (np.stack(at40[S.CAND_WATCH_HIST]) == [9, 4, 3, 0, 0, 0]).all()  # strictly before the label
+    assert (at40["since_last_watch_days"] == np.float32(10.0)).all()
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_candidate_negatives_never_use_the_label_time_or_later(seed):
+    """Random timelines with ties: brute force over the events for every row."""
+    events = random_events(seed)
+    rp = RankingParams(history_length=6, source_idx=3)
+    vocab = pa.array(VOCAB_TOKENS, pa.string())
+    out = candidate_negative_rows(events, PARAMS, rp, vocab, _fixed_logits, pool=4, negatives=3,
+                                  meta=_meta()).to_pandas()
+    assert list(out.columns) == RANKING_ARROW_SCHEMA.names
+    labels = batch_candidate_rows(events, PARAMS, vocab).to_pandas()
+    labels = labels[labels[S.CAND_LABEL] >= 2]
+    pos = out[out[S.RANK_CLICKED] == 1]
+    assert sorted(zip(pos[S.USER_ID], pos[S.RANK_IMPRESSION_TS], pos[S.RANK_VIDEO])) == \
+        sorted(zip(labels[S.USER_ID], labels[S.CAND_LABEL_TS], labels[S.CAND_LABEL]))
+    ev = events.to_pandas()
+    watches = ev[ev["kind"] == KIND_WATCH]
+    meta = _meta()
+    checked = 0
+    for (uid, t), g in out.groupby([S.USER_ID, S.RANK_IMPRESSION_TS]):
+        before = watches[(watches[S.USER_ID] == uid) & (watches[S.TS] < t)]
+        seen = set(before[S.VIDEO_IDX])
+        negs = g[g[S.RANK_CLICKED] == 0]
+        assert not seen & set(negs[S.RANK_VIDEO]), (uid, t)  # never a video watched before the label
+        hist = list(before[S.VIDEO_IDX])[::-1][:6]  # events are in time order: most recent first
+        for _, r in g.iterrows():
+            assert list(r[S.CAND_WATCH_HIST]) == hist + [0] * (6 - len(hist)), (uid, t)
+            assert r[S.RANK_CHANNEL] == meta.channel[r[S.RANK_VIDEO]]
+            same = before[before[S.RANK_CHANNEL] == r[S.RANK_CHANNEL]]
+            assert r["channel_watches"] == len(same)
+            if len(same):
+                assert r["since_channel_watch_days"] == np.float32((t - same[S.TS].max()) / DAY)
+            checked += 1
+    assert checked > 300

@@ -1,0 +1,204 @@
+"""The rows the ranking network trains on, scored by the candidate model as serving scores them.
+
+Serving ranks the candidate model's retrievals and feeds the ranker their
+logit u·v+b as ``retrieval_score`` and the ``candidate`` source. Prepared
+ranking rows cannot hold that score (no candidate model exists at prepare
+time), so before training :func:`build_rank_rows` writes
+``<models>/ranker/_rows`` from the prepared events with a Spark pass over
+whole users (``mapInArrow``):
+
+- logs with impressions: prepare's ranking rows
+  (:func:`~ytspark.prepare.batch_ranking.batch_ranking_rows`), each with the
+  candidate model's logit of the impression video for the user's candidate
+  inputs *as of the impression* (:func:`~ytspark.prepare.batch_asof.candidate_inputs_at`:
+  only events strictly before it, example age 0) and ``source`` =
+  ``candidate``: exactly what scoring builds for that user and video then;
+- logs without impressions: :func:`~ytspark.prepare.batch_negatives.candidate_negative_rows`
+  (the watched label as the clicked row, retrieved-but-unwatched videos as unclicked ones).
+
+It also fits the quantile boundaries of every continuous feature on these
+training rows (the retrieval score's included), stored with the ranker. The
+directory is reused while the prepared data, candidate model and settings are
+the same.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from ytspark import schema as S
+from ytspark import storage
+from ytspark.config import Config
+from ytspark.prepare.batch_asof import candidate_inputs_at
+from ytspark.prepare.batch_candidates import TOKENS
+from ytspark.prepare.batch_negatives import candidate_negative_rows
+from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
+from ytspark.prepare.candidates import KIND_IMPRESSION, CandidateParams
+from ytspark.prepare.ranking import RankingParams
+
+log = logging.getLogger(__name__)
+
+ROWS_VERSION = 1
+INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
+         S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)
+SCORE_CHUNK = 4096
+_SCORERS: dict[str, "CandidateScorer"] = {}
+
+
+class CandidateScorer:
+    """The candidate model's logits u·v+b for candidate input columns (serving semantics: example age 0)."""
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.V = model.video_embeddings().numpy()
+        self.b = model.video_biases().numpy()
+
+    @torch.no_grad()
+    def user_vectors(self, cols: dict) -> np.ndarray:
+        """[n, D] float32 user vectors of n rows of candidate input columns."""
+        from ytspark.models.features import batch_from_numpy
+
+        n = len(cols[S.CAND_N_WATCHES])
+        parts = [self.model.user_vector(batch_from_numpy({k: v[a:a + SCORE_CHUNK] for k, v in cols.items()},
+                                                         serving=True)).numpy()
+                 for a in range(0, n, SCORE_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.V.shape[1]), np.float32)
+
+    def logits(self, cols: dict) -> np.ndarray:
+        """[n, V] logits over the whole catalogue (ids 0 and 1 included; callers exclude them)."""
+        return self.user_vectors(cols) @ self.V.T + self.b
+
+    def pair_logits(self, cols: dict, video: np.ndarray) -> np.ndarray:
+        """[n] logit of video[i] for row i."""
+        u = self.user_vectors(cols)
+        v = np.asarray(video, np.int64)
+        return ((u * self.V[v]).sum(axis=1) + self.b[v]).astype(np.float32)
+
+
+def _scorer(key: str, get: Callable[[], tuple]) -> CandidateScorer:
+    """This process's scorer for model ``key``, built once from (config, quantiles, weights) bytes."""
+    if key not in _SCORERS:
+        from ytspark.score.bundle import build_candidate
+
+        torch.set_num_threads(1)
+        _SCORERS.clear()
+        _SCORERS[key] = CandidateScorer(build_candidate(*get()))
+    return _SCORERS[key]
+
+
+def scored_impression_rows(batch: pa.Table, cp: CandidateParams, rp: RankingParams, vocab_tokens: pa.Array,
+                           scorer: CandidateScorer) -> pa.RecordBatch:
+    """Prepare's ranking rows of ``batch`` with retrieval_score = the candidate logit as of each impression."""
+    rows = batch_ranking_rows(batch, rp)
+    if rows.num_rows == 0:
+        return rows
+    ii = np.flatnonzero(batch.column("kind").to_numpy() == KIND_IMPRESSION)  # the rows' impressions, in order
+    inputs = candidate_inputs_at(batch, ii, cp, vocab_tokens)
+    score = scorer.pair_logits(inputs, rows.column(S.RANK_VIDEO).to_numpy())
+    out = {f: rows.column(f) for f in rows.schema.names}
+    out["retrieval_score"] = pa.array(score, pa.float32())
+    out[S.RANK_SOURCE] = pa.array(np.full(rows.num_rows, rp.source_idx, np.int32), pa.int32())
+    return pa.RecordBatch.from_arrays([out[f.name] for f in RANKING_ARROW_SCHEMA], schema=RANKING_ARROW_SCHEMA)
+
+
+def rows_key(prepared_manifest: dict, candidate_version: str, cfg: Config) -> dict:
+    """What the rows depend on: reused only when all of it matches."""
+    return {"rows_version": ROWS_VERSION, "prepared_created_at": prepared_manifest.get("created_at"),
+            "window_end": prepared_manifest.get("window_end"), "candidate_model": candidate_version,
+            "pool": cfg.score.k, "negatives": cfg.ranker.negatives, "seed": cfg.ranker.negatives_seed}
+
+
+MODES = ("auto", "impressions", "candidate_negatives")
+
+
+def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_model: str, out_dir: str,
+                    mode: str = "auto") -> dict:
+    """Write scored ranking rows ``out_dir/{train,val,test}``, ``quantiles.json``, ``manifest.json``.
+
+    ``mode``: "impressions" (prepared impressions, scored), "candidate_negatives", or "auto" =
+    impressions when the prepared data has training impressions. Returns the manifest: ``mode``,
+    row counts per split, the key. Reuses ``out_dir`` when its manifest has the same key.
+    """
+    from ytspark.models.export import read_model_dir
+    from ytspark.prepare.grouping import map_user_batches
+    from ytspark.prepare.job import ROW_ORDER, _write_balanced, enrich_events
+    from ytspark.prepare.quantiles import fit_quantiles
+    from ytspark.score.bundle import state_bytes
+    from ytspark.train.data import read_json
+    from ytspark.vocab import Vocab
+
+    prepared, out_dir = prepared.rstrip("/"), out_dir.rstrip("/")
+    m = read_json(f"{prepared}/manifest.json")
+    md = read_model_dir(candidate_model, "candidate")
+    if mode not in MODES:
+        raise ValueError(f"build_rank_rows: mode must be one of {MODES}, got '{mode}'")
+    if cfg.ranker.negatives < 1 or cfg.score.k < 1:
+        raise ValueError("ranker.negatives and score.k must be >= 1")
+    impressions = int(m["ranking"]["train"]) > 0 if mode == "auto" else mode == "impressions"
+    key = {**rows_key(m, md.version, cfg), "mode": "impressions" if impressions else "candidate_negatives"}
+    if storage.exists(spark, f"{out_dir}/_SUCCESS"):
+        old = storage.read_json(spark, f"{out_dir}/manifest.json")
+        if old.get("key") == key:
+            log.info("ranking rows: reusing %s (%s)", out_dir, old["rows"])
+            return old
+    t0 = time.time()
+    p = m["config"]["prepare"]
+    vocabs = {n: Vocab.load(spark, f"{prepared}/vocab/{n}.json") for n in S.VOCAB_NAMES}
+    if md.meta["vocab_sizes"]["video"] != len(vocabs["video"]):
+        raise ValueError(f"candidate model {md.path} has {md.meta['vocab_sizes']['video']} videos but {prepared} "
+                         f"has {len(vocabs['video'])}: train the candidate model on this prepared directory")
+    window_end = float(m.get("window_end") or 0.0)
+    cp = CandidateParams(int(p["history_length"]), int(p["max_examples_per_user"]), p["example_sampling"],
+                         int(p["seed"]), window_end)
+    source = vocabs["source"].index("candidate")
+    rp = RankingParams(int(p["history_length"]), source)
+    vocab_tokens = pa.array(vocabs["token"].values, pa.string())
+    events, users, videos = (spark.read.parquet(f"{prepared}/{t}") for t in ("events", "users", "videos"))
+    ev = enrich_events(events, users, videos, vocabs, float(p["completed_fraction"]),
+                       time.gmtime(window_end).tm_year, m["tables"]["users"]["accepted"],
+                       m["tables"]["videos"]["accepted"]).select(*INPUT)
+    parts = (dict(md.meta["model_config"]), md.json("quantiles.json"), state_bytes(md))
+    bc = spark.sparkContext.broadcast(parts)
+    mkey = f"{md.path}:{md.version}"
+    if impressions:
+        def fn(t: pa.Table) -> pa.RecordBatch:
+            return scored_impression_rows(t, cp, rp, vocab_tokens, _scorer(mkey, lambda: bc.value))
+    else:
+        from ytspark.score.job import _video_meta
+
+        meta = _video_meta(spark, prepared, vocabs)
+        pool, neg, seed = cfg.score.k, cfg.ranker.negatives, cfg.ranker.negatives_seed
+
+        def fn(t: pa.Table) -> pa.RecordBatch:
+            return candidate_negative_rows(t, cp, rp, vocab_tokens, _scorer(mkey, lambda: bc.value).logits,
+                                           pool, neg, meta, seed)
+    rows = map_user_batches(ev, fn, S.RANKING_SCHEMA, ROW_ORDER)
+    with storage.atomic_dir(spark, out_dir) as tmp:
+        rows.write.parquet(f"{tmp}/_all")
+        allr = spark.read.parquet(f"{tmp}/_all")
+        counts = {r[S.SPLIT]: int(r["count"]) for r in allr.groupBy(S.SPLIT).count().collect()}
+        counts = {s: counts.get(s, 0) for s in S.SPLITS}
+        if counts["train"] == 0:
+            raise ValueError(f"no ranking rows for training from {prepared}: it has no impressions and no "
+                             "candidate training labels (each user needs 3+ watches)")
+        for split in S.SPLITS:
+            _write_balanced(allr.where(F.col(S.SPLIT) == split), f"{tmp}/{split}", counts[split],
+                            int(p["target_shards"]), int(p["row_groups_per_shard"]) if split == "train" else 1)
+        quantiles = fit_quantiles(spark.read.parquet(f"{tmp}/train"), S.RANK_CONTINUOUS, int(p["quantiles"]),
+                                  float(p.get("quantile_rel_error", 0.001)))
+        storage.delete(spark, f"{tmp}/_all")
+        manifest = {"key": key, "mode": "impressions" if impressions else "candidate_negatives", "rows": counts,
+                    "prepared": prepared, "candidate_model": str(md.path), "seconds": round(time.time() - t0, 1)}
+        storage.write_json(spark, f"{tmp}/quantiles.json", {"ranking": quantiles})
+        storage.write_json(spark, f"{tmp}/manifest.json", manifest)
+        storage.write_text(spark, f"{tmp}/_SUCCESS", "")
+    bc.unpersist()
+    log.info("ranking rows (%s): %s in %.1fs -> %s", manifest["mode"], counts, time.time() - t0, out_dir)
+    return manifest
