@@ -146,6 +146,46 @@ def test_attention_history_is_order_aware_and_empty_history_is_finite():
         small_config(recency="attention", attn_heads=3)  # 8 is not divisible by 3
 
 
+def test_all_positions_states_are_causal_and_target_the_next_watch():
+    torch.manual_seed(0)
+    model = CandidateModel(small_config(recency="attention", seq_head=True), QUANTILES).eval()
+    hist = torch.tensor([[5, 9, 7, 3, 0, 0],  # most recent first: 3 -> 7 -> 9 -> 5
+                         [4, 0, 0, 0, 0, 0],  # one watch: no transition inside the history
+                         [1, 8, 6, 0, 0, 0]])  # 6 -> 8 -> OOV: OOV is never a target
+    with torch.no_grad():
+        u_seq, nxt = model.sequence_states(hist)
+        # newer watches (and a changed newest one) never reach an older slot's state
+        changed = hist.clone()
+        changed[0, 0], changed[0, 1] = 11, 12
+        u_changed, _ = model.sequence_states(changed)
+        older_changed = hist.clone()
+        older_changed[0, 3] = 13  # the oldest watch feeds every later state
+        u_older, _ = model.sequence_states(older_changed)
+    assert nxt.tolist() == [5, 9, 7, 8]  # row 0: slots 1, 2, 3 -> slots 0, 1, 2; row 2: slot 2 -> slot 1
+    assert u_seq.shape == (4, 8) and torch.isfinite(u_seq).all()
+    # states 1 and 2 (slots 2, 3: predicting 9 and 7) see only 7 and 3; state 0 (slot 1) sees 9, now 12
+    assert torch.allclose(u_seq[1:3], u_changed[1:3], atol=1e-6)
+    assert not torch.allclose(u_seq[0], u_changed[0], atol=1e-4)
+    assert not torch.allclose(u_seq[0], u_older[0], atol=1e-4)
+    with pytest.raises(ValueError, match="seq_head"):
+        small_config(recency="last_k", seq_head=True)
+
+
+def test_all_positions_loss_adds_the_history_transitions():
+    from ytspark.train.candidate_task import SampledSoftmax
+
+    torch.manual_seed(0)
+    model = CandidateModel(small_config(recency="attention", seq_head=True), QUANTILES)
+    batch = batch_from_numpy(make_rows(np.random.default_rng(5), 16, 6, 30))
+    counts = np.ones(30)
+    plain = SampledSoftmax(model, UnigramSampler(counts, alpha=1.0, seed=0), num_sampled=1000)(batch)
+    both = SampledSoftmax(model, UnigramSampler(counts, alpha=1.0, seed=0), num_sampled=1000, seq_weight=0.5)(batch)
+    u_seq, nxt = model.sequence_states(batch.watch_hist)
+    aux = full_softmax_loss(u_seq, model.out_emb, model.out_bias, nxt)  # exhaustive sampling = full softmax
+    assert len(nxt) > 16
+    assert torch.allclose(both, plain + 0.5 * aux, atol=1e-5)
+
+
 def test_masked_mean_counts_only_real_ids():
     table = torch.nn.Embedding(6, 3)
     ids = torch.tensor([[2, 3, 0, 0], [0, 0, 0, 0], [5, 0, 5, 0]])

@@ -16,10 +16,15 @@ Inputs of the user tower, concatenated (each group switchable for ablations):
   (concatenated, pad slots zero) and time since the last watch (x̃, x̃², √x̃);
   ``"weighted"`` also a recency-weighted mean, weights ∝ exp(-age_days / tau)
   over non-pad slots, tau learned (``learn_tau``) from ``tau_days``;
-  ``"attention"`` also a small self-attention encoder over the watch history
-  (``attn_layers`` pre-norm Transformer layers, ``attn_heads`` heads, learned
-  position embeddings for up to ``max_history`` slots, pad keys masked): its
-  output at the most recent slot, a SASRec-style summary of the sequence.
+  ``"attention"`` also a small causal self-attention encoder over the watch
+  history (``attn_layers`` pre-norm Transformer layers, ``attn_heads`` heads,
+  learned position embeddings for up to ``max_history`` slots, pad keys
+  masked, each slot attends only to itself and older watches): its output at
+  the most recent slot, a SASRec-style summary of the sequence. Because the
+  encoder is causal, its output at every older slot summarises the history up
+  to that watch, so :meth:`CandidateModel.sequence_states` gives one training
+  target per history slot (the next watch) for the SASRec-style all-positions
+  loss (``seq_loss_weight`` in the training task).
 
 Continuous inputs are normalised by :class:`~ytspark.models.features.QuantileNormalizer`
 built from ``quantiles.json ["candidates"]``. The ReLU tower ends in a linear
@@ -74,6 +79,7 @@ class CandidateConfig:
     attn_layers: int = 2  # recency="attention": Transformer layers over the watch history
     attn_heads: int = 2
     max_history: int = 50  # recency="attention": position embeddings (prepare.history_length)
+    seq_head: bool = False  # recency="attention": a linear head on every slot for the all-positions loss
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -91,6 +97,8 @@ class CandidateConfig:
             raise ValueError(f"CandidateConfig.recency='{self.recency}' needs use_watches=True")
         if self.recent_k < 1 or self.tau_days <= 0 or not 0.0 <= self.dropout < 1.0 or self.embed_dim < 1:
             raise ValueError("CandidateConfig: need recent_k >= 1, tau_days > 0, 0 <= dropout < 1, embed_dim >= 1")
+        if self.seq_head and self.recency != "attention":
+            raise ValueError("CandidateConfig: seq_head (the all-positions loss) needs recency='attention'")
         if self.recency == "attention" and (self.attn_layers < 1 or self.attn_heads < 1 or self.max_history < 1
                                             or self.embed_dim % self.attn_heads):
             raise ValueError("CandidateConfig: recency='attention' needs attn_layers >= 1, max_history >= 1 and "
@@ -164,6 +172,8 @@ class CandidateModel(nn.Module):
                                                batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(layer, c.attn_layers, enable_nested_tensor=False)
             self.encoder_norm = nn.LayerNorm(D)
+            if c.seq_head:
+                self.seq_proj = nn.Linear(D, D)
         if c.recency == "weighted":
             log_tau = torch.tensor(math.log(c.tau_days))
             if c.learn_tau:
@@ -218,16 +228,43 @@ class CandidateModel(nn.Module):
             parts.append(self.norm.powers(S.CAND_SINCE_LAST, batch.since_last_watch_days))
         return torch.cat(parts, dim=1)
 
-    def _attention(self, hist: torch.Tensor) -> torch.Tensor:
-        """[B, H] most-recent-first ids -> [B, D]: the encoder's output at slot 0; all-pad rows -> zeros."""
+    def _encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, H] most-recent-first ids -> (states [B, H', D], pad [B, H']) of the causal encoder.
+
+        Slot j attends to the non-pad slots k >= j (itself and older watches); a
+        pad slot attends only to itself, so no row is fully masked (no nan) and
+        pads never reach a real slot. State j summarises the history up to watch j.
+        """
         hist = hist[:, :self.config.max_history]
         pad = hist == S.PAD
-        empty = pad.all(dim=1)
-        x = self.video_in(hist) * math.sqrt(self.config.embed_dim) + self.position.weight[:hist.shape[1]]
+        L = hist.shape[1]
+        x = self.video_in(hist) * math.sqrt(self.config.embed_dim) + self.position.weight[:L]
         x = x * (~pad).unsqueeze(-1).to(x.dtype)
-        keys_masked = pad & ~empty.unsqueeze(1)  # an all-pad row attends to its pads (then zeroed): no nan
-        h = self.encoder_norm(self.encoder(x, src_key_padding_mask=keys_masked))[:, 0]
-        return h * (~empty).unsqueeze(-1).to(h.dtype)
+        j = torch.arange(L, device=hist.device)
+        older = j.unsqueeze(0) >= j.unsqueeze(1)  # [q, k]: key k is the query's slot or older
+        allowed = (older.unsqueeze(0) & ~pad.unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=hist.device)
+        mask = (~allowed).repeat_interleave(self.config.attn_heads, dim=0)  # [B * heads, L, L], True = blocked
+        return self.encoder_norm(self.encoder(x, mask=mask)), pad
+
+    def _attention(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, H] most-recent-first ids -> [B, D]: the encoder's state at slot 0; all-pad rows -> zeros."""
+        states, pad = self._encode(hist)
+        return states[:, 0] * (~pad[:, 0]).unsqueeze(-1).to(states.dtype)
+
+    def sequence_states(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All-positions training (recency="attention", seq_head): (u_seq [N, D], next_ids [N]).
+
+        For every history slot j >= 1 whose next watch (slot j - 1) is a real
+        video, ``seq_proj`` of the causal state at slot j and the id of slot j - 1:
+        the history's own next-watch transitions, each seeing only older watches.
+        """
+        if not self.config.seq_head:
+            raise ValueError("sequence_states needs CandidateConfig(recency='attention', seq_head=True)")
+        states, pad = self._encode(hist)
+        hist = hist[:, :states.shape[1]]
+        nxt = hist[:, :-1]
+        keep = ~pad[:, 1:] & (nxt >= N_SPECIAL)
+        return self.seq_proj(states[:, 1:][keep]), nxt[keep]
 
     def _last_k(self, hist: torch.Tensor) -> torch.Tensor:
         """[B, H] most-recent-first ids -> [B, k*D]: slot j is the j-th most recent watch (zeros if pad)."""

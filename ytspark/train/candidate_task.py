@@ -39,7 +39,8 @@ def model_config(cfg: Config, vocab_sizes: dict[str, int]) -> CandidateConfig:
         use_demographics=c.use_demographics, use_example_age=c.use_example_age, recency=c.recency,
         recent_k=c.recent_k, tau_days=c.tau_days, dropout=c.dropout,
         tie_embeddings=c.tie_embeddings, attn_layers=c.attn_layers, attn_heads=c.attn_heads,
-        max_history=cfg.prepare.history_length)
+        max_history=cfg.prepare.history_length,
+        seq_head=c.recency == "attention" and c.seq_loss_weight > 0)
 
 
 def demographic_sizes(vocab_sizes: dict[str, int]) -> tuple[int, ...]:
@@ -49,16 +50,34 @@ def demographic_sizes(vocab_sizes: dict[str, int]) -> tuple[int, ...]:
 
 
 class SampledSoftmax(nn.Module):
-    """forward(batch) -> sampled-softmax loss of ``model`` (the module DDP / the loop calls)."""
+    """forward(batch) -> sampled-softmax loss of ``model`` (the module DDP / the loop calls).
 
-    def __init__(self, model: CandidateModel, sampler: UnigramSampler, num_sampled: int):
+    ``seq_weight`` > 0 (a model with ``seq_head``) adds the all-positions loss:
+    the next-watch transitions inside the rows' histories (all of them, or
+    ``seq_positions`` drawn at random per batch), each predicted from the
+    causal encoder state before it, with the same sampled softmax and negatives.
+    """
+
+    def __init__(self, model: CandidateModel, sampler: UnigramSampler, num_sampled: int, seq_weight: float = 0.0,
+                 seq_positions: int = 0, seed: int = 0):
         super().__init__()
-        self.model, self.sampler, self.num_sampled = model, sampler, num_sampled
+        self.model, self.sampler, self.num_sampled, self.seq_weight = model, sampler, num_sampled, seq_weight
+        self.seq_positions = seq_positions
+        self._gen = torch.Generator().manual_seed(seed)
 
     def forward(self, batch) -> torch.Tensor:
-        u = self.model.user_vector(batch)
-        return sampled_softmax_loss(u, self.model.out_emb, self.model.out_bias, batch.label, self.sampler,
+        m = self.model
+        loss = sampled_softmax_loss(m.user_vector(batch), m.out_emb, m.out_bias, batch.label, self.sampler,
                                     self.num_sampled)
+        if self.seq_weight > 0:
+            u_seq, nxt = m.sequence_states(batch.watch_hist)
+            if 0 < self.seq_positions < len(nxt):  # a random subset keeps the loss's cost near the main one's
+                pick = torch.randperm(len(nxt), generator=self._gen)[:self.seq_positions]
+                u_seq, nxt = u_seq[pick], nxt[pick]
+            if len(nxt):
+                loss = loss + self.seq_weight * sampled_softmax_loss(u_seq, m.out_emb, m.out_bias, nxt,
+                                                                     self.sampler, self.num_sampled)
+        return loss
 
 
 @torch.no_grad()
@@ -135,7 +154,8 @@ class CandidateTask:
     def loss_module(self, model: CandidateModel, rank: int) -> nn.Module:
         c = self.cfg.candidate
         sampler = UnigramSampler(self.label_counts(), alpha=c.sampler_alpha, seed=self.cfg.train.seed + rank)
-        return SampledSoftmax(model, sampler, c.num_sampled)
+        return SampledSoftmax(model, sampler, c.num_sampled, c.seq_loss_weight if self.config.seq_head else 0.0,
+                              c.seq_positions, seed=self.cfg.train.seed + rank)
 
     def to_batch(self, cols: dict):
         return batch_from_numpy(cols)
