@@ -49,14 +49,15 @@ def run(cmd: list[str]) -> float:
     return round(time.time() - t, 1)
 
 
-def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.ndarray, video_values) -> np.ndarray:
-    """[B, K] the generator's expected watch seconds of video ``videos[b, k]`` (vocab idx) for user b at as_of[b]."""
+def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.ndarray, video_values) -> dict:
+    """The generator's truth for video ``videos[b, k]`` (vocab idx) shown to user b at as_of[b]: [B, K] arrays
+    ``watch`` (expected watch seconds), ``p_click``, ``duration`` (0 where it cannot be watched)."""
     from ytspark import generate as G
 
     ctx = G._context(cfg.generate, G.build_catalog(cfg.generate))
     vid_num = np.full(len(video_values) + 2, -1, np.int64)
     vid_num[2:] = [int(v[1:]) for v in video_values]  # "v00042" -> generator index 42
-    out = np.zeros(videos.shape, np.float64)
+    out, pc, dur = (np.zeros(videos.shape, np.float64) for _ in range(3))
     for b, uid in enumerate(user_ids):
         prof = G._user_profile(ctx, int(str(uid)[1:]))
         theta = G._theta_at(ctx, prof, float(as_of[b]))
@@ -68,7 +69,8 @@ def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.nda
             p_click = G._sigmoid(G.CLICK_BIAS + G.CLICK_SLOPE * x)
             completion = G._sigmoid(G.COMPLETION_BIAS + G.COMPLETION_SLOPE * x)  # the Beta's mean
             out[b, k] = p_click * completion * float(ctx["duration"][v])
-    return out
+            pc[b, k], dur[b, k] = p_click, float(ctx["duration"][v])
+    return {"watch": out, "p_click": pc, "duration": dur}
 
 
 def ordering_metrics(cols: dict, pred: np.ndarray) -> dict:
@@ -110,11 +112,14 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
             ts = read_split(f"{prepared}/candidates/{split}", [S.USER_ID, S.CAND_LABEL_TS])
             as_of = es.align(ts[S.USER_ID], np.asarray(ts[S.CAND_LABEL_TS], np.float64))
             values = Vocab.load(spark, f"{prepared}/vocab/video.json").values
-            tw_c = true_watch_time(cfg, es.user_ids, as_of, cand, values).sum(axis=1)
-            tw_r = true_watch_time(cfg, es.user_ids, as_of, ranked, values).sum(axis=1)
+            tc = true_watch_time(cfg, es.user_ids, as_of, cand, values)
+            tr = true_watch_time(cfg, es.user_ids, as_of, ranked, values)
+            tw_c, tw_r = tc["watch"].sum(axis=1), tr["watch"].sum(axis=1)
             d = tw_r - tw_c
-            r["candidate"]["true_watch_s@10"] = float(tw_c.mean())
-            r["candidate + ranking"]["true_watch_s@10"] = float(tw_r.mean())
+            for name, tt, tw in (("candidate", tc, tw_c), ("candidate + ranking", tr, tw_r)):
+                r[name]["true_watch_s@10"] = float(tw.mean())
+                r[name]["true_p_click@10"] = float(tt["p_click"].mean())
+                r[name]["duration_s@10"] = float(tt["duration"].mean())
             r["true_watch_gain"] = {"mean_s": float(d.mean()), "stderr_s": float(d.std(ddof=1) / np.sqrt(len(d))),
                                     "ratio": float(tw_r.mean() / tw_c.mean()), "users_better": float((d > 0).mean()),
                                     "users_worse": float((d < 0).mean())}
@@ -144,13 +149,16 @@ def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str)
             continue
         r = res[split]
         truth = "true_watch_s@10" in r["candidate"]
-        head = "| system | HR@10 | NDCG@10 |" + (" true expected watch s, top 10 |" if truth else "")
+        extra = truth and "true_p_click@10" in r["candidate"]
+        head = "| system | HR@10 | NDCG@10 |" + (" true expected watch s, top 10 |" if truth else "") + \
+            (" mean true P(click) | mean duration s |" if extra else "")
         lines += [f"{'Test' if split == 'test' else 'Validation'} target ({r['users']} users):\n", head,
-                  "|---|---:|---:|" + ("---:|" if truth else "")]
+                  "|---|---:|---:|" + ("---:|" if truth else "") + ("---:|---:|" if extra else "")]
         for name in ("candidate", "candidate + ranking"):
             m = r[name]
             lines.append(f"| {name} order | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |"
-                         + (f" {m['true_watch_s@10']:.1f} |" if truth else ""))
+                         + (f" {m['true_watch_s@10']:.1f} |" if truth else "")
+                         + (f" {m['true_p_click@10']:.4f} | {m['duration_s@10']:.0f} |" if extra else ""))
         if truth:
             g = r["true_watch_gain"]
             lines.append(f"\nReranking changes the true watch time of the top 10 by {g['mean_s']:+.1f} s per user "
@@ -181,7 +189,13 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="run the pipeline stages first")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides for training")
     ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--json", help="also write the measured numbers to this file")
+    ap.add_argument("--append-from", help="append the section from a --json file of an earlier run (no Spark)")
     args = ap.parse_args()
+    if args.append_from:
+        saved = json.loads(Path(args.append_from).read_text())
+        print(append_markdown(args.kind, saved["res"], saved["cmd"], saved["steps"], saved["notes"]))
+        return
     profile = "movielens" if args.kind == "ml" else None
     sets = [x for o in args.overrides for x in ("--set", o)]
     common = ["--output", args.root, *(["--profile", profile] if profile else []), *sets]
@@ -207,13 +221,17 @@ def main() -> None:
         spark.stop()
     res["k"] = cfg.score.k
     print(json.dumps({k: v for k, v in res.items() if k != "ranker_history"}, indent=1, default=float))
+    r = cfg.ranker
+    notes = (f"ranker: hidden {list(r.hidden)}, {r.epochs} epochs (best epoch by validation 1 - WPUL: "
+             f"{max(res['ranker_history'], key=lambda h: h.get('val_one_minus_wpul', -1)).get('epoch')})")
+    if args.overrides:
+        notes += f", overrides {args.overrides}"
+    cmd = "python bench/rerank.py " + " ".join(sys.argv[1:])
+    if args.json:
+        Path(args.json).write_text(json.dumps({"res": res, "cmd": cmd, "steps": steps, "notes": notes},
+                                              default=float))
     if not args.no_append:
-        r = cfg.ranker
-        notes = (f"ranker: hidden {list(r.hidden)}, {r.epochs} epochs (best epoch by validation 1 - WPUL: "
-                 f"{max(res['ranker_history'], key=lambda h: h.get('one_minus_wpul', -1)).get('epoch')})")
-        if args.overrides:
-            notes += f", overrides {args.overrides}"
-        print(append_markdown(args.kind, res, "python bench/rerank.py " + " ".join(sys.argv[1:]), steps, notes))
+        print(append_markdown(args.kind, res, cmd, steps, notes))
 
 
 if __name__ == "__main__":

@@ -93,17 +93,21 @@ def _fixed_logits(cols: dict) -> np.ndarray:
 
 def test_pick_negatives_known_answer():
     logits = np.tile(np.arange(8, dtype=np.float32), (2, 1))  # top-3 of ids 2..7 = 7, 6, 5
-    got = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
-                         np.array([1, 2], np.uint64), pool=3, negatives=5)
+    got, retrieved = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
+                                    np.array([1, 2], np.uint64), pool=3, negatives=5)
     assert sorted(got[0].tolist()) == [4, 5]  # 7 seen, 6 is the label: pool = {6, 5, 4} minus the label
     assert sorted(got[1].tolist()) == [5, 6, 7]
-    again = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
-                           np.array([1, 2], np.uint64), pool=6, negatives=2)
-    assert len(again[1]) == 2 and set(again[1]) <= {3, 4, 5, 6, 7}
+    assert retrieved.tolist() == [True, False]  # 2 is not in the second row's top 3
+    again, retrieved = pick_negatives(logits, [np.array([7]), np.array([], np.int32)], np.array([6, 2]),
+                                      np.array([1, 2], np.uint64), pool=6, negatives=2)
+    assert len(again[1]) == 2 and set(again[1]) <= {3, 4, 5, 6, 7} and retrieved.tolist() == [True, True]
 
 
 def test_candidate_negatives_on_a_hand_built_log():
-    """u1 watches 3 (t=10), 4 (t=20), 9 (t=30), 8 (t=40), 5 (t=50); labels: train 3 4 9, val 8, test 5."""
+    """u1 watches 3 (t=10), 4 (t=20), 9 (t=30), 8 (t=40), 5 (t=50); labels: train 3 4 9, val 8, test 5.
+
+    Every user scores video v as v; the pool is the top 4 not watched before: 3 and 4 are never retrieved
+    (no rows: serving could not have shown them), 9, 8 and 5 are."""
     t0 = 1.7e9
     rows = [(t0 + 10 * DAY, KIND_WATCH, 3, []), (t0 + 20 * DAY, KIND_WATCH, 4, []),
             (t0 + 30 * DAY, KIND_WATCH, 9, []), (t0 + 40 * DAY, KIND_WATCH, 8, []),
@@ -111,19 +115,17 @@ def test_candidate_negatives_on_a_hand_built_log():
     table = _events(rows, watch_s={9: 120.0, 8: 60.0})
     rp = RankingParams(history_length=6, source_idx=3)
     out = candidate_negative_rows(table, PARAMS, rp, pa.array(VOCAB_TOKENS, pa.string()), _fixed_logits,
-                                  pool=3, negatives=2, meta=_meta()).to_pandas()
+                                  pool=4, negatives=3, meta=_meta()).to_pandas()
     pos = out[out[S.RANK_CLICKED] == 1].sort_values(S.RANK_IMPRESSION_TS)
-    assert pos[S.RANK_VIDEO].tolist() == [3, 4, 9, 8, 5]
-    assert pos[S.SPLIT].tolist() == ["train", "train", "train", "val", "test"]
-    assert pos[S.RANK_WEIGHT].tolist() == [1.0, 1.0, 120.0, 60.0, 1.0]  # watch seconds, 1 where unknown
+    assert pos[S.RANK_VIDEO].tolist() == [9, 8, 5]
+    assert pos[S.SPLIT].tolist() == ["train", "val", "test"]
+    assert pos[S.RANK_WEIGHT].tolist() == [120.0, 60.0, 1.0]  # watch seconds, 1 where unknown
     negs = out[out[S.RANK_CLICKED] == 0]
     by_t = {t: set(g[S.RANK_VIDEO]) for t, g in negs.groupby(S.RANK_IMPRESSION_TS)}
-    # pool = the top 3 by id among videos not watched before, the label removed, 2 drawn
-    assert by_t[t0 + 10 * DAY] <= {9, 8, 7} and len(by_t[t0 + 10 * DAY]) == 2
-    assert by_t[t0 + 20 * DAY] <= {9, 8, 7} and len(by_t[t0 + 20 * DAY]) == 2
-    assert by_t[t0 + 30 * DAY] == {8, 7}  # top 3 = 9 8 7, 9 is the label
-    assert by_t[t0 + 40 * DAY] == {7, 6}  # 9 was watched: top 3 = 8 7 6, 8 is the label
-    assert by_t[t0 + 50 * DAY] == {7, 6}  # 9 and 8 watched: top 3 = 7 6 5, 5 is the label
+    assert set(by_t) == {t0 + 30 * DAY, t0 + 40 * DAY, t0 + 50 * DAY}
+    assert by_t[t0 + 30 * DAY] == {8, 7, 6}  # 3, 4 watched: top 4 = 9 8 7 6, 9 is the label
+    assert by_t[t0 + 40 * DAY] == {7, 6, 5}  # 3, 4, 9 watched: top 4 = 8 7 6 5, 8 is the label
+    assert by_t[t0 + 50 * DAY] == {7, 6, 2}  # 3, 4, 9, 8 watched: top 4 = 7 6 5 2, 5 is the label
     assert (negs[S.RANK_WEIGHT] == 1).all() and (out["n_prev_impressions"] == 0).all()
     assert (out[S.RANK_SOURCE] == 3).all()
     np.testing.assert_array_equal(out["retrieval_score"], out[S.RANK_VIDEO].astype(np.float32))
@@ -142,12 +144,17 @@ def test_candidate_negatives_never_use_the_label_time_or_later(seed):
                                   meta=_meta()).to_pandas()
     assert list(out.columns) == RANKING_ARROW_SCHEMA.names
     labels = batch_candidate_rows(events, PARAMS, vocab).to_pandas()
-    labels = labels[labels[S.CAND_LABEL] >= 2]
-    pos = out[out[S.RANK_CLICKED] == 1]
-    assert sorted(zip(pos[S.USER_ID], pos[S.RANK_IMPRESSION_TS], pos[S.RANK_VIDEO])) == \
-        sorted(zip(labels[S.USER_ID], labels[S.CAND_LABEL_TS], labels[S.CAND_LABEL]))
     ev = events.to_pandas()
     watches = ev[ev["kind"] == KIND_WATCH]
+
+    def retrieved(uid, t, label):  # in the top 4 ids of those not watched before t (the fixed logits)
+        seen = set(watches[(watches[S.USER_ID] == uid) & (watches[S.TS] < t)][S.VIDEO_IDX])
+        return label in sorted(set(range(2, V)) - seen, reverse=True)[:4]
+
+    want = [k for k in zip(labels[S.USER_ID], labels[S.CAND_LABEL_TS], labels[S.CAND_LABEL]) if retrieved(*k)]
+    pos = out[out[S.RANK_CLICKED] == 1]
+    assert sorted(zip(pos[S.USER_ID], pos[S.RANK_IMPRESSION_TS], pos[S.RANK_VIDEO])) == sorted(want)
+    assert 50 < len(want) < len(labels)
     meta = _meta()
     checked = 0
     for (uid, t), g in out.groupby([S.USER_ID, S.RANK_IMPRESSION_TS]):
@@ -165,3 +172,13 @@ def test_candidate_negatives_never_use_the_label_time_or_later(seed):
                 assert r["since_channel_watch_days"] == np.float32((t - same[S.TS].max()) / DAY)
             checked += 1
     assert checked > 300
+
+
+def test_pick_negatives_takes_the_hard_ones_first():
+    logits = np.tile(np.arange(12, dtype=np.float32), (3, 1))  # ids 2..11, higher = better
+    got, retrieved = pick_negatives(logits, [np.array([11]), np.array([], np.int32), np.array([10])],
+                                    np.array([10, 3, 2]), np.arange(3, dtype=np.uint64), pool=8, negatives=4, hard=2)
+    assert {9, 8} <= set(got[0]) and 11 not in got[0] and 10 not in got[0]  # 11 seen, 10 the label
+    assert {11, 10} <= set(got[1]) and {11, 9} <= set(got[2]) and 10 not in got[2]
+    assert all(len(g) == 4 for g in got)
+    assert retrieved.tolist() == [True, False, False]  # 3 and 2 are not in their rows' top 8

@@ -178,6 +178,7 @@ class RankerTrainConfig:
     init_from_candidate: bool = True  # start the video table from the candidate model's embeddings
     negatives: int = 20  # logs without impressions: unclicked rows per label, drawn from the top score.k
     negatives_seed: int = 13  # seeds that draw (a hash of user, label time and video)
+    hard_negatives: int = 0  # of those, the best-scored unwatched retrievals always taken
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,12 @@ since_last_watch_days          the serving row
 channel/category_watches,      the user's watches of that channel/category and
 since_channel/category_days    days since the last one (-1 never)
 video_age_days                 days from upload to the cut-off (-1 unknown)
-retrieval_score                the candidate model's logit
-n_prev_impressions             0: impressions are not used at serving
+retrieval_score                the candidate model's logit (training rows hold
+                               the same, as of each impression:
+                               :mod:`ytspark.train.rank_rows`)
+n_prev_impressions             0: impressions are not used at serving (rows
+                               from logged impressions count earlier ones: a
+                               known skew left)
 =============================  ===============================================
 """
 from __future__ import annotations

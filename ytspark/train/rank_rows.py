@@ -45,7 +45,7 @@ from ytspark.prepare.ranking import RankingParams
 
 log = logging.getLogger(__name__)
 
-ROWS_VERSION = 1
+ROWS_VERSION = 2  # 2: candidate negatives only where the label was retrieved
 INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
          S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)
 SCORE_CHUNK = 4096
@@ -112,7 +112,8 @@ def rows_key(prepared_manifest: dict, candidate_version: str, cfg: Config) -> di
     """What the rows depend on: reused only when all of it matches."""
     return {"rows_version": ROWS_VERSION, "prepared_created_at": prepared_manifest.get("created_at"),
             "window_end": prepared_manifest.get("window_end"), "candidate_model": candidate_version,
-            "pool": cfg.score.k, "negatives": cfg.ranker.negatives, "seed": cfg.ranker.negatives_seed}
+            "pool": cfg.score.k, "negatives": cfg.ranker.negatives, "seed": cfg.ranker.negatives_seed,
+            "hard_negatives": cfg.ranker.hard_negatives}
 
 
 MODES = ("auto", "impressions", "candidate_negatives")
@@ -174,11 +175,12 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
         from ytspark.score.job import _video_meta
 
         meta = _video_meta(spark, prepared, vocabs)
-        pool, neg, seed = cfg.score.k, cfg.ranker.negatives, cfg.ranker.negatives_seed
+        pool, neg, seed, hard = cfg.score.k, cfg.ranker.negatives, cfg.ranker.negatives_seed, \
+            cfg.ranker.hard_negatives
 
         def fn(t: pa.Table) -> pa.RecordBatch:
             return candidate_negative_rows(t, cp, rp, vocab_tokens, _scorer(mkey, lambda: bc.value).logits,
-                                           pool, neg, meta, seed)
+                                           pool, neg, meta, seed, hard)
     rows = map_user_batches(ev, fn, S.RANKING_SCHEMA, ROW_ORDER)
     with storage.atomic_dir(spark, out_dir) as tmp:
         rows.write.parquet(f"{tmp}/_all")
