@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from typing import Iterator
@@ -91,16 +92,40 @@ def publish(spark: SparkSession, tmp: str, final: str) -> None:
 
 @contextmanager
 def atomic_dir(spark: SparkSession, final: str) -> Iterator[str]:
-    """Yield a temporary path to write into; on success publish it as ``final``, on error delete it."""
+    """Yield a temporary path to write into; on success publish it as ``final``, on error delete it.
+
+    On error the failed job's other tasks may still be running (Spark kills
+    them asynchronously) and write into the temporary path after it is
+    deleted, so the cleanup first waits (bounded) for the executors' running
+    tasks to end, then deletes until the path stays gone.
+    """
     tmp = final.rstrip("/") + TMP_MARK + uuid.uuid4().hex[:8]
     try:
         yield tmp
     except BaseException:
         try:
-            delete(spark, tmp)
+            _wait_for_running_tasks(spark)
+            for _ in range(3):
+                delete(spark, tmp)
+                time.sleep(0.2)
+                if not exists(spark, tmp):
+                    break
         finally:
             raise
     publish(spark, tmp, final)
+
+
+def _wait_for_running_tasks(spark: SparkSession, timeout_s: float = 30.0) -> None:
+    """Wait until no executor reports a running task (at most ``timeout_s``; best effort)."""
+    deadline = time.time() + timeout_s
+    try:
+        tracker = spark.sparkContext._jsc.sc().statusTracker()
+        while time.time() < deadline:
+            if sum(int(e.numRunningTasks()) for e in tracker.getExecutorInfos()) == 0:
+                return
+            time.sleep(0.2)
+    except Exception:  # noqa: BLE001 - the JVM is gone or the API differs: delete anyway
+        return
 
 
 def resolve(root: str, path: str) -> str:
