@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import TOKENS, token_ids
-from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS, CandidateParams
+from ytspark.prepare.batch_candidates import search_tokens
+from ytspark.prepare.candidates import DAY, KIND_WATCH, NEVER_DAYS, CandidateParams
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, window, window_mask
 
 
@@ -52,14 +52,7 @@ def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: Ca
     cw = exclusive_cumsum(is_w)
     w_ts = ts[wi]
     w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)
-    si = np.flatnonzero(kind == KIND_SEARCH)
-    n_tok = np.zeros(len(ts), np.int64)
-    s_tok = np.zeros(0, np.int32)
-    if len(si):
-        lists = take(c[TOKENS], si)
-        n_tok[si] = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-        s_tok = token_ids(lists, vocab_tokens)
-    ct = exclusive_cumsum(n_tok)
+    s_tok, ct = search_tokens(c, kind, vocab_tokens)
 
     g = users.event_user[idx]
     t = ts[idx]

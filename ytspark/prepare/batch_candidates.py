@@ -89,14 +89,7 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     w_pos = np.arange(len(wi)) - u_w0[w_user]
 
     # Search tokens flattened in event order; ``ct`` counts the tokens before each event.
-    si = np.flatnonzero(kind == KIND_SEARCH)
-    n_tok = np.zeros(len(ts), np.int64)
-    s_tok = np.zeros(0, np.int32)
-    if len(si):
-        lists = take(c[TOKENS], si)
-        n_tok[si] = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-        s_tok = token_ids(lists, vocab_tokens)
-    ct = exclusive_cumsum(n_tok)
+    s_tok, ct = search_tokens(c, kind, vocab_tokens)
 
     # Split (``candidates.split_positions``) and the label watches, in time order per user.
     nu = n_w[w_user]
@@ -137,6 +130,18 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
         _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
     ] + [_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS]
     return pa.RecordBatch.from_arrays(arrays, schema=CANDIDATE_ARROW_SCHEMA)
+
+
+def search_tokens(c: dict, kind: np.ndarray, vocab_tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids of every search in event order, flattened; tokens before each event, exclusive cumsum)."""
+    si = np.flatnonzero(kind == KIND_SEARCH)
+    n_tok = np.zeros(len(kind), np.int64)
+    s_tok = np.zeros(0, np.int32)
+    if len(si):
+        lists = take(c[TOKENS], si)
+        n_tok[si] = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        s_tok = token_ids(lists, vocab_tokens)
+    return s_tok, exclusive_cumsum(n_tok)
 
 
 def _values_at(column: pa.Array, idx: np.ndarray, dtype: pa.DataType, fill) -> pa.Array:
