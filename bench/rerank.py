@@ -73,15 +73,21 @@ def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.nda
     return {"watch": out, "p_click": pc, "duration": dur}
 
 
-def ordering_metrics(cols: dict, pred: np.ndarray) -> dict:
+def ordering_metrics(cols: dict, pred: np.ndarray, weight: float = 0.0) -> dict:
+    from ytspark.models.blend import blend_key, slate_metrics
     from ytspark.models.rank_metrics import auc, weighted_per_user_loss
 
     user, clicked = cols[S.USER_ID], np.asarray(cols[S.RANK_CLICKED])
     watch = np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64)
+    ret = np.asarray(cols["retrieval_score"], np.float64)
     out = {}
-    for name, s in (("retrieval", np.asarray(cols["retrieval_score"], np.float64)), ("ranker", pred)):
+    orders = [("retrieval", ret), ("ranker", np.log(np.maximum(pred, 1e-30)))]
+    if weight:
+        orders.append((f"blend (w = {weight:g})", blend_key(orders[1][1], ret, weight)))
+    for name, s in orders:
         w = weighted_per_user_loss(user, s, clicked, watch)
-        out[name] = {"wpul": w["weighted_per_user_loss"], "auc": auc(s, clicked), "users": w["n_users"]}
+        out[name] = {"wpul": w["weighted_per_user_loss"], "auc": auc(s, clicked), "users": w["n_users"],
+                     "slate_ndcg@10": slate_metrics(user, s, clicked, 10)["ndcg@10"]}
     out["rows"] = int(len(clicked))
     return out
 
@@ -90,6 +96,7 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     from ytspark.evaluate.metrics import ranking_metrics
     from ytspark.evaluate.protocol import load_eval_sets
     from ytspark.evaluate.systems import candidate_topk, ranked_topk
+    from ytspark.models.blend import retrieval_weight
     from ytspark.models.export import read_model_dir
     from ytspark.train.data import read_split
     from ytspark.train.ranker_task import load_ranker, load_split, predict_watch_time
@@ -98,14 +105,19 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     prepared, models = f"{root}/prepared", f"{root}/models"
     rmd = read_model_dir(models, "ranker")
     res = {"candidate_model": read_model_dir(models, "candidate").version, "ranker": rmd.version,
-           "rank_rows_mode": rmd.meta.get("rank_rows_mode"), "ranker_history": rmd.json("metrics.json")["history"]}
+           "rank_rows_mode": rmd.meta.get("rank_rows_mode"), "ranker_history": rmd.json("metrics.json")["history"],
+           "blend": rmd.meta.get("blend"), "monitor": rmd.meta.get("monitor")}
+    weight = retrieval_weight(rmd.meta)
+    systems = ["candidate", "candidate + ranking"] + (["candidate + ranking, w = 0"] if weight else [])
     sets = load_eval_sets(spark, prepared)
     for split, es in sets.items():
         t = time.time()
         cand = candidate_topk(models, prepared, es, 10)
         ranked = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k)
+        tops = [cand, ranked] + ([ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k, blend=False)]
+                                 if weight else [])
         r = {"users": len(es), "seconds": round(time.time() - t, 1)}
-        for name, top in (("candidate", cand), ("candidate + ranking", ranked)):
+        for name, top in zip(systems, tops):
             m = ranking_metrics(top, es, ks=(10,))
             r[name] = {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]}
         if truth:
@@ -132,7 +144,7 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
             res[f"impressions_{split}"] = {"rows": 0}  # e.g. synthetic: slates come before the watch they lead to
             continue
         cols = load_split(prepared, split, rows)
-        res[f"impressions_{split}"] = ordering_metrics(cols, predict_watch_time(ranker, cols))
+        res[f"impressions_{split}"] = ordering_metrics(cols, predict_watch_time(ranker, cols), weight)
     return res
 
 
@@ -154,7 +166,7 @@ def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str)
             (" mean true P(click) | mean duration s |" if extra else "")
         lines += [f"{'Test' if split == 'test' else 'Validation'} target ({r['users']} users):\n", head,
                   "|---|---:|---:|" + ("---:|" if truth else "") + ("---:|---:|" if extra else "")]
-        for name in ("candidate", "candidate + ranking"):
+        for name in [x for x in r if isinstance(r[x], dict) and "hr@10" in r[x]]:
             m = r[name]
             lines.append(f"| {name} order | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |"
                          + (f" {m['true_watch_s@10']:.1f} |" if truth else "")
@@ -165,16 +177,23 @@ def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str)
                          f"(± {g['stderr_s']:.1f} s standard error, x{g['ratio']:.3f}); better for "
                          f"{g['users_better']:.0%} of users, worse for {g['users_worse']:.0%}.")
         lines.append("")
+    b = res.get("blend") or {}
+    if b.get("criterion"):
+        lines += [f"Serving blend (`ranker.blend = auto`, ytspark/models/blend.py): key = ranker logit + w x retrieval "
+                  f"logit, w chosen on the validation rows by {b['criterion']}: "
+                  + ", ".join(f"w={w}: {v:.4f}" for w, v in b["by_weight"].items())
+                  + f" -> **w = {b['retrieval_weight']:g}**.\n"]
     lines += ["Held-out impression rows (ordering within each user's rows; WPUL lower is better):\n",
-              "| rows | ordering | weighted per-user loss | AUC | users |", "|---|---|---:|---:|---:|"]
+              "| rows | ordering | weighted per-user loss | AUC | NDCG@10 in slate | users |",
+              "|---|---|---:|---:|---:|---:|"]
     for split in ("val", "test"):
         m = res[f"impressions_{split}"]
         if not m["rows"]:
-            lines.append(f"| {split} (0: no held-out rows in this split) | | | | |")
+            lines.append(f"| {split} (0: no held-out rows in this split) | | | | | |")
             continue
-        for name in ("retrieval", "ranker"):
-            lines.append(f"| {split} ({m['rows']:,}) | {name} score | {m[name]['wpul']:.4f} | {m[name]['auc']:.4f} "
-                         f"| {m[name]['users']} |")
+        for name in [x for x in m if isinstance(m[x], dict)]:
+            lines.append(f"| {split} ({m['rows']:,}) | {name} | {m[name]['wpul']:.4f} | {m[name]['auc']:.4f} "
+                         f"| {m[name].get('slate_ndcg@10', float('nan')):.4f} | {m[name]['users']} |")
     text = "\n".join(lines) + "\n"
     with open(ROOT / "BENCHMARKS.md", "a") as f:
         f.write(text)
@@ -222,8 +241,9 @@ def main() -> None:
     res["k"] = cfg.score.k
     print(json.dumps({k: v for k, v in res.items() if k != "ranker_history"}, indent=1, default=float))
     r = cfg.ranker
-    notes = (f"ranker: hidden {list(r.hidden)}, {r.epochs} epochs (best epoch by validation 1 - WPUL: "
-             f"{max(res['ranker_history'], key=lambda h: h.get('val_one_minus_wpul', -1)).get('epoch')})")
+    mon = f"val_{res.get('monitor') or 'one_minus_wpul'}"
+    notes = (f"ranker: hidden {list(r.hidden)}, {r.epochs} epochs (best epoch by {mon}: "
+             f"{max(res['ranker_history'], key=lambda h: h.get(mon, -1)).get('epoch')})")
     if args.overrides:
         notes += f", overrides {args.overrides}"
     cmd = "python bench/rerank.py " + " ".join(sys.argv[1:])

@@ -134,6 +134,26 @@ def test_candidate_negatives_on_a_hand_built_log():
     assert (at40["since_last_watch_days"] == np.float32(10.0)).all()
 
 
+def test_held_out_targets_get_the_full_retrieved_slate():
+    """Same log as above, pool 5 and 1 negative: training labels get 1 unclicked row, the validation and test
+    targets every other retrieved video (the list serving reranks); full_slates=False gives them 1 too."""
+    t0 = 1.7e9
+    rows = [(t0 + 10 * DAY, KIND_WATCH, 3, []), (t0 + 20 * DAY, KIND_WATCH, 4, []),
+            (t0 + 30 * DAY, KIND_WATCH, 9, []), (t0 + 40 * DAY, KIND_WATCH, 8, []),
+            (t0 + 50 * DAY, KIND_WATCH, 5, [])]
+    rp = RankingParams(history_length=6, source_idx=3)
+    args = (_events(rows), PARAMS, rp, pa.array(VOCAB_TOKENS, pa.string()), _fixed_logits)
+    out = candidate_negative_rows(*args, pool=5, negatives=1, meta=_meta()).to_pandas()
+    by_t = {t: sorted(g[S.RANK_VIDEO]) for t, g in out.groupby(S.RANK_IMPRESSION_TS)}
+    split = {t: set(g[S.SPLIT]) for t, g in out.groupby(S.RANK_IMPRESSION_TS)}
+    assert split == {t0 + 30 * DAY: {"train"}, t0 + 40 * DAY: {"val"}, t0 + 50 * DAY: {"test"}}
+    assert len(by_t[t0 + 30 * DAY]) == 2 and 9 in by_t[t0 + 30 * DAY]  # the label and 1 of 8 7 6 5
+    assert by_t[t0 + 40 * DAY] == [2, 5, 6, 7, 8]  # 3 4 9 watched: top 5 = 8 7 6 5 2
+    assert by_t[t0 + 50 * DAY] == [2, 5, 6, 7]  # 3 4 9 8 watched: top 5 = 7 6 5 2 (and pad/OOV never)
+    sparse = candidate_negative_rows(*args, pool=5, negatives=1, meta=_meta(), full_slates=False).to_pandas()
+    assert sparse.groupby(S.RANK_IMPRESSION_TS).size().tolist() == [2, 2, 2]
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_candidate_negatives_never_use_the_label_time_or_later(seed):
     """Random timelines with ties: brute force over the events for every row."""

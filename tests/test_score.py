@@ -585,7 +585,12 @@ def test_candidate_negative_rows_on_the_world(spark, world):
                                                               pos[S.RANK_VIDEO], pos[S.SPLIT]) if split_of[(u, t, v)] != sp]
     assert set(moved) <= {("train", "val")} and len(moved) <= 3
     negs = rows[rows[S.RANK_CLICKED] == 0]
-    assert 3 * len(pos) <= len(negs) <= 4 * len(pos)
+    # training labels: 4 negatives (3 when the label sits in the same second as a held-out one);
+    # validation and test targets: the full slate, the other K - 1 = 11 retrieved videos
+    per_slate = negs.groupby([S.USER_ID, S.RANK_IMPRESSION_TS]).size()
+    held = {(u, t) for u, t, v in keys if split_of[(u, t, v)] != "train"}  # by the label's own split
+    assert held and all(n == cfg.score.k - 1 for key, n in per_slate.items() if key in held)
+    assert all(3 <= n <= 4 for key, n in per_slate.items() if key not in held)
     assert set(negs.groupby([S.USER_ID, S.RANK_IMPRESSION_TS]).groups) <= \
         set(pos.groupby([S.USER_ID, S.RANK_IMPRESSION_TS]).groups)  # no slate without its watched video
     ev = world["events"]

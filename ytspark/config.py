@@ -114,6 +114,7 @@ class CandidateTrainConfig:
     tau_days: float = 7.0
     dropout: float = 0.0
     tie_embeddings: bool = False  # one video table for history inputs and softmax outputs (beyond the paper)
+    linear_skip: bool = False  # u = tower(x) + linear(x): a deep tower that can fall back to the linear model
     attn_layers: int = 2  # recency = "attention": self-attention layers over the watch history
     attn_heads: int = 2
     seq_loss_weight: float = 0.0  # recency = "attention": weight of the all-positions (SASRec-style) loss
@@ -179,6 +180,10 @@ class RankerTrainConfig:
     negatives: int = 20  # logs without impressions: unclicked rows per label, drawn from the top score.k
     negatives_seed: int = 13  # seeds that draw (a hash of user, label time and video)
     hard_negatives: int = 0  # of those, the best-scored unwatched retrievals always taken
+    # Serving order = ranker logit + w * retrieval logit. "auto": w from blend_weights, chosen on the
+    # validation rows by the ranker's own criterion (ytspark.models.blend); "ranker": w = 0 (the paper).
+    blend: str = "auto"
+    blend_weights: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)

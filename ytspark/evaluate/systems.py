@@ -22,6 +22,7 @@ import torch
 from ytspark import schema as S
 from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
+from ytspark.models.blend import retrieval_weight
 from ytspark.models.export import load_candidate
 from ytspark.models.features import batch_from_numpy
 from ytspark.train.candidate_task import load_split
@@ -84,8 +85,9 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
 
 @torch.no_grad()
 def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
-                retrieve_k: int) -> np.ndarray:
-    """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network."""
+                retrieve_k: int, blend: bool = True) -> np.ndarray:
+    """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
+    in the serving order (the ranker's blend; ``blend=False``: by expected watch time alone, the paper's)."""
     from ytspark.score.job import _video_meta, _vocabs
     from ytspark.models.export import read_model_dir
     from ytspark.prepare.job import CANDIDATE_SOURCES
@@ -108,11 +110,12 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
                       _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of)
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
-    scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
-    scores = scorer.score(block, cand, logits)  # pad slots (0) score -inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx,
+                         retrieval_weight(rmd.meta) if blend else 0.0)
+    key = scorer.order_key(scorer.score(block, cand, logits), logits)  # pad slots (0) -inf
+    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(cand, order, axis=1)
-    return np.where(np.take_along_axis(scores, order, axis=1) > -np.inf, top, 0)
+    return np.where(np.take_along_axis(key, order, axis=1) > -np.inf, top, 0)
 
 
 @torch.no_grad()

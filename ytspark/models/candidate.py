@@ -28,7 +28,10 @@ Inputs of the user tower, concatenated (each group switchable for ablations):
 
 Continuous inputs are normalised by :class:`~ytspark.models.features.QuantileNormalizer`
 built from ``quantiles.json ["candidates"]``. The ReLU tower ends in a linear
-layer of width ``embed_dim`` (``hidden=()``: u is a linear projection).
+layer of width ``embed_dim`` (``hidden=()``: u is a linear projection);
+``linear_skip`` adds a linear projection of the tower input to its output
+(u = tower(x) + Wx), so a deep tower starts from, and can fall back to, the
+linear model (beyond the paper: on small data the plain deep tower overfits).
 
 Output side: ``out_emb`` [V, D] and ``out_bias`` [V], separate from the input
 table. Rows 0 (pad) and 1 (OOV) are never predicted (-inf in
@@ -76,6 +79,7 @@ class CandidateConfig:
     learn_tau: bool = True
     dropout: float = 0.0
     tie_embeddings: bool = False  # watched-id input table = output video table (beyond the paper)
+    linear_skip: bool = False  # u = tower(x) + skip(x), skip linear (beyond the paper; needs hidden layers)
     attn_layers: int = 2  # recency="attention": Transformer layers over the watch history
     attn_heads: int = 2
     max_history: int = 50  # recency="attention": position embeddings (prepare.history_length)
@@ -189,6 +193,10 @@ class CandidateModel(nn.Module):
             width = h
         layers.append(nn.Linear(width, D))
         self.tower = nn.Sequential(*layers)
+        self.skip = nn.Linear(self.input_width, D, bias=False) if c.linear_skip and c.hidden else None
+        if self.skip is not None:  # the tower starts at 0: training begins from the linear model
+            nn.init.zeros_(self.tower[-1].weight)
+            nn.init.zeros_(self.tower[-1].bias)
         self.out_emb = nn.Parameter(torch.empty(c.n_videos, D))
         self.out_bias = nn.Parameter(torch.zeros(c.n_videos))
         self.reset_embeddings()
@@ -285,7 +293,8 @@ class CandidateModel(nn.Module):
 
     def user_vector(self, batch: CandidateBatch) -> torch.Tensor:
         """User vectors u [B, D]. At serving the caller sets example_age_days to 0."""
-        return self.tower(self.tower_inputs(batch))
+        x = self.tower_inputs(batch)
+        return self.tower(x) if self.skip is None else self.tower(x) + self.skip(x)
 
     def forward(self, batch: CandidateBatch) -> torch.Tensor:
         return self.user_vector(batch)

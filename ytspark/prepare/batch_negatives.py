@@ -14,7 +14,10 @@ same selection and cap) :func:`candidate_negative_rows`
    none) and unclicked rows for ``negatives`` videos of the pool other than
    the label: the ``hard`` best-scored ones, the rest chosen by a seeded hash
    of (user, label time, video), so the choice does not depend on how users
-   are batched. A label the model did
+   are batched. Validation and test targets (``full_slates``) get every other
+   video of the pool instead: the whole list serving would rerank, so the
+   held-out rows measure what reranking does to the top of the list
+   (:mod:`ytspark.models.blend` chooses the serving blend on them). A label the model did
    not retrieve gives no rows: forcing it in as a positive with its low
    retrieval score teaches the ranker that a high retrieval score means "not
    watched" (measured on MovieLens: the retrieval score's AUC on such rows
@@ -93,7 +96,7 @@ def pick_negatives(logits: np.ndarray, excluded: list[np.ndarray], label: np.nda
 
 def candidate_negative_rows(batch: pa.Table, cp: CandidateParams, rp: RankingParams, vocab_tokens: pa.Array,
                             logits_fn: LogitsFn, pool: int, negatives: int, meta, seed: int = 0,
-                            hard: int = 0) -> pa.RecordBatch:
+                            hard: int = 0, full_slates: bool = True) -> pa.RecordBatch:
     """Ranking rows (:data:`RANKING_ARROW_SCHEMA`) from the candidate model's retrievals at every label watch.
 
     Args:
@@ -106,6 +109,8 @@ def candidate_negative_rows(batch: pa.Table, cp: CandidateParams, rp: RankingPar
             ``hard`` are the best-scored unwatched retrievals and the rest drawn from the pool.
         meta: :class:`~ytspark.score.rank.VideoMeta` of every video idx (language, channel,
             category, upload time) for the pseudo impressions.
+        full_slates: validation and test targets get all ``pool - 1`` other retrieved videos as
+            unclicked rows (the list serving reranks), not ``negatives`` of them.
     """
     labels = batch_candidate_rows(batch, cp, vocab_tokens)
     n = labels.num_rows
@@ -121,6 +126,8 @@ def candidate_negative_rows(batch: pa.Table, cp: CandidateParams, rp: RankingPar
     k = lab[S.CAND_N_WATCHES].to_numpy().astype(np.int64)
     lo, hi = u_w0[g], u_w0[g] + k
     label = lab[S.CAND_LABEL].to_numpy().astype(np.int64)
+    held_out = pc.not_equal(lab[S.SPLIT], "train").to_numpy(zero_copy_only=False) if full_slates \
+        else np.zeros(n, bool)
     label_ts = lab[S.CAND_LABEL_TS].to_numpy().astype(np.float64)
     user_ids = lab[S.USER_ID].to_pylist()
     row_key = np.array([(zlib.crc32(u.encode("utf-8")) << 32) ^ int(t * 4) for u, t in zip(user_ids, label_ts)],
@@ -141,6 +148,9 @@ def candidate_negative_rows(batch: pa.Table, cp: CandidateParams, rp: RankingPar
         L = np.asarray(logits_fn({f: v[a:b] for f, v in inputs.items()}), np.float32)
         excluded = [w["video"][lo[i]:hi[i]] for i in range(a, b)]
         neg, retrieved = pick_negatives(L, excluded, label[a:b], row_key[a:b], pool, negatives, hard)
+        if held_out[a:b].any():  # held-out targets: the whole retrieved list
+            full, _ = pick_negatives(L, excluded, label[a:b], row_key[a:b], pool, pool, 0)
+            neg = [f if h else x for f, x, h in zip(full, neg, held_out[a:b])]
         for i in range(a, b):
             if not (retrieved[i - a] and label[i] >= 2):
                 continue  # serving could not have shown the watched video: no slate

@@ -37,6 +37,7 @@ from ytspark.config import Config, ScoreConfig
 from ytspark.models.export import load_candidate
 from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
 from ytspark.score import index as ix
+from ytspark.models.blend import retrieval_weight
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
 from ytspark.score.fallback import PopularLists, popular_lists
 from ytspark.score.features import as_of_ts, serving_rows
@@ -208,7 +209,8 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         2 + CANDIDATE_SOURCES.index("candidate")
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=popular,
-                  as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None)
+                  as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
+                  retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index), index_kind=sc.index,

@@ -95,18 +95,35 @@ class UserBlock:
 
 
 class Reranker(Protocol):
-    """Scores the retrieved candidates of a batch of users; higher is better."""
+    """Scores the retrieved candidates of a batch of users and orders them."""
 
     def score(self, users: UserBlock, cand: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
         """cand [B, K] int64 video idx (-1 = none), retrieval [B, K] float32 -> scores [B, K] float32."""
         ...
 
+    def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
+        """[B, K] serving order key from :meth:`score` and the retrieval scores; higher is first."""
+        ...
+
 
 class TorchRanker:
-    """:class:`Reranker` over a RankerModel; score = expected watch time exp(logit)."""
+    """:class:`Reranker` over a RankerModel; score = expected watch time exp(logit).
 
-    def __init__(self, model: torch.nn.Module, meta: VideoMeta, as_of: float, source_idx: int):
+    The order is :func:`ytspark.models.blend.blend_key`: logit + ``retrieval_weight`` x retrieval
+    logit (the weight the ranker's export chose on validation; 0 = the paper's order by score).
+    """
+
+    def __init__(self, model: torch.nn.Module, meta: VideoMeta, as_of: float, source_idx: int,
+                 retrieval_weight: float = 0.0):
         self.model, self.meta, self.as_of, self.source_idx = model, meta, float(as_of), int(source_idx)
+        self.retrieval_weight = float(retrieval_weight)
+
+    def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
+        from ytspark.models.blend import blend_key
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            key = blend_key(np.log(score), retrieval, self.retrieval_weight)
+        return np.where(score > 0, key, -np.inf)  # pad slots (score -inf -> no log) stay last
 
     def features(self, users: UserBlock, cand: np.ndarray, retrieval: np.ndarray) -> dict[str, np.ndarray]:
         """RANKING_SCHEMA feature columns over the B*K pairs (row-major: user, then candidate)."""

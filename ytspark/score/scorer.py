@@ -73,6 +73,7 @@ class RunData:
     video_meta: VideoMeta | None = None
     source_idx: int = S.OOV
     affinity: bool = False
+    retrieval_weight: float = 0.0  # the ranker's serving blend (ytspark.models.blend)
 
 
 def _matrix(arr: pa.Array, dtype) -> np.ndarray:
@@ -145,7 +146,7 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
                               {g: cols[g] for g in AFFINITY_GROUPS if g in cols}).take(rows)
             score = ranker.score(block, cand, ret)
-            order = np.argsort(-score, axis=1, kind="stable")[:, :run.n]
+            order = np.argsort(-ranker.order_key(score, ret), axis=1, kind="stable")[:, :run.n]
         else:
             score = ret
             order = np.broadcast_to(np.arange(min(run.n, cand.shape[1])), (len(rows), min(run.n, cand.shape[1])))
@@ -198,7 +199,7 @@ def partition_fn(model_key: str, bundle_bc, run_bc, on_build: Callable[[], None]
         models = worker_models(model_key, lambda: bundle_bc.value, data.threads, on_build)
         ranker = None
         if models.ranker is not None:
-            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx)
+            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.retrieval_weight)
         for rb in batches:
             for a in range(0, rb.num_rows, data.batch_size):
                 part = rb.slice(a, data.batch_size)

@@ -38,7 +38,7 @@ def model_config(cfg: Config, vocab_sizes: dict[str, int]) -> CandidateConfig:
         embed_dim=c.embed_dim, hidden=tuple(c.hidden), use_watches=c.use_watches, use_searches=c.use_searches,
         use_demographics=c.use_demographics, use_example_age=c.use_example_age, recency=c.recency,
         recent_k=c.recent_k, tau_days=c.tau_days, dropout=c.dropout,
-        tie_embeddings=c.tie_embeddings, attn_layers=c.attn_layers, attn_heads=c.attn_heads,
+        tie_embeddings=c.tie_embeddings, linear_skip=c.linear_skip, attn_layers=c.attn_layers, attn_heads=c.attn_heads,
         max_history=cfg.prepare.history_length,
         seq_head=c.recency == "attention" and c.seq_loss_weight > 0)
 

@@ -45,7 +45,7 @@ from ytspark.prepare.ranking import RankingParams
 
 log = logging.getLogger(__name__)
 
-ROWS_VERSION = 2  # 2: candidate negatives only where the label was retrieved
+ROWS_VERSION = 3  # 2: candidate negatives only where the label was retrieved; 3: full held-out slates
 INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
          S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)
 SCORE_CHUNK = 4096

@@ -4,7 +4,11 @@ Reads ``<prepared>/ranking/{train,val}`` (one row per impression), trains
 weighted logistic regression (clicked rows weighted by watch time, others by
 1) and validates with AUC, the paper's weighted per-user loss and the
 calibration of exp(logit) against observed watch time. The monitored metric is
-``1 - weighted per-user loss`` (higher is better). With a candidate model
+``1 - weighted per-user loss`` (higher is better) on logged impressions, and
+on candidate negatives (whose validation rows are each target's full
+retrieved slate) ``slate_ndcg@10``, the next-watch NDCG@10 of reranking.
+The export stores the serving blend chosen on the validation rows
+(:mod:`ytspark.models.blend`) in MODEL.json ``blend``. With a candidate model
 directory and ``ranker.init_from_candidate`` the shared video table starts
 from the candidate model's video embeddings.
 
@@ -26,6 +30,7 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.config import Config
+from ytspark.models.blend import check_blend, choose_weight, slate_metrics
 from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.rank_metrics import auc, calibration, weighted_per_user_loss
 from ytspark.models.ranker import RankerConfig, RankerModel, weighted_logistic_loss
@@ -91,7 +96,11 @@ class RankerTask:
             self.rows_dir, self.rows_manifest = f"{self.prepared}/ranking", None
             self.quantiles = read_json(f"{self.prepared}/quantiles.json")["ranking"]
             self.counts = self.manifest["ranking"]
+        self.rows_mode = (self.rows_manifest or {}).get("mode", "impressions")
+        if self.rows_mode == "candidate_negatives":
+            self.monitor = "slate_ndcg@10"
         r = cfg.ranker
+        check_blend(r.blend, r.blend_weights)
         self.config = RankerConfig.from_vocab_sizes(self.manifest["vocab_sizes"], embed_dim=r.embed_dim,
                                                     hidden=tuple(r.hidden), use_affinity=r.use_affinity,
                                                     dropout=r.dropout, use_source=self.rank_rows is not None)
@@ -133,16 +142,33 @@ class RankerTask:
     def evaluate(self, model: RankerModel, val_cols: dict) -> dict:
         m = evaluate_ranker(model, val_cols)
         m.pop("calibration")
+        if self.rows_mode == "candidate_negatives":  # full slates: the next-watch metric of reranking
+            m.update({f"slate_{k}": v for k, v in slate_metrics(
+                val_cols[S.USER_ID], np.log(np.maximum(predict_watch_time(model, val_cols), 1e-30)),
+                val_cols[S.RANK_CLICKED], 10).items() if k != "n"})
         return m
+
+    def blend(self, model: RankerModel, val_cols: dict | None = None) -> dict:
+        """The serving blend of ``model`` (:func:`ytspark.models.blend.choose_weight` on the validation rows)."""
+        r = self.cfg.ranker
+        check_blend(r.blend, r.blend_weights)
+        if r.blend == "ranker" or not self.rank_rows or not int(self.counts.get("val", 0)):
+            return choose_weight("ranker", self.rows_mode, r.blend_weights, [], np.zeros(0), np.zeros(0),
+                                 np.zeros(0), np.zeros(0))
+        cols = val_cols if val_cols is not None else read_split(self.val_path(), FIELDS)
+        logit = np.log(np.maximum(predict_watch_time(model, cols), 1e-30))
+        return choose_weight(r.blend, self.rows_mode, r.blend_weights, cols[S.USER_ID], logit,
+                             np.asarray(cols["retrieval_score"], np.float64), cols[S.RANK_CLICKED],
+                             cols[S.RANK_WATCH_SECONDS])
 
     def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
         files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
         files["quantiles.json"] = self.quantiles
-        meta = {"model_config": self.config.to_dict(),
+        meta = {"blend": self.blend(model),"model_config": self.config.to_dict(),
                 "train_config": {"ranker": asdict(self.cfg.ranker), "train": asdict(self.cfg.train)},
                 "prepared": self.prepared, "vocab_sizes": self.manifest["vocab_sizes"], "monitor": self.monitor,
                 "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end"),
-                "rank_rows": self.rows_dir, "rank_rows_mode": (self.rows_manifest or {}).get("mode", "impressions")}
+                "rank_rows": self.rows_dir, "rank_rows_mode": self.rows_mode}
         return {}, files, meta
 
 

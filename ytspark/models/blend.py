@@ -1,0 +1,114 @@
+"""The serving order of ranked candidates: ranker logit + w * retrieval logit, w chosen on validation rows.
+
+The paper serves by the ranker's expected watch time alone (w = 0). That is
+right when the ranker's label (clicks weighted by watch time on logged
+impressions) is what the list should maximise, and the ranker has seen
+serving-like retrieval scores. Where neither is sure (logs without
+impressions, e.g. MovieLens, where the ranker learns from the candidate
+model's own retrievals of labels it was trained on, so its retrieval scores
+look more trustworthy in training than at serving) the candidate model's
+logit is still the strongest single signal of the next watch, and the ranker
+should only move what it has evidence for. One weight per (candidate model,
+ranker) pair is chosen on held-out rows:
+
+    key = log E[watch time] + w * (u·v + b)      (w = 0: the paper's exp(logit))
+
+i.e. expected watch time times P(next watch)^w. Criteria, by how the ranker's
+rows were made (``rank_rows_mode``):
+
+* ``candidate_negatives``: each validation target's *full* retrieved slate
+  (every unseen video of the candidate model's top ``score.k``, the target
+  clicked): NDCG@10 of the target within its slate, exactly the next-watch
+  NDCG@10 of reranking the top ``score.k`` (targets the model did not
+  retrieve are misses for every w, so they do not change the choice);
+* ``impressions``: the paper's weighted per-user loss on the validation
+  impressions (lower is better).
+
+Ties go to the smaller weight (the ranker's own order).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ytspark.models.rank_metrics import weighted_per_user_loss
+
+BLEND_MODES = ("auto", "ranker")
+CRITERIA = {"candidate_negatives": "ndcg@10", "impressions": "weighted_per_user_loss"}
+
+
+def check_blend(mode: str, weights: Sequence[float]) -> None:
+    """Raise ValueError naming the config key when ``ranker.blend`` / ``ranker.blend_weights`` are unusable."""
+    if mode not in BLEND_MODES:
+        raise ValueError(f"ranker.blend must be one of {BLEND_MODES}, got '{mode}'")
+    if mode == "auto" and (not weights or any(not np.isfinite(w) or w < 0 for w in weights)):
+        raise ValueError(f"ranker.blend_weights must be a non-empty list of finite weights >= 0, got {list(weights)}")
+
+
+def blend_key(ranker_logit: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
+    """The serving order key (higher first): ranker logit + weight * retrieval logit."""
+    return np.asarray(ranker_logit, np.float64) + float(weight) * np.asarray(retrieval, np.float64)
+
+
+def slate_metrics(user_ids, key: np.ndarray, clicked: np.ndarray, k: int = 10) -> dict[str, float]:
+    """HR@k and NDCG@k of the clicked rows, each ranked among the unclicked rows of its user's slate.
+
+    One slate per user (all of that user's rows). A clicked row's rank is the
+    number of the user's unclicked rows with a key above it, plus half of those
+    tied with it (rounded down): ties are neither a free win nor a loss. Users
+    without a clicked row are skipped; ``n`` counts clicked rows.
+    """
+    users = np.asarray(user_ids, dtype=object)
+    key = np.asarray(key, np.float64)
+    clicked = np.asarray(clicked) > 0
+    if not (len(users) == len(key) == len(clicked)):
+        raise ValueError(f"slate_metrics: {len(users)} users, {len(key)} keys, {len(clicked)} labels")
+    _, g = np.unique(users, return_inverse=True)
+    order = np.lexsort((-key, g))  # by user, key descending
+    g, key, clicked = g[order], key[order], clicked[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    hits = ndcg = 0.0
+    n = 0
+    for a, b in zip(starts, np.r_[starts[1:], len(g)]):
+        kk, cc = key[a:b], clicked[a:b]
+        neg = np.sort(kk[~cc])
+        for s in kk[cc]:
+            above = len(neg) - np.searchsorted(neg, s, side="right")
+            tied = np.searchsorted(neg, s, side="right") - np.searchsorted(neg, s, side="left")
+            r = above + tied // 2
+            n += 1
+            if r < k:
+                hits += 1.0
+                ndcg += 1.0 / np.log2(r + 2.0)
+    return {f"hr@{k}": hits / max(n, 1), f"ndcg@{k}": ndcg / max(n, 1), "n": n}
+
+
+def choose_weight(mode: str, rows_mode: str, weights: Sequence[float], user_ids, ranker_logit: np.ndarray,
+                  retrieval: np.ndarray, clicked: np.ndarray, watch_seconds: np.ndarray) -> dict:
+    """The blend of one ranker: {"retrieval_weight", "criterion", "by_weight": {w: value}, "rows"}.
+
+    ``mode`` "ranker" (or no rows, or rows without real retrieval scores) gives w = 0 untried.
+    """
+    check_blend(mode, weights)
+    n = len(ranker_logit)
+    if mode == "ranker" or n == 0 or rows_mode not in CRITERIA:
+        return {"retrieval_weight": 0.0, "criterion": None, "by_weight": {}, "rows": int(n)}
+    criterion = CRITERIA[rows_mode]
+    by_weight: dict[float, float] = {}
+    for w in sorted({float(x) for x in weights}):
+        key = blend_key(ranker_logit, retrieval, w)
+        if criterion == "ndcg@10":
+            by_weight[w] = slate_metrics(user_ids, key, clicked, 10)["ndcg@10"]
+        else:
+            by_weight[w] = weighted_per_user_loss(user_ids, key, clicked, watch_seconds)["weighted_per_user_loss"]
+    sign = 1.0 if criterion == "ndcg@10" else -1.0
+    finite = [w for w, v in by_weight.items() if np.isfinite(v)]
+    best = max(finite, key=lambda w: (sign * by_weight[w], -w)) if finite else 0.0
+    return {"retrieval_weight": best, "criterion": criterion, "by_weight": {str(w): v for w, v in by_weight.items()},
+            "rows": int(n)}
+
+
+def retrieval_weight(meta: dict) -> float:
+    """The chosen weight stored in a ranker's MODEL.json (0 for rankers exported before blends existed)."""
+    return float((meta.get("blend") or {}).get("retrieval_weight", 0.0))
