@@ -105,3 +105,15 @@ def test_unusable_model_dir_is_one_clear_error_line(tmp_path, command, case):
     line = _one_error_line(r, bad, hint)
     if command == "evaluate" and case == "missing":
         assert "--no-model" in line
+
+
+def test_evaluate_compare_values_name_the_problem(tmp_path):
+    from ytspark.cli import _compare
+    from ytspark.models.export import ModelDirError
+
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        _compare(["just-a-path"])
+    with pytest.raises(ModelDirError, match="--compare deep") as e:
+        _compare([f"deep={tmp_path / 'nothing'}"])
+    assert str(tmp_path / "nothing") in str(e.value)
+    assert _compare([]) == []

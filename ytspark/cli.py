@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
     ev.add_argument("--models", help="models root or candidate model dir (default: <output>/models)")
     ev.add_argument("--no-model", action="store_true", help="baselines only")
+    ev.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                    help="also score this candidate model (a models root or model dir) in the same run, "
+                         "as system 'ytspark candidate (NAME)' (repeatable; e.g. ablations)")
 
     sc = sub.add_parser("score", help="nightly scoring: FAISS retrieval + ranking for every user, top-N table",
                         description="Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
@@ -247,6 +250,11 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
         add_system(ev, "ytspark candidate", {s: candidate_topk(models, prepared, ev.sets[s], k) for s in ev.sets},
                    cfg.evaluate)
         ev.timings["ytspark candidate"] = round(time.time() - t, 1)
+        for name, other in _compare(getattr(args, "compare", [])):
+            t = time.time()
+            add_system(ev, f"ytspark candidate ({name})",
+                       {s: candidate_topk(other, prepared, ev.sets[s], k) for s in ev.sets}, cfg.evaluate)
+            ev.timings[f"ytspark candidate ({name})"] = round(time.time() - t, 1)
         calibration["candidate network: P(next watch) of the top 10 (test)"] = {
             "rows": candidate_calibration(models, prepared, ev.sets["test"], 10), "x": "mean softmax probability",
             "y": "observed hit rate"}
@@ -414,6 +422,23 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         spark.stop()
 
 
+def _compare(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``--compare NAME=DIR`` values -> [(name, dir)]; a bad value or a missing model raises, naming it."""
+    from ytspark.models.export import ModelDirError, read_model_dir
+
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--compare '{item}' must look like NAME=DIR (e.g. --compare linear=out/models_linear)")
+        try:
+            read_model_dir(path.strip(), "candidate")
+        except ModelDirError as e:
+            raise ModelDirError(f"--compare {name}: {e}") from None
+        out.append((name.strip(), path.strip()))
+    return out
+
+
 def _check_models(cfg: Config, args: argparse.Namespace) -> None:
     """Raise ModelDirError when evaluate/score would read a missing, incomplete or other-version model."""
     if args.command not in ("evaluate", "score") or getattr(args, "no_model", False):
@@ -428,6 +453,7 @@ def _check_models(cfg: Config, args: argparse.Namespace) -> None:
         raise ModelDirError(f"{e}{hint}") from None
     if _has_model(models, "ranker"):
         read_model_dir(models, "ranker")
+    _compare(getattr(args, "compare", []))
 
 
 if __name__ == "__main__":
