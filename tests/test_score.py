@@ -383,7 +383,7 @@ def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, w
 
 # ------------------------------------------------------------------ the ranker hook
 
-def _ranker_dir(root: Path, prepared: str, seed: int) -> str:
+def _ranker_dir(root: Path, prepared: str, seed: int, blend: dict | None = None) -> str:
     from ytspark.models.ranker import RankerConfig, RankerModel
 
     vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
@@ -392,9 +392,10 @@ def _ranker_dir(root: Path, prepared: str, seed: int) -> str:
     cfg = RankerConfig.from_vocab_sizes(size, embed_dim=8, hidden=(16,))
     torch.manual_seed(seed)
     model = RankerModel(cfg, quant)
-    out = write_model_dir(root, "ranker", state_dict=model.state_dict(), meta={"model_config": cfg.to_dict()},
+    meta = {"model_config": cfg.to_dict(), **({"blend": blend} if blend else {})}
+    out = write_model_dir(root, "ranker", state_dict=model.state_dict(), meta=meta,
                           json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
-                          version=f"rank-{seed}")
+                          version=f"rank-{seed}" + ("-blend" if blend else ""))
     return str(out)
 
 
@@ -417,6 +418,25 @@ def test_ranker_reorders_the_top_k_by_expected_watch_time(spark, world, scored):
     base = scored["df"]
     assert set(cand[S.USER_ID]) == set(base[base["source"] == "candidate"][S.USER_ID])
     assert not (cand["score"].to_numpy() == cand["retrieval_score"].to_numpy()).all()
+
+
+def test_ranker_blend_orders_by_logit_plus_weighted_retrieval_score(spark, world):
+    """A ranker whose MODEL.json chose w = 3: ranks follow log(score) + 3 x retrieval_score, score stays exp(logit)."""
+    from ytspark.score import run_score
+
+    ranker = _ranker_dir(world["tmp"] / "models_blend", world["prepared"], seed=2, blend={"retrieval_weight": 3.0})
+    out = str(world["tmp"] / "out_blend")
+    run_score(spark, world["cfg"], world["prepared"], world["model"], RUN_DATE, out, ranker_dir=ranker)
+    cand = _read(spark, f"{out}/recommendations/run_date={RUN_DATE}").query("source == 'candidate'")
+    key_sorted = score_sorted = 0
+    for _, g in cand.groupby(S.USER_ID):
+        g = g.sort_values("rank")
+        key = np.log(g["score"].to_numpy(np.float64)) + 3.0 * g["retrieval_score"].to_numpy(np.float64)
+        assert (np.diff(key) <= 1e-4).all()
+        key_sorted += 1
+        score_sorted += bool((np.diff(g["score"].to_numpy()) <= 0).all())
+    assert key_sorted == cand[S.USER_ID].nunique() > 0
+    assert score_sorted < key_sorted  # the blend moved some list away from the score-only order
 
 
 def test_ranker_features_match_the_users_history(spark, world):
