@@ -640,6 +640,12 @@ def test_train_ranker_on_scored_rows_feeds_serving_the_same_inputs(spark, world,
                 rank_rows=rows)
     md = read_model_dir(res["model_dir"], "ranker")
     assert md.meta["model_config"]["use_source"] and md.meta["rank_rows"] == rows
+    # the export chose its serving blend on the validation impressions by weighted per-user loss
+    blend = md.meta["blend"]
+    assert blend["criterion"] == "weighted_per_user_loss" and blend["rows"] > 0
+    assert set(blend["by_weight"]) == {str(w) for w in cfg.ranker.blend_weights}
+    best = min(blend["by_weight"].values())
+    assert blend["by_weight"][str(blend["retrieval_weight"])] == best
     assert md.json("quantiles.json")["retrieval_score"] == \
         json.loads(Path(rows, "quantiles.json").read_text())["ranking"]["retrieval_score"]
     es = load_eval_sets(spark, world["prepared"])["test"]
