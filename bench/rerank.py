@@ -73,7 +73,7 @@ def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.nda
     return {"watch": out, "p_click": pc, "duration": dur}
 
 
-def ordering_metrics(cols: dict, pred: np.ndarray, weight: float = 0.0) -> dict:
+def ordering_metrics(cols: dict, logit: np.ndarray, weight: float = 0.0) -> dict:
     from ytspark.models.blend import blend_key, slate_metrics
     from ytspark.models.rank_metrics import auc, weighted_per_user_loss
 
@@ -81,7 +81,7 @@ def ordering_metrics(cols: dict, pred: np.ndarray, weight: float = 0.0) -> dict:
     watch = np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64)
     ret = np.asarray(cols["retrieval_score"], np.float64)
     out = {}
-    orders = [("retrieval", ret), ("ranker", np.log(np.maximum(pred, 1e-30)))]
+    orders = [("retrieval", ret), ("ranker", np.asarray(logit, np.float64))]
     if weight:
         orders.append((f"blend (w = {weight:g})", blend_key(orders[1][1], ret, weight)))
     for name, s in orders:
@@ -99,7 +99,7 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     from ytspark.models.blend import retrieval_weight
     from ytspark.models.export import read_model_dir
     from ytspark.train.data import read_split
-    from ytspark.train.ranker_task import load_ranker, load_split, predict_watch_time
+    from ytspark.train.ranker_task import load_ranker, load_split, predict_logit
     from ytspark.vocab import Vocab
 
     prepared, models = f"{root}/prepared", f"{root}/models"
@@ -144,7 +144,7 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
             res[f"impressions_{split}"] = {"rows": 0}  # e.g. synthetic: slates come before the watch they lead to
             continue
         cols = load_split(prepared, split, rows)
-        res[f"impressions_{split}"] = ordering_metrics(cols, predict_watch_time(ranker, cols), weight)
+        res[f"impressions_{split}"] = ordering_metrics(cols, predict_logit(ranker, cols), weight)
     return res
 
 

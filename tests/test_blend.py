@@ -30,7 +30,24 @@ def test_slate_metrics_do_not_depend_on_row_order():
     perm = rng.permutation(400)
     a = slate_metrics(users, key, clicked, 5)
     b = slate_metrics(users[perm], key[perm], clicked[perm], 5)
-    assert a == b and a["n"] == clicked.sum()
+    assert a == pytest.approx(b, rel=1e-12) and a["n"] == clicked.sum()  # sums in another order: last bits
+
+
+def test_slate_metrics_match_a_brute_force_over_each_slate():
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 40, 2000).astype(str)
+    key = np.round(rng.normal(size=2000), 1)  # rounding makes ties common
+    clicked = (rng.random(2000) < 0.05).astype(int)
+    hits = ndcg = n = 0
+    for u in np.unique(users):
+        k_u, c_u = key[users == u], clicked[users == u] > 0
+        for s in k_u[c_u]:
+            r = int((k_u[~c_u] > s).sum() + (k_u[~c_u] == s).sum() // 2)
+            n += 1
+            hits += r < 10
+            ndcg += 1 / np.log2(r + 2) if r < 10 else 0.0
+    m = slate_metrics(users, key, clicked, 10)
+    assert m["n"] == n and m["hr@10"] == pytest.approx(hits / n) and m["ndcg@10"] == pytest.approx(ndcg / n)
 
 
 def _slates(rng, n_users=200, size=30, ranker_noise=1.0, retrieval_noise=1.0):

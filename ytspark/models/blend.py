@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from ytspark.models.rank_metrics import weighted_per_user_loss
 
@@ -57,31 +58,33 @@ def slate_metrics(user_ids, key: np.ndarray, clicked: np.ndarray, k: int = 10) -
     One slate per user (all of that user's rows). A clicked row's rank is the
     number of the user's unclicked rows with a key above it, plus half of those
     tied with it (rounded down): ties are neither a free win nor a loss. Users
-    without a clicked row are skipped; ``n`` counts clicked rows.
+    without a clicked row are skipped; ``n`` counts clicked rows. Vectorised:
+    (user, key rank) pairs are packed into one sorted int64 key per row.
     """
     users = np.asarray(user_ids, dtype=object)
     key = np.asarray(key, np.float64)
     clicked = np.asarray(clicked) > 0
     if not (len(users) == len(key) == len(clicked)):
         raise ValueError(f"slate_metrics: {len(users)} users, {len(key)} keys, {len(clicked)} labels")
-    _, g = np.unique(users, return_inverse=True)
-    order = np.lexsort((-key, g))  # by user, key descending
-    g, key, clicked = g[order], key[order], clicked[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    hits = ndcg = 0.0
-    n = 0
-    for a, b in zip(starts, np.r_[starts[1:], len(g)]):
-        kk, cc = key[a:b], clicked[a:b]
-        neg = np.sort(kk[~cc])
-        for s in kk[cc]:
-            above = len(neg) - np.searchsorted(neg, s, side="right")
-            tied = np.searchsorted(neg, s, side="right") - np.searchsorted(neg, s, side="left")
-            r = above + tied // 2
-            n += 1
-            if r < k:
-                hits += 1.0
-                ndcg += 1.0 / np.log2(r + 2.0)
-    return {f"hr@{k}": hits / max(n, 1), f"ndcg@{k}": ndcg / max(n, 1), "n": n}
+    code, _ = pd.factorize(users)
+    _, rank = np.unique(key, return_inverse=True)  # dense ranks: same order and ties as the keys
+    R = np.int64(rank.max() + 1) if len(rank) else np.int64(1)
+    packed = code.astype(np.int64) * R + rank.astype(np.int64)
+    neg = np.sort(packed[~clicked])
+    pos, cp = packed[clicked], code[clicked].astype(np.int64)
+    user_end = np.searchsorted(neg, (cp + 1) * R, side="left")
+    hi = np.searchsorted(neg, pos, side="right")
+    tied = hi - np.searchsorted(neg, pos, side="left")
+    r = (user_end - hi) + tied // 2
+    n = len(pos)
+    hit = r < k
+    ndcg = np.where(hit, 1.0 / np.log2(np.minimum(r, k) + 2.0), 0.0)
+    return {f"hr@{k}": float(hit.sum()) / max(n, 1), f"ndcg@{k}": float(ndcg.sum()) / max(n, 1), "n": int(n)}
+
+
+def paper_blend(rows: int = 0) -> dict:
+    """The blend of the paper's serving order (w = 0, nothing tried)."""
+    return {"retrieval_weight": 0.0, "criterion": None, "by_weight": {}, "rows": int(rows)}
 
 
 def choose_weight(mode: str, rows_mode: str, weights: Sequence[float], user_ids, ranker_logit: np.ndarray,
@@ -93,7 +96,7 @@ def choose_weight(mode: str, rows_mode: str, weights: Sequence[float], user_ids,
     check_blend(mode, weights)
     n = len(ranker_logit)
     if mode == "ranker" or n == 0 or rows_mode not in CRITERIA:
-        return {"retrieval_weight": 0.0, "criterion": None, "by_weight": {}, "rows": int(n)}
+        return paper_blend(n)
     criterion = CRITERIA[rows_mode]
     by_weight: dict[float, float] = {}
     for w in sorted({float(x) for x in weights}):

@@ -34,10 +34,10 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config, ScoreConfig
+from ytspark.models.blend import retrieval_weight
 from ytspark.models.export import load_candidate
 from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
 from ytspark.score import index as ix
-from ytspark.models.blend import retrieval_weight
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
 from ytspark.score.fallback import PopularLists, popular_lists
 from ytspark.score.features import as_of_ts, serving_rows

@@ -30,7 +30,7 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.config import Config
-from ytspark.models.blend import check_blend, choose_weight, slate_metrics
+from ytspark.models.blend import check_blend, choose_weight, paper_blend, slate_metrics
 from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.rank_metrics import auc, calibration, weighted_per_user_loss
 from ytspark.models.ranker import RankerConfig, RankerModel, weighted_logistic_loss
@@ -51,26 +51,32 @@ class WeightedLogistic(nn.Module):
 
 
 @torch.no_grad()
-def predict_watch_time(model: RankerModel, cols: dict) -> np.ndarray:
-    """exp(logit) for every row of ``cols`` (the serving score: expected watch time)."""
+def predict_logit(model: RankerModel, cols: dict) -> np.ndarray:
+    """The ranker's logit for every row of ``cols`` (log of the expected watch time)."""
     n = len(cols[S.RANK_VIDEO])
-    out = [model.expected_watch_time(rank_batch_from_numpy({k: v[lo:lo + EVAL_CHUNK] for k, v in cols.items()},
-                                                           serving=True)).numpy()
+    out = [model(rank_batch_from_numpy({k: v[lo:lo + EVAL_CHUNK] for k, v in cols.items()}, serving=True)).numpy()
            for lo in range(0, n, EVAL_CHUNK)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def evaluate_ranker(model: RankerModel, cols: dict) -> dict:
-    """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows."""
-    pred = predict_watch_time(model, cols)
+def predict_watch_time(model: RankerModel, cols: dict) -> np.ndarray:
+    """exp(logit) for every row of ``cols`` (the serving score: expected watch time)."""
+    return np.exp(predict_logit(model, cols))
+
+
+def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = None) -> dict:
+    """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows
+    (``logit``: the model's :func:`predict_logit` of ``cols`` when already computed)."""
+    logit = predict_logit(model, cols) if logit is None else logit
+    pred = np.exp(logit)
     clicked = np.asarray(cols[S.RANK_CLICKED])
     watch = np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64)
-    wpul = weighted_per_user_loss(cols[S.USER_ID], pred, clicked, watch)
-    logits = torch.from_numpy(np.log(np.maximum(pred, 1e-30)).astype(np.float32))
+    wpul = weighted_per_user_loss(cols[S.USER_ID], logit, clicked, watch)
+    logits = torch.from_numpy(np.asarray(logit, np.float32))
     loss = float(weighted_logistic_loss(logits, torch.from_numpy(clicked.astype(np.float32)),
                                         torch.from_numpy(np.asarray(cols[S.RANK_WEIGHT], np.float32))))
     cal = calibration(pred, watch)
-    return {"auc": auc(pred, clicked), "weighted_per_user_loss": wpul["weighted_per_user_loss"],
+    return {"auc": auc(logit, clicked), "weighted_per_user_loss": wpul["weighted_per_user_loss"],
             "one_minus_wpul": 1.0 - wpul["weighted_per_user_loss"], "loss": loss,
             "mean_pred_watch": float(pred.mean()), "mean_watch": float(watch.mean()),
             "calibration": [list(map(float, c)) for c in cal]}
@@ -140,31 +146,28 @@ class RankerTask:
         return rank_batch_from_numpy(cols)
 
     def evaluate(self, model: RankerModel, val_cols: dict) -> dict:
-        m = evaluate_ranker(model, val_cols)
+        logit = predict_logit(model, val_cols)
+        m = evaluate_ranker(model, val_cols, logit)
         m.pop("calibration")
         if self.rows_mode == "candidate_negatives":  # full slates: the next-watch metric of reranking
             m.update({f"slate_{k}": v for k, v in slate_metrics(
-                val_cols[S.USER_ID], np.log(np.maximum(predict_watch_time(model, val_cols), 1e-30)),
-                val_cols[S.RANK_CLICKED], 10).items() if k != "n"})
+                val_cols[S.USER_ID], logit, val_cols[S.RANK_CLICKED], 10).items() if k != "n"})
         return m
 
-    def blend(self, model: RankerModel, val_cols: dict | None = None) -> dict:
+    def blend(self, model: RankerModel) -> dict:
         """The serving blend of ``model`` (:func:`ytspark.models.blend.choose_weight` on the validation rows)."""
         r = self.cfg.ranker
-        check_blend(r.blend, r.blend_weights)
         if r.blend == "ranker" or not self.rank_rows or not int(self.counts.get("val", 0)):
-            return choose_weight("ranker", self.rows_mode, r.blend_weights, [], np.zeros(0), np.zeros(0),
-                                 np.zeros(0), np.zeros(0))
-        cols = val_cols if val_cols is not None else read_split(self.val_path(), FIELDS)
-        logit = np.log(np.maximum(predict_watch_time(model, cols), 1e-30))
-        return choose_weight(r.blend, self.rows_mode, r.blend_weights, cols[S.USER_ID], logit,
+            return paper_blend()
+        cols = read_split(self.val_path(), FIELDS)
+        return choose_weight(r.blend, self.rows_mode, r.blend_weights, cols[S.USER_ID], predict_logit(model, cols),
                              np.asarray(cols["retrieval_score"], np.float64), cols[S.RANK_CLICKED],
                              cols[S.RANK_WATCH_SECONDS])
 
     def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
         files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
         files["quantiles.json"] = self.quantiles
-        meta = {"blend": self.blend(model),"model_config": self.config.to_dict(),
+        meta = {"blend": self.blend(model), "model_config": self.config.to_dict(),
                 "train_config": {"ranker": asdict(self.cfg.ranker), "train": asdict(self.cfg.train)},
                 "prepared": self.prepared, "vocab_sizes": self.manifest["vocab_sizes"], "monitor": self.monitor,
                 "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end"),
