@@ -116,8 +116,9 @@ def write_known_answer_prepared(root: Path, *, n_videos: int = 40, n_train_users
     return str(root)
 
 
-def write_random_candidate_model(root: Path, prepared: str, seed: int) -> str:
-    """A seeded random CandidateModel published as a real model directory (with the prepared vocab)."""
+def write_random_candidate_model(root: Path, prepared: str, seed: int, covisit=None) -> str:
+    """A seeded random CandidateModel published as a real model directory (with the prepared vocab);
+    ``covisit``: a :class:`~ytspark.models.covisit.CoVisitation` (weight > 0) to fuse with it."""
     import torch
 
     from ytspark import schema as S
@@ -135,10 +136,12 @@ def write_random_candidate_model(root: Path, prepared: str, seed: int) -> str:
     model = CandidateModel(cfg, quant)
     with torch.no_grad():
         model.out_bias.normal_(0.0, 0.5)  # a real bias, so the folded column matters
-    out = write_model_dir(root, "candidate", state_dict=model.state_dict(),
-                          meta={"model_config": cfg.to_dict(), "vocab_sizes": size},
-                          arrays={"video_embeddings": model.video_embeddings().numpy(),
-                                  "video_bias": model.video_biases().numpy()},
+    meta = {"model_config": cfg.to_dict(), "vocab_sizes": size}
+    arrays = {"video_embeddings": model.video_embeddings().numpy(), "video_bias": model.video_biases().numpy()}
+    if covisit is not None:
+        meta["covisit"] = covisit.meta()
+        arrays.update(covisit.arrays())
+    out = write_model_dir(root, "candidate", state_dict=model.state_dict(), meta=meta, arrays=arrays,
                           json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
-                          version=f"cand-{seed}")
+                          version=f"cand-{seed}" + ("-covisit" if covisit is not None else ""))
     return str(out)

@@ -362,6 +362,48 @@ def test_candidate_lists_equal_brute_force_logits(spark, world, scored):
     assert checked == 6
 
 
+def test_fused_covisitation_lists_equal_brute_force_fused_scores(spark, world):
+    from ytspark.models.covisit import build_covisitation
+    from ytspark.models.export import load_candidate
+    from ytspark.score import run_score
+    from ytspark.score.features import as_of_ts
+    from ytspark.score.scorer import user_vectors
+    from ytspark.train.data import read_split
+
+    tr = read_split(f"{world['prepared']}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
+    model, _ = load_candidate(world["model"])
+    cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], model.config.n_videos, window=4, top_m=6,
+                            recent_k=3, decay=0.7).with_weight(5.0)
+    assert len(cv.indices) > 0
+    mdir = write_random_candidate_model(world["tmp"] / "models_cv", world["prepared"], 1, covisit=cv)
+    out = str(world["tmp"] / "out_cv")
+    m = run_score(spark, world["cfg"], world["prepared"], mdir, RUN_DATE, out)
+    assert m["covisit_weight"] == 5.0
+    df = _read(spark, f"{out}/recommendations/run_date={RUN_DATE}").set_index(S.USER_ID)
+    rows = _serving(spark, world, as_of_ts(RUN_DATE))
+    vocab = world["vocab"]["video"]
+    moved = 0
+    for uid, r in rows.items():
+        if not (np.asarray(r[S.CAND_WATCH_HIST]) >= 2).any():
+            continue
+        cols = {c: np.asarray([r[c]]) for c in FEATURES}
+        with torch.no_grad():
+            u = torch.from_numpy(user_vectors(model, cols))[:, :-1]
+            logits = model.logits_full(u)[0].double().numpy()
+        term = cv.dense(cols[S.CAND_WATCH_HIST])[0]
+        fused = logits + term
+        fused[list(r["seen"])] = -np.inf
+        want = np.argsort(-fused, kind="stable")[:N]
+        want = want[np.isfinite(fused[want])]
+        got = df.loc[[uid]]
+        np.testing.assert_allclose(got["retrieval_score"].to_numpy(), fused[want], rtol=1e-4, atol=1e-4)
+        assert set(got[S.VIDEO_ID]) == {vocab.value(int(x)) for x in want} or \
+            np.allclose(np.sort(fused[want]), np.sort(fused[[vocab.index(v) for v in got[S.VIDEO_ID]]]))
+        logits[list(r["seen"])] = -np.inf
+        moved += set(np.argsort(-logits, kind="stable")[:N]) != set(want)
+    assert moved >= 5, moved  # the fused term changes lists: the comparison is not the network's alone
+
+
 def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, world, scored):
     from ytspark.score import run_score
 

@@ -93,6 +93,36 @@ def test_export_is_a_complete_versioned_directory(trained, prepared):
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
 
 
+def test_export_fuses_the_covisitation_of_the_training_rows_with_a_validation_weight(trained, prepared):
+    from ytspark.models.covisit import build_covisitation, choose_weight, load_covisitation
+    from ytspark.models.features import batch_from_numpy
+
+    result, _ = trained
+    model, md = load_candidate(result["model_dir"])
+    entry = md.meta["covisit"]
+    c = small_cfg().candidate
+    assert (entry["window"], entry["top_m"], entry["recent_k"]) == (c.covisit_window, c.covisit_top_m,
+                                                                   c.covisit_recent_k)
+    tr = read_split(f"{prepared}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
+    cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], model.config.n_videos, c.covisit_window,
+                            c.covisit_top_m, c.covisit_recent_k, c.covisit_decay)
+    val = load_split(prepared, "val")
+    with torch.no_grad():
+        w, table = choose_weight(cv, lambda a, b: model.logits_full(model.user_vector(batch_from_numpy(
+            {k: v[a:b] for k, v in val.items()}))).numpy(), val[S.CAND_WATCH_HIST], val[S.CAND_LABEL],
+            c.covisit_weights, c.eval_k)
+    assert entry["weight"] == w and entry["val_hr@10"] == {str(k): round(v, 5) for k, v in table.items()}
+    # the label is a fixed function of the last watch: the table alone knows it
+    assert table[max(table)] >= 0.95, table
+    fused = load_covisitation(md)
+    if w > 0:
+        assert fused.weight == w
+        for name, arr in cv.arrays().items():
+            np.testing.assert_array_equal(fused.arrays()[name], arr)
+    else:
+        assert fused is None and "covisit_indptr" not in md.meta["arrays"]
+
+
 def test_model_dir_from_another_format_version_is_refused(trained, tmp_path):
     import shutil
 

@@ -232,6 +232,13 @@ def _history(models: str, kind: str) -> list[dict]:
     return read_model_dir(models, kind).json("metrics.json")["history"]
 
 
+def _covisit_weight(models: str) -> float:
+    """The co-visitation weight the candidate model under ``models`` serves with (0: the network alone)."""
+    from ytspark.models.export import read_model_dir
+
+    return float((read_model_dir(models, "candidate").meta.get("covisit") or {}).get("weight", 0.0))
+
+
 def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
     from ytspark.evaluate.job import add_system, run_baselines, write_evaluation
     from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
@@ -250,6 +257,12 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
         add_system(ev, "ytspark candidate", {s: candidate_topk(models, prepared, ev.sets[s], k) for s in ev.sets},
                    cfg.evaluate)
         ev.timings["ytspark candidate"] = round(time.time() - t, 1)
+        if _covisit_weight(models) > 0:  # the fused source's share, measured in the same run
+            t = time.time()
+            add_system(ev, "ytspark candidate network alone",
+                       {s: candidate_topk(models, prepared, ev.sets[s], k, covisit=False) for s in ev.sets},
+                       cfg.evaluate)
+            ev.timings["ytspark candidate network alone"] = round(time.time() - t, 1)
         for name, other in _compare(getattr(args, "compare", [])):
             t = time.time()
             add_system(ev, f"ytspark candidate ({name})",

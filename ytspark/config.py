@@ -126,6 +126,13 @@ class CandidateTrainConfig:
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
     eval_k: int = 10  # early stopping on validation HR@eval_k
+    # The co-visitation source fused with the network (ytspark/models/covisit.py; beyond the paper, after
+    # YouTube's 2010 "related videos"): retrieval score = u·v + b + w * log(1 + co-visitation of the last watches).
+    covisit_weights: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # w chosen on validation among 0 and these
+    covisit_window: int = 10  # a training label counts with the watches up to this many before it (weight 1/(p+1))
+    covisit_top_m: int = 200  # neighbours kept per video
+    covisit_recent_k: int = 5  # the user's last watches read at serving ...
+    covisit_decay: float = 0.7  # ... weighted decay^p
 
 
 @dataclass(frozen=True)

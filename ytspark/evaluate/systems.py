@@ -11,7 +11,8 @@ the target, video age at the target time.
 ``candidate_topk(model_dir, prepared_dir, evalset, k)`` computes user vectors
 from the split's candidate rows (the same inputs the model trained on, example
 age 0 as at serving), scores the whole catalogue with the exported
-``u · v + b``, excludes the user's seen videos and keeps the K best: lists in
+``u · v + b`` plus the model's fused co-visitation term
+(:mod:`ytspark.models.covisit`; ``covisit=False`` leaves it out), excludes the user's seen videos and keeps the K best: lists in
 ``evalset.user_ids`` order for :func:`ytspark.evaluate.job.add_system`.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ytspark import schema as S
 from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
 from ytspark.models.blend import retrieval_weight
-from ytspark.models.export import load_candidate
+from ytspark.models.covisit import CoVisitation, load_covisitation
+from ytspark.models.export import load_candidate, read_model_dir
 from ytspark.models.features import batch_from_numpy
 from ytspark.train.candidate_task import load_split
 
@@ -44,11 +46,23 @@ def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet, 
     return (model, u, cols) if with_rows else (model, u)
 
 
+def retrieval_scores(model, u: torch.Tensor, cols: dict, covisit: CoVisitation | None):
+    """``score_block(a, b)`` of the candidate stage as served: u·v+b, plus the co-visitation term when fused."""
+    hist = np.asarray(cols[S.CAND_WATCH_HIST], np.int64)
+
+    def block(a: int, b: int) -> np.ndarray:
+        logits = model.logits_full(u[a:b]).numpy()
+        return logits if covisit is None else logits + covisit.dense(hist[a:b])
+    return block
+
+
 @torch.no_grad()
-def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int) -> np.ndarray:
-    """int64 [B, k] top-K of the candidate model over the whole catalogue, seen videos excluded."""
-    model, u = candidate_user_vectors(model_dir, prepared_dir, evalset)
-    return topk_excluding(lambda a, b: model.logits_full(u[a:b]).numpy(), evalset, k)
+def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int, covisit: bool = True) -> np.ndarray:
+    """int64 [B, k] top-K of the candidate model over the whole catalogue, seen videos excluded
+    (with its fused co-visitation source, as served; ``covisit=False``: the network alone)."""
+    model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
+    cv = load_covisitation(read_model_dir(model_dir, "candidate")) if covisit else None
+    return topk_excluding(retrieval_scores(model, u, cols, cv), evalset, k)
 
 
 def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray) -> dict:
@@ -89,7 +103,6 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
     in the serving order (the ranker's blend; ``blend=False``: by expected watch time alone, the paper's)."""
     from ytspark.score.job import _video_meta, _vocabs
-    from ytspark.models.export import read_model_dir
     from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
     from ytspark.train.data import read_split
@@ -97,10 +110,11 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
 
     model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
     K = max(k, retrieve_k)
-    cand = topk_excluding(lambda a, b: model.logits_full(u[a:b]).numpy(), evalset, K)
+    block = retrieval_scores(model, u, cols, load_covisitation(read_model_dir(model_dir, "candidate")))
+    cand = topk_excluding(block, evalset, K)
     logits = np.zeros(cand.shape, np.float32)
     for a in range(0, len(evalset), 1024):
-        logits[a:a + 1024] = np.take_along_axis(model.logits_full(u[a:a + 1024]).numpy(), cand[a:a + 1024], 1)
+        logits[a:a + 1024] = np.take_along_axis(block(a, min(a + 1024, len(evalset))), cand[a:a + 1024], 1)
     ranker, rmd = load_ranker(ranker_dir)
     vocabs = _vocabs(spark, prepared_dir, read_model_dir(model_dir, "candidate"), rmd)
     ts = read_split(f"{prepared_dir.rstrip('/')}/candidates/{evalset.split}", [S.USER_ID, S.CAND_LABEL_TS])

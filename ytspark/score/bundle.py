@@ -3,8 +3,8 @@
 The driver reads the model directories (local or mounted filesystem) and packs
 what a worker needs into a :class:`Bundle` of bytes, arrays and JSON-like dicts:
 the candidate tower's state dict (``torch.save`` bytes), the serialised FAISS
-index of the folded video table, and the ranker's state dict when there is
-one. The job broadcasts the bundle, so executors never read the model paths
+index of the folded video table, the co-visitation arrays when the candidate
+model fuses them, and the ranker's state dict when there is one. The job broadcasts the bundle, so executors never read the model paths
 and a cluster works the same as ``local[*]``.
 
 On a worker, :func:`worker_models` rebuilds the models and the index the first
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ytspark.models.candidate import CandidateConfig, CandidateModel
+from ytspark.models.covisit import CoVisitation
 from ytspark.models.export import ModelDir, read_model_dir
 from ytspark.score import index as ix
 from ytspark.vocab import Vocab
@@ -45,15 +46,20 @@ class Bundle:
     ranker_quantiles: dict | None = None
     ranker_weights: bytes | None = None
     ranker_version: str | None = None
+    covisit_arrays: dict | None = None  # the fused co-visitation source (ytspark.models.covisit), or None
+    covisit_meta: dict | None = None
 
 
 @dataclass
 class WorkerModels:
-    """What :func:`worker_models` builds: the tower in eval mode, the index, the ranker (or None)."""
+    """What :func:`worker_models` builds: the tower in eval mode, the index, the ranker (or None), and for a
+    model with a fused co-visitation source that table and the folded video table (logits of its neighbours)."""
 
     candidate: CandidateModel
     index: faiss.Index
     ranker: torch.nn.Module | None = None
+    covisit: CoVisitation | None = None
+    table: np.ndarray | None = None
 
 
 def model_vocabs(md: ModelDir) -> dict[str, Vocab]:
@@ -115,12 +121,16 @@ def worker_models(key: str, get_bundle: Callable[[], Bundle], threads: int = 1,
     torch.set_num_threads(max(1, threads))
     faiss.omp_set_num_threads(max(1, threads))
     b = get_bundle()
+    cv = CoVisitation.from_arrays(b.covisit_arrays, b.covisit_meta) if b.covisit_arrays is not None else None
     models = WorkerModels(
         candidate=build_candidate(b.candidate_config, b.candidate_quantiles, b.candidate_weights),
         index=ix.deserialize(b.index),
         ranker=None if b.ranker_weights is None else build_ranker(b.ranker_config, b.ranker_quantiles,
                                                                   b.ranker_weights),
+        covisit=cv,
     )
+    if cv is not None:
+        models.table = folded_table(models.candidate)
     while len(_CACHE) >= _MAX_CACHED:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = models

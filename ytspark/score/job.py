@@ -35,6 +35,7 @@ from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config, ScoreConfig
 from ytspark.models.blend import retrieval_weight
+from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
 from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
 from ytspark.score import index as ix
@@ -160,6 +161,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     pm = load_manifest(spark, prepared_dir)
     H = int(pm["config"]["prepare"]["history_length"])
     model, md = load_candidate(model_dir)
+    covisit = load_covisitation(md)
     ranker_md, ranker_cfg, ranker_q = read_ranker(ranker_dir) if ranker_dir else (None, None, None)
     vocabs = _vocabs(spark, prepared_dir, md, ranker_md)
     V = len(vocabs["video"])
@@ -216,7 +218,9 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                     candidate_weights=state_bytes(md), index=ix.serialize(index), index_kind=sc.index,
                     ranker_config=ranker_cfg, ranker_quantiles=ranker_q,
                     ranker_weights=state_bytes(ranker_md) if ranker_md else None,
-                    ranker_version=ranker_md.version if ranker_md else None)
+                    ranker_version=ranker_md.version if ranker_md else None,
+                    covisit_arrays=covisit.arrays() if covisit is not None else None,
+                    covisit_meta=covisit.meta() if covisit is not None else None)
     ssc = spark.sparkContext
     bundle_bc, run_bc = ssc.broadcast(bundle), ssc.broadcast(run)
     builds = ssc.accumulator(0)
@@ -245,7 +249,8 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                 "ranker_dir": str(ranker_md.path) if ranker_md else None,
                 "path": final, "users": n_users, "cold_users": n_cold, **summary,
                 "users_per_s": round(n_users / max(timings["total_s"], 1e-9), 1),
-                "k": sc.k, "n": sc.n, "index": index_info, "model_builds": int(builds.value),
+                "k": sc.k, "n": sc.n, "index": index_info,
+                "covisit_weight": covisit.weight if covisit is not None else 0.0, "model_builds": int(builds.value),
                 "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
             }
             if summary["users_with_list"] != n_users:

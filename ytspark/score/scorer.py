@@ -3,7 +3,9 @@
 For each slice of ``batch_size`` users of a partition: users with a usable
 history (a watched video or a search token in the vocabulary) get user vectors
 from the candidate tower (example age 0), FAISS retrieves their top-K by exact
-logit (folded bias) leaving out already-watched videos, the optional
+logit (folded bias) leaving out already-watched videos (merged with the
+co-visitation neighbours of their last watches when the model fuses that
+source, :mod:`ytspark.models.covisit`), the optional
 :class:`~ytspark.score.rank.Reranker` scores the K candidates, and the top N
 are kept (``source="candidate"``); the others get a
 :class:`~ytspark.score.fallback.PopularLists` list.
@@ -25,6 +27,7 @@ from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.models.candidate import CandidateModel
+from ytspark.models.covisit import CoVisitation, merge_topk
 from ytspark.models.features import batch_from_numpy
 from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
@@ -132,15 +135,23 @@ def usable_history(cols: dict) -> np.ndarray:
 
 
 def score_users(cols: dict, model: CandidateModel, index, run: RunData,
-                ranker: Reranker | None = None) -> pa.RecordBatch:
-    """Top-N rows (SCORED_SCHEMA) of the users in ``cols`` (from :func:`arrow_columns`)."""
+                ranker: Reranker | None = None, covisit: CoVisitation | None = None,
+                table: np.ndarray | None = None) -> pa.RecordBatch:
+    """Top-N rows (SCORED_SCHEMA) of the users in ``cols`` (from :func:`arrow_columns`).
+
+    With ``covisit`` (and the folded video ``table``) the retrieval is the fused score's exact top K
+    (:func:`ytspark.models.covisit.merge_topk`).
+    """
     users = cols[S.USER_ID]
     usable = usable_history(cols)
     out_user, out_rank, out_vid, out_score, out_ret, out_src = [], [], [], [], [], []
     rows = np.flatnonzero(usable)
     if len(rows):
         q = user_vectors(model, _take(cols, rows))
-        ret, cand = ix.search(index, q, run.k, _csr_rows(cols[SEEN], rows))
+        seen = _csr_rows(cols[SEEN], rows)
+        ret, cand = ix.search(index, q, run.k, seen)
+        if covisit is not None:
+            ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit)
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
@@ -203,7 +214,8 @@ def partition_fn(model_key: str, bundle_bc, run_bc, on_build: Callable[[], None]
         for rb in batches:
             for a in range(0, rb.num_rows, data.batch_size):
                 part = rb.slice(a, data.batch_size)
-                yield score_users(arrow_columns(part, data.affinity), models.candidate, models.index, data, ranker)
+                yield score_users(arrow_columns(part, data.affinity), models.candidate, models.index, data, ranker,
+                                  models.covisit, models.table)
         ctx = TaskContext.get()
         if fail_partition is not None and ctx is not None and ctx.partitionId() == fail_partition:
             raise InjectedFailure(f"injected failure after partition {fail_partition} was scored")

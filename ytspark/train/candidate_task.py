@@ -6,7 +6,8 @@ logQ-corrected, accidental hits removed; the exact softmax when the
 vocabulary is smaller than ``num_sampled``); validates with the full softmax
 (HR@K, NDCG@K, MRR over the whole catalogue, the history's videos excluded)
 and exports the user tower, the video table and bias, vocabularies and
-quantiles.
+quantiles, and the co-visitation table of the training rows with its fusion
+weight chosen on the validation rows (:mod:`ytspark.models.covisit`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 from ytspark import schema as S
 from ytspark.config import Config
 from ytspark.models.candidate import CandidateConfig, CandidateModel
+from ytspark.models.covisit import CoVisitation, build_covisitation, check_params, choose_weight
 from ytspark.models.features import HIST_COLUMNS, batch_from_numpy
 from ytspark.models.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from ytspark.models.metrics import hit_rate_ndcg
@@ -116,6 +118,8 @@ class CandidateTask:
         self.vocab_sizes = dict(self.manifest["vocab_sizes"])
         self.config = model_config(cfg, self.vocab_sizes)
         self.monitor = f"hr@{cfg.candidate.eval_k}"
+        c = cfg.candidate
+        check_params(c.covisit_window, c.covisit_top_m, c.covisit_recent_k, c.covisit_decay, c.covisit_weights)
         self._label_counts: np.ndarray | None = None
 
     def train_path(self) -> str:
@@ -164,15 +168,46 @@ class CandidateTask:
         k = self.cfg.candidate.eval_k
         return evaluate_candidates(model, val_cols, ks=tuple(sorted({k, 10, 50})))
 
+    def covisitation(self, model: CandidateModel) -> tuple[CoVisitation | None, dict]:
+        """(the co-visitation table of the training rows with its weight chosen on the validation rows,
+        its MODEL.json entry); (None, {"weight": 0.0}) when ``candidate.covisit_weights`` is empty or all 0."""
+        c = self.cfg.candidate
+        if not any(w > 0 for w in c.covisit_weights):
+            return None, {"weight": 0.0}
+        tr = read_split(self.train_path(), [S.CAND_WATCH_HIST, S.CAND_LABEL])
+        cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], self.config.n_videos, c.covisit_window,
+                                c.covisit_top_m, c.covisit_recent_k, c.covisit_decay)
+        del tr
+        weight, table = 0.0, {}
+        if int(self.manifest["candidates"].get("val", 0)):
+            val = read_split(self.val_path(), self.fields)
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                def logits(a: int, b: int) -> np.ndarray:
+                    batch = batch_from_numpy({k: v[a:b] for k, v in val.items()})
+                    return model.logits_full(model.user_vector(batch)).numpy()
+
+                weight, table = choose_weight(cv, logits, val[S.CAND_WATCH_HIST], val[S.CAND_LABEL],
+                                              c.covisit_weights, c.eval_k, EVAL_CHUNK)
+            model.train(was)
+        cv = cv.with_weight(weight)
+        entry = {**cv.meta(), "window": c.covisit_window, "top_m": c.covisit_top_m,
+                 f"val_hr@{c.eval_k}": {str(w): round(v, 5) for w, v in table.items()}}
+        return (cv if weight > 0 else None), entry
+
     def export(self, model: CandidateModel) -> tuple[dict, dict, dict]:
         arrays = {"video_embeddings": model.video_embeddings().numpy(),
                   "video_bias": model.video_biases().numpy()}
+        cv, cv_entry = self.covisitation(model)
+        if cv is not None:
+            arrays.update(cv.arrays())
         vocab = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
         files = {**vocab, "quantiles.json": self.quantiles}
         meta = {"model_config": self.config.to_dict(),
                 "train_config": {"candidate": asdict(self.cfg.candidate), "train": asdict(self.cfg.train)},
             "prepared": self.prepared, "vocab_sizes": self.vocab_sizes, "monitor": self.monitor,
-            "window_end": self.manifest.get("window_end")}
+            "window_end": self.manifest.get("window_end"), "covisit": cv_entry}
         return arrays, files, meta
 
 

@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
+from ytspark.models.covisit import CoVisitation, load_covisitation
 from ytspark.prepare.batch_asof import candidate_inputs_at
 from ytspark.prepare.batch_candidates import TOKENS
 from ytspark.prepare.batch_negatives import candidate_negative_rows
@@ -45,7 +46,8 @@ from ytspark.prepare.ranking import RankingParams
 
 log = logging.getLogger(__name__)
 
-ROWS_VERSION = 3  # 2: candidate negatives only where the label was retrieved; 3: full held-out slates
+ROWS_VERSION = 4  # 2: candidate negatives only where the label was retrieved; 3: full held-out slates;
+#                  4: retrieval by the fused co-visitation score
 INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
          S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)
 SCORE_CHUNK = 4096
@@ -53,12 +55,14 @@ _SCORERS: dict[str, "CandidateScorer"] = {}
 
 
 class CandidateScorer:
-    """The candidate model's logits u·v+b for candidate input columns (serving semantics: example age 0)."""
+    """The candidate model's retrieval scores for candidate input columns (serving semantics: example age 0):
+    u·v+b, plus the fused co-visitation term when the model has one (:mod:`ytspark.models.covisit`)."""
 
-    def __init__(self, model):
+    def __init__(self, model, covisit: CoVisitation | None = None):
         self.model = model.eval()
         self.V = model.video_embeddings().numpy()
         self.b = model.video_biases().numpy()
+        self.covisit = covisit
 
     @torch.no_grad()
     def user_vectors(self, cols: dict) -> np.ndarray:
@@ -72,24 +76,33 @@ class CandidateScorer:
         return np.concatenate(parts) if parts else np.zeros((0, self.V.shape[1]), np.float32)
 
     def logits(self, cols: dict) -> np.ndarray:
-        """[n, V] logits over the whole catalogue (ids 0 and 1 included; callers exclude them)."""
-        return self.user_vectors(cols) @ self.V.T + self.b
+        """[n, V] scores over the whole catalogue (ids 0 and 1 included; callers exclude them)."""
+        out = self.user_vectors(cols) @ self.V.T + self.b
+        if self.covisit is not None:
+            out += self.covisit.dense(cols[S.CAND_WATCH_HIST])
+        return out
 
     def pair_logits(self, cols: dict, video: np.ndarray) -> np.ndarray:
         """[n] logit of video[i] for row i."""
         u = self.user_vectors(cols)
         v = np.asarray(video, np.int64)
-        return ((u * self.V[v]).sum(axis=1) + self.b[v]).astype(np.float32)
+        out = ((u * self.V[v]).sum(axis=1) + self.b[v]).astype(np.float32)
+        if self.covisit is not None:
+            out += self.covisit.pairs(cols[S.CAND_WATCH_HIST], v)
+        return out
 
 
 def _scorer(key: str, get: Callable[[], tuple]) -> CandidateScorer:
-    """This process's scorer for model ``key``, built once from (config, quantiles, weights) bytes."""
+    """This process's scorer for model ``key``, built once from (config, quantiles, weights bytes,
+    co-visitation arrays or None, its MODEL.json entry)."""
     if key not in _SCORERS:
         from ytspark.score.bundle import build_candidate
 
         torch.set_num_threads(1)
         _SCORERS.clear()
-        _SCORERS[key] = CandidateScorer(build_candidate(*get()))
+        config, quantiles, weights, cv_arrays, cv_meta = get()
+        cv = CoVisitation.from_arrays(cv_arrays, cv_meta) if cv_arrays is not None else None
+        _SCORERS[key] = CandidateScorer(build_candidate(config, quantiles, weights), cv)
     return _SCORERS[key]
 
 
@@ -165,7 +178,9 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
     ev = enrich_events(events, users, videos, vocabs, float(p["completed_fraction"]),
                        time.gmtime(window_end).tm_year, m["tables"]["users"]["accepted"],
                        m["tables"]["videos"]["accepted"]).select(*INPUT)
-    parts = (dict(md.meta["model_config"]), md.json("quantiles.json"), state_bytes(md))
+    cv = load_covisitation(md)
+    parts = (dict(md.meta["model_config"]), md.json("quantiles.json"), state_bytes(md),
+             cv.arrays() if cv is not None else None, cv.meta() if cv is not None else None)
     bc = spark.sparkContext.broadcast(parts)
     mkey = f"{md.path}:{md.version}"
     if impressions:

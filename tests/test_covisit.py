@@ -1,0 +1,155 @@
+"""The co-visitation source (ytspark.models.covisit): the table, the user scores, the exact fused top K, the weight."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ytspark.models.covisit import CoVisitation, build_covisitation, check_params, choose_weight, merge_topk
+from ytspark.score import index as ix
+
+
+def _brute_table(hist, labels, V, window):
+    C = np.zeros((V, V))
+    for h, y in zip(hist, labels):
+        for p in range(min(window, len(h))):
+            if h[p] >= 2 and h[p] != y:
+                C[h[p], y] += 1.0 / (p + 1)
+    return C
+
+
+def _dense_table(cv: CoVisitation) -> np.ndarray:
+    C = np.zeros((cv.n_videos, cv.n_videos))
+    for i in range(cv.n_videos):
+        sl = slice(cv.indptr[i], cv.indptr[i + 1])
+        C[i, cv.indices[sl]] = cv.values[sl]
+    return C
+
+
+def _brute_scores(C, hist, recent_k, decay, weight):
+    out = np.zeros((len(hist), C.shape[0]))
+    for b, h in enumerate(hist):
+        for p in range(recent_k):
+            if h[p] >= 2:
+                out[b] += decay ** p * C[h[p]]
+    return weight * np.log1p(out)
+
+
+def test_hand_built_log_gives_the_known_table():
+    # videos 2..5; rows: history most recent first (0 = pad), label
+    hist = np.array([[2, 3, 0], [2, 4, 3], [3, 2, 0], [5, 5, 5]])
+    labels = np.array([4, 5, 4, 5])
+    cv = build_covisitation(hist, labels, 6, window=2, top_m=10)
+    C = _dense_table(cv)
+    want = np.zeros((6, 6))
+    want[2, 4] = 1.0 + 0.5  # row 0 (p=0) and row 2 (p=1)
+    want[3, 4] = 0.5 + 1.0  # row 0 (p=1) and row 2 (p=0)
+    want[2, 5] = 1.0        # row 1 p=0
+    want[4, 5] = 0.5        # row 1 p=1; p=2 (video 3) is outside the window
+    # row 3: 5 -> 5 is a self pair, left out
+    np.testing.assert_allclose(C, want)
+    assert cv.weight == 0.0 and cv.dense(hist).sum() == 0.0  # weight 0: no effect until one is chosen
+
+
+def test_table_keeps_the_top_m_neighbours_of_each_video():
+    rng = np.random.default_rng(0)
+    V = 30
+    hist, labels = rng.integers(0, V, (500, 8)), rng.integers(2, V, 500)
+    full = _brute_table(hist, labels, V, 4)
+    cv = build_covisitation(hist, labels, V, window=4, top_m=5)
+    for i in range(V):
+        row = full[i]
+        best = sorted(np.flatnonzero(row), key=lambda j: (-row[j], j))[:5]
+        got = cv.indices[cv.indptr[i]:cv.indptr[i + 1]]
+        assert list(got) == best, i  # largest first, ties by id
+        np.testing.assert_allclose(cv.values[cv.indptr[i]:cv.indptr[i + 1]], row[best], rtol=1e-6)
+
+
+def test_user_scores_dense_sparse_and_pairs_agree_with_brute_force():
+    rng = np.random.default_rng(1)
+    V = 40
+    cv = build_covisitation(rng.integers(0, V, (800, 10)), rng.integers(2, V, 800), V, window=6, top_m=8,
+                            recent_k=4, decay=0.6).with_weight(1.7)
+    q = rng.integers(0, V, (9, 10))
+    q[3] = 0  # a user with no history scores 0 everywhere
+    ref = _brute_scores(_dense_table(cv), q, 4, 0.6, 1.7)
+    np.testing.assert_allclose(cv.dense(q), ref, rtol=1e-5, atol=1e-6)
+    vid = rng.integers(2, V, 9)
+    np.testing.assert_allclose(cv.pairs(q, vid), ref[np.arange(9), vid], rtol=1e-5, atol=1e-6)
+    r, v, s = cv.sparse(q)
+    assert (np.diff(r * V + v) > 0).all() and 3 not in r
+    np.testing.assert_allclose(1.7 * s, ref[r, v], rtol=1e-5)
+
+
+def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue():
+    rng = np.random.default_rng(2)
+    V, D, B, K = 300, 9, 40, 15
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    table[:2] = 0
+    user = rng.normal(size=(B, D)).astype(np.float32)
+    hist = rng.integers(2, V, (B, 12))
+    cv = build_covisitation(rng.integers(2, V, (5000, 12)), rng.integers(2, V, 5000), V, window=5, top_m=30,
+                            recent_k=5, decay=0.7).with_weight(3.0)
+    seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
+    off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
+    seen = (off, np.concatenate(seen_lists).astype(np.int64))
+    index = ix.build_index(table, "flat")
+    ret, cand = ix.search(index, user, K, seen)
+    fs, fi = merge_topk(ret, cand, user, table, hist, seen, cv)
+    full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
+    full[:, :2] = -np.inf
+    changed = 0
+    for b in range(B):
+        full[b, seen_lists[b]] = -np.inf
+        want = np.argsort(-full[b], kind="stable")[:K]
+        np.testing.assert_allclose(fs[b], full[b, fi[b]], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.sort(fs[b])[::-1], full[b, want], rtol=1e-4, atol=1e-4)
+        assert not set(fi[b]) & set(seen_lists[b])
+        changed += set(fi[b]) != set(cand[b])
+    assert changed > B // 2  # the co-visitation term moves most lists: the check is not vacuous
+    # weight 0: the network's lists unchanged
+    s0, i0 = merge_topk(ret, cand, user, table, hist, seen, cv.with_weight(0.0))
+    np.testing.assert_array_equal(i0, cand)
+
+
+def test_fused_retrieval_pads_when_too_few_videos_remain():
+    V, K = 6, 5
+    table = np.eye(V, 3, dtype=np.float32)
+    table[:2] = 0
+    cv = build_covisitation(np.array([[2, 0], [3, 0]]), np.array([4, 5]), V, window=1).with_weight(1.0)
+    seen = (np.array([0, 2]), np.array([2, 3]))
+    ret, cand = ix.search(ix.build_index(table, "flat"), np.ones((1, 3), np.float32), K, seen)
+    s, i = merge_topk(ret, cand, np.ones((1, 3), np.float32), table, np.array([[2, 3]]), seen, cv)
+    assert sorted(i[0][i[0] >= 0]) == [4, 5] and (i[0][2:] == -1).all() and np.isneginf(s[0][2:]).all()
+
+
+def test_weight_is_chosen_on_held_out_rows_and_zero_when_the_table_does_not_help():
+    rng = np.random.default_rng(3)
+    V, n = 60, 400
+    nxt = rng.permutation(np.arange(2, V))  # the next watch is a fixed function of the last one
+
+    def rows(m):
+        h = rng.integers(2, V, (m, 6))
+        return h, nxt[h[:, 0] - 2]
+
+    th, ty = rows(3000)
+    vh, vy = rows(n)
+    noise = rng.normal(size=(n, V)).astype(np.float32)
+    good = build_covisitation(th, ty, V, window=1, top_m=5)
+    w, table = choose_weight(good, lambda a, b: noise[a:b], vh, vy, [0.5, 2.0], k=5, chunk=128)
+    assert w == 2.0 and table[w] > 0.85 and table[0.0] < 0.3, table  # misses: the label also in the history
+    # a table of shuffled labels cannot beat a network that already knows the answer
+    perfect = noise.copy()
+    perfect[np.arange(n), vy] += 5.0
+    bad = build_covisitation(th, rng.permutation(ty), V, window=1, top_m=5)
+    w, table = choose_weight(bad, lambda a, b: perfect[a:b], vh, vy, [0.5, 8.0], k=5)
+    assert w == 0.0 and table[0.0] >= table[0.5] and table[0.0] > table[8.0] + 0.2, table
+
+
+@pytest.mark.parametrize("kw, key", [({"window": 0}, "covisit_window"), ({"top_m": 0}, "covisit_top_m"),
+                                     ({"recent_k": 0}, "covisit_recent_k"), ({"decay": 0.0}, "covisit_decay"),
+                                     ({"decay": 1.5}, "covisit_decay"), ({"weights": [1.0, -2.0]}, "covisit_weights"),
+                                     ({"weights": [float("nan")]}, "covisit_weights")])
+def test_bad_settings_name_the_config_key(kw, key):
+    args = {"window": 10, "top_m": 200, "recent_k": 5, "decay": 0.7, "weights": [1.0], **kw}
+    with pytest.raises(ValueError, match=f"candidate.{key}"):
+        check_params(**args)

@@ -1,0 +1,236 @@
+"""Co-visitation, the second candidate source, fused with the network's logit.
+
+The paper's candidate generation (its Figure 2) blends the network's nearest
+neighbours with "other candidate sources", among them the co-visitation
+counts of YouTube's earlier recommender (Davidson et al., RecSys 2010:
+"related videos" are the videos watched right after a video). A low-rank
+two-tower model smooths such item-to-item transitions away; a count table
+keeps them. On ml-latest-small the table alone beats the network on every
+metric and the fused score beats both (BENCHMARKS.md, "Quality").
+
+From the candidate training rows (label j, history h most recent first):
+
+    C[i, j] = sum over training rows with label j and h[p] = i, p < window, of 1 / (p + 1)
+
+keeping the ``top_m`` largest entries of each row i (self pairs i = j are left out).
+A user's co-visitation score of video j, from their last ``recent_k`` watches h[0..]:
+
+    s(j) = log(1 + sum_p decay^p C[h[p], j])
+
+and the candidate model's retrieval score is ``u·v_j + b_j + weight * s(j)``;
+``weight`` is chosen at export on the validation rows by the network's own
+monitor (HR@eval_k, history excluded; ties go to the smaller weight, so 0,
+the network alone, wins unless the table helps).
+
+Retrieval stays exact: a video outside both the FAISS top-K by u·v+b and the
+user's co-visitation neighbours has s = 0 and a score below the K-th of the
+union, so the top K of the union by the fused score is the top K of the whole
+catalogue (:func:`merge_topk`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+N_SPECIAL = 2  # pad 0 and OOV 1 are never sources nor neighbours
+ARRAYS = ("covisit_indptr", "covisit_indices", "covisit_values")
+
+
+def check_params(window: int, top_m: int, recent_k: int, decay: float, weights: Sequence[float]) -> None:
+    """Raise ValueError naming the config key when a co-visitation setting is unusable."""
+    for key, v in (("candidate.covisit_window", window), ("candidate.covisit_top_m", top_m),
+                   ("candidate.covisit_recent_k", recent_k)):
+        if int(v) < 1:
+            raise ValueError(f"{key} must be >= 1, got {v}")
+    if not 0.0 < float(decay) <= 1.0:
+        raise ValueError(f"candidate.covisit_decay must be in (0, 1], got {decay}")
+    if any(not np.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"candidate.covisit_weights must be finite weights >= 0 (empty or [0] turns the "
+                         f"co-visitation source off), got {list(weights)}")
+
+
+@dataclass(frozen=True)
+class CoVisitation:
+    """The pruned co-visitation table (CSR over source video idx) and how a user's score is read from it."""
+
+    indptr: np.ndarray  # int64 [V + 1]
+    indices: np.ndarray  # int32 [nnz] neighbour video idx, largest value first within a row
+    values: np.ndarray  # float32 [nnz] C[i, j]
+    recent_k: int = 5
+    decay: float = 0.7
+    weight: float = 0.0
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.indptr) - 1
+
+    def with_weight(self, weight: float) -> "CoVisitation":
+        return replace(self, weight=float(weight))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(zip(ARRAYS, (self.indptr, self.indices, self.values)))
+
+    def meta(self) -> dict:
+        return {"recent_k": self.recent_k, "decay": self.decay, "weight": self.weight, "nnz": int(len(self.indices))}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "CoVisitation":
+        return cls(np.asarray(arrays[ARRAYS[0]], np.int64), np.asarray(arrays[ARRAYS[1]], np.int32),
+                   np.asarray(arrays[ARRAYS[2]], np.float32), int(meta["recent_k"]), float(meta["decay"]),
+                   float(meta["weight"]))
+
+    def sparse(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, video, s) over the nonzero scores of rows of ``hist`` [B, H], sorted by (row, video).
+
+        ``s`` is log(1 + sum_p decay^p C[h[p], video]), unweighted.
+        """
+        h = np.asarray(hist, np.int64)[:, :self.recent_k]
+        B, K = h.shape
+        ok = (h >= N_SPECIAL) & (h < self.n_videos)
+        src = np.where(ok, h, 0)
+        lens = np.where(ok, self.indptr[src + 1] - self.indptr[src], 0).reshape(-1)
+        total = int(lens.sum())
+        if total == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        starts = self.indptr[src].reshape(-1)
+        offs = np.cumsum(lens) - lens
+        pos = np.repeat(starts - offs, lens) + np.arange(total)
+        row = np.repeat(np.repeat(np.arange(B, dtype=np.int64), K), lens)
+        w = np.repeat(np.tile(self.decay ** np.arange(K), B), lens)
+        key = row * self.n_videos + self.indices[pos]
+        uniq, inv = np.unique(key, return_inverse=True)
+        tot = np.bincount(inv, weights=w * self.values[pos])
+        return uniq // self.n_videos, uniq % self.n_videos, np.log1p(tot).astype(np.float32)
+
+    def dense(self, hist: np.ndarray) -> np.ndarray:
+        """[B, V] float32 weight * s(video) of rows of ``hist`` (zeros where no co-visitation)."""
+        out = np.zeros((len(hist), self.n_videos), np.float32)
+        if self.weight > 0:
+            r, v, s = self.sparse(hist)
+            out[r, v] = self.weight * s
+        return out
+
+    def pairs(self, hist: np.ndarray, video: np.ndarray) -> np.ndarray:
+        """[B] float32 weight * s(video[b]) of row b."""
+        video = np.asarray(video, np.int64)
+        out = np.zeros(len(video), np.float32)
+        if self.weight > 0 and len(video):
+            r, v, s = self.sparse(hist)
+            key, want = r * self.n_videos + v, np.arange(len(video)) * self.n_videos + video
+            i = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
+            hit = (key[i] == want) if len(key) else np.zeros(len(video), bool)
+            out[hit] = self.weight * s[i[hit]]
+        return out
+
+
+def build_covisitation(hist: np.ndarray, labels: np.ndarray, n_videos: int, window: int = 10, top_m: int = 100,
+                       recent_k: int = 5, decay: float = 0.7) -> CoVisitation:
+    """The table of training rows (``hist`` [N, H] most recent first, pad 0; ``labels`` [N]), weight 0."""
+    hist, labels = np.asarray(hist, np.int64), np.asarray(labels, np.int64)
+    W = min(int(window), hist.shape[1]) if hist.ndim == 2 else 0
+    src = hist[:, :W]
+    dst = np.broadcast_to(labels[:, None], src.shape)
+    ok = (src >= N_SPECIAL) & (src < n_videos) & (dst >= N_SPECIAL) & (dst < n_videos) & (src != dst)
+    w = np.broadcast_to(1.0 / (np.arange(W) + 1.0), src.shape)[ok]
+    key = src[ok] * n_videos + dst[ok]
+    indptr = np.zeros(n_videos + 1, np.int64)
+    if len(key) == 0:
+        return CoVisitation(indptr, np.zeros(0, np.int32), np.zeros(0, np.float32), recent_k, decay)
+    uniq, inv = np.unique(key, return_inverse=True)
+    tot = np.bincount(inv, weights=w)
+    s, d = uniq // n_videos, uniq % n_videos
+    order = np.lexsort((d, -tot, s))  # per source: largest first, ties by video idx
+    s, d, tot = s[order], d[order], tot[order]
+    first = np.searchsorted(s, s, side="left")
+    keep = (np.arange(len(s)) - first) < int(top_m)
+    s, d, tot = s[keep], d[keep], tot[keep]
+    indptr[1:] = np.cumsum(np.bincount(s, minlength=n_videos))
+    return CoVisitation(indptr, d.astype(np.int32), tot.astype(np.float32), int(recent_k), float(decay))
+
+
+def choose_weight(cv: CoVisitation, logits_fn: Callable[[int, int], np.ndarray], hist: np.ndarray,
+                  labels: np.ndarray, weights: Sequence[float], k: int, chunk: int = 1024) -> tuple[float, dict]:
+    """(weight, {weight: HR@k}) on held-out rows: the network's ``logits_fn(a, b)`` [b - a, V] plus
+    weight * s, each row's ``hist`` videos excluded, ties to the smaller weight (0 is always a candidate)."""
+    ws = sorted({0.0, *(float(w) for w in weights)})
+    hits = dict.fromkeys(ws, 0.0)
+    n = len(labels)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        base = np.asarray(logits_fn(a, b), np.float32)
+        h = np.asarray(hist[a:b], np.int64)
+        y = np.asarray(labels[a:b], np.int64)
+        r, v, s = cv.sparse(h)
+        excl = np.zeros(base.shape, bool)
+        excl[np.repeat(np.arange(b - a), h.shape[1]), h.reshape(-1)] = True
+        excl[:, :N_SPECIAL] = True
+        for w in ws:
+            sc = base.copy()
+            if w > 0:
+                sc[r, v] += w * s
+            sc[excl] = -np.inf
+            target = sc[np.arange(b - a), y]
+            rank = (sc > target[:, None]).sum(axis=1)
+            hits[w] += float(((rank < k) & np.isfinite(target)).sum())
+    table = {w: hits[w] / max(n, 1) for w in ws}
+    best = max(ws, key=lambda w: (table[w], -w))
+    return best, table
+
+
+def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.ndarray, hist: np.ndarray,
+               seen: tuple[np.ndarray, np.ndarray], cv: CoVisitation) -> tuple[np.ndarray, np.ndarray]:
+    """The top K by the fused score from the network's top K (``ret``, ``cand`` [B, K]; ids -1 and -inf pad)
+    and each user's co-visitation neighbours (seen videos left out).
+
+    ``user`` [B, D+1] folded user vectors and ``table`` [V, D+1] the folded video table
+    (:func:`ytspark.score.bundle.folded_table`) give the network's logit of a neighbour the FAISS search did
+    not return. Returns (scores, ids) [B, K] best first, with the same padding.
+    """
+    B, K = cand.shape
+    if cv.weight <= 0 or B == 0 or K == 0:
+        return ret, cand
+    V = cv.n_videos
+    r, v, s = cv.sparse(hist)
+    off, vals = seen
+    seen_key = np.repeat(np.arange(B, dtype=np.int64), np.diff(off)) * V + np.asarray(vals, np.int64)
+    key = r * V + v
+    keep = ~np.isin(key, seen_key) & (v >= N_SPECIAL)
+    r, v, s, key = r[keep], v[keep], s[keep], key[keep]
+    # Network entries: add the co-visitation score where the neighbour list has the video.
+    fr = np.repeat(np.arange(B, dtype=np.int64), K)
+    fv = cand.reshape(-1)
+    fs = ret.reshape(-1).astype(np.float64)
+    valid = fv >= 0
+    fkey = fr * V + np.where(valid, fv, 0)
+    i = np.minimum(np.searchsorted(key, fkey), max(len(key) - 1, 0))
+    hit = valid & (key[i] == fkey) if len(key) else np.zeros(len(fkey), bool)
+    fs[hit] += cv.weight * s[i[hit]]
+    # Neighbours FAISS did not return: network logit from the folded vectors, plus their score.
+    extra = np.ones(len(key), bool)
+    extra[i[hit]] = False
+    er, ev, es = r[extra], v[extra], s[extra]
+    elog = np.einsum("nd,nd->n", user[er].astype(np.float64), table[ev].astype(np.float64)) + cv.weight * es
+    allr = np.concatenate([fr[valid], er])
+    allv = np.concatenate([fv[valid], ev])
+    alls = np.concatenate([fs[valid], elog])
+    order = np.lexsort((allv, -alls, allr))
+    allr, allv, alls = allr[order], allv[order], alls[order]
+    first = np.searchsorted(allr, allr, side="left")
+    slot = np.arange(len(allr)) - first
+    take = slot < K
+    out_s = np.full((B, K), -np.inf, np.float32)
+    out_i = np.full((B, K), -1, np.int64)
+    out_s[allr[take], slot[take]] = alls[take]
+    out_i[allr[take], slot[take]] = allv[take]
+    return out_s, out_i
+
+
+def load_covisitation(md) -> CoVisitation | None:
+    """The fused table of a candidate :class:`~ytspark.models.export.ModelDir`; None when its weight is 0
+    (or the model predates co-visitation): retrieval is then the network's logit alone."""
+    entry = md.meta.get("covisit") or {}
+    if float(entry.get("weight", 0.0)) <= 0:
+        return None
+    return CoVisitation.from_arrays({name: md.array(name) for name in ARRAYS}, entry)
