@@ -1,4 +1,5 @@
-"""Ablation of the candidate network in the style of the paper's Figure 6: inputs added one at a time, then depth.
+"""Ablation of the candidate network in the style of the paper's Figure 6: inputs added one at a time, then depth,
+then the co-visitation source fused with the linear network (ytspark.models.covisit).
 
     .venv/bin/python bench/ablation.py --prepared out/prepared [--epochs 5] [--only NAME ...]
 
@@ -38,6 +39,8 @@ VARIANTS = [
     ("depth 2: 512-256", ['candidate.recency="last_k"', "candidate.hidden=[512,256]"]),
     ("depth 3: 1024-512-256", ['candidate.recency="last_k"', "candidate.hidden=[1024,512,256]"]),
     ("depth 4: 2048-1024-512-256", ['candidate.recency="last_k"', "candidate.hidden=[2048,1024,512,256]"]),
+    (COVISIT := "depth 0 + the fused co-visitation source (the default)",
+     ['candidate.recency="last_k"', "candidate.hidden=[]"]),
 ]
 BASE_DEPTH = "candidate.hidden=[512,256]"
 
@@ -60,12 +63,15 @@ def main() -> None:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         depth = [] if any(o.startswith("candidate.hidden") for o in over) else [BASE_DEPTH]
+        fused = name == COVISIT  # the other rows measure the network alone
         cfg = load_config(args.profile, [*depth, *over, f"candidate.epochs={args.epochs}", "train.progress=false",
-                                         "train.patience=2", *args.overrides])
+                                         "train.patience=2", *([] if fused else ["candidate.covisit_weights=[]"]),
+                                         *args.overrides])
         t = time.time()
         with tempfile.TemporaryDirectory(prefix="ytspark-ablation-") as models:
             r = train(cfg, "candidate", args.prepared, models)
-            m = ranking_metrics(candidate_topk(r["model_dir"], args.prepared, test, 100), test, (10, 50, 100))
+            m = ranking_metrics(candidate_topk(r["model_dir"], args.prepared, test, 100, covisit=fused), test,
+                                (10, 50, 100))
         rows.append((name, m, r["best_epoch"], round(time.time() - t)))
         print(f"{name}: hr@10 {m['hr@10']:.4f} hr@50 {m['hr@50']:.4f} ndcg@10 {m['ndcg@10']:.4f} "
               f"(best epoch {r['best_epoch']}, {rows[-1][3]}s)", flush=True)
