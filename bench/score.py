@@ -5,8 +5,10 @@
 Setup (not timed): a synthetic prepared directory written with pyarrow (users
 with random Zipf-popular watch histories over the last 30 days, some searches,
 demographics; vocabularies, quantiles, manifest) and a candidate model
-directory with random weights (``[candidate]`` defaults: 64-dim output, tower
-1024-512-256, ``recency="last_k"``), published with ``write_model_dir``.
+directory with random weights (``[candidate]`` defaults: 64-dim output, the
+default tower, ``recency="last_k"``) and, unless ``--covisit-weight 0``, a
+co-visitation table of the generated watches fused with it, published with
+``write_model_dir``.
 
 Timed, in one run:
 
@@ -127,7 +129,23 @@ def _end_ts() -> float:
     return as_of_ts(RUN_DATE) - 3600.0
 
 
-def make_model(base: Path, prepared: str, sizes: dict, dim: int, seed: int) -> str:
+def bench_covisitation(arrays: dict, n_videos: int, weight: float):
+    """The co-visitation table of the generated watches (each watch after the user's previous ones, as
+    training rows would give it; ``[candidate]`` window/top_m/recent_k/decay), fused with ``weight``."""
+    from ytspark.models.covisit import build_covisitation
+
+    c = load_config(None).candidate
+    order = np.lexsort((arrays["ts"], arrays["uid"]))
+    u, v = arrays["uid"][order], arrays["vidx"][order]
+    hist = np.zeros((len(v), c.covisit_window), np.int64)
+    for p in range(c.covisit_window):
+        same = np.r_[np.zeros(p + 1, bool), u[p + 1:] == u[:-(p + 1)]]
+        hist[:, p] = np.where(same, np.r_[np.zeros(p + 1, np.int64), v[:-(p + 1)]], 0)
+    return build_covisitation(hist, v, n_videos, c.covisit_window, c.covisit_top_m, c.covisit_recent_k,
+                              c.covisit_decay).with_weight(weight)
+
+
+def make_model(base: Path, prepared: str, sizes: dict, dim: int, seed: int, covisit=None) -> str:
     import torch
 
     from ytspark.models.candidate import CandidateConfig, CandidateModel
@@ -144,9 +162,10 @@ def make_model(base: Path, prepared: str, sizes: dict, dim: int, seed: int) -> s
     vocab = {f"vocab/{p.name}": json.loads(p.read_text()) for p in Path(prepared, "vocab").glob("*.json")}
     root = base / "models"
     shutil.rmtree(root, ignore_errors=True)
-    return str(write_model_dir(root, "candidate", state_dict=model.state_dict(), meta={"model_config": cfg.to_dict()},
-                               arrays={"video_embeddings": model.video_embeddings().numpy(),
-                                       "video_bias": model.video_biases().numpy()},
+    meta = {"model_config": cfg.to_dict(), **({"covisit": covisit.meta()} if covisit is not None else {})}
+    arrays = {"video_embeddings": model.video_embeddings().numpy(), "video_bias": model.video_biases().numpy(),
+              **(covisit.arrays() if covisit is not None else {})}
+    return str(write_model_dir(root, "candidate", state_dict=model.state_dict(), meta=meta, arrays=arrays,
                                json_files={**vocab, "quantiles.json": quant}, version="bench-random"))
 
 
@@ -263,15 +282,20 @@ def main() -> None:
     ap.add_argument("--watches", type=float, default=20.0, help="mean watches per user")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--skip-als", action="store_true")
+    ap.add_argument("--covisit-weight", type=float, default=1.0,
+                    help="fuse a co-visitation table of the generated watches with this weight (0: network alone)")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update BENCHMARKS.md")
     args = ap.parse_args()
     base = Path(args.out) / f"score-u{args.users}"
     t = time.time()
     prepared, arrays = make_prepared(base, args.users, args.videos, args.watches, seed=3)
-    model = make_model(base, prepared, arrays["sizes"], args.dim, seed=4)
+    cv = bench_covisitation(arrays, arrays["sizes"]["video"], args.covisit_weight) if args.covisit_weight > 0 else None
+    model = make_model(base, prepared, arrays["sizes"], args.dim, seed=4, covisit=cv)
     warm_base = Path(args.out) / "score-warmup"
     warm_prepared, warm_arrays = make_prepared(warm_base, 2000, 2000, args.watches, seed=5)
-    warm_model = make_model(warm_base, warm_prepared, warm_arrays["sizes"], args.dim, seed=6)
+    warm_cv = bench_covisitation(warm_arrays, warm_arrays["sizes"]["video"], args.covisit_weight) \
+        if args.covisit_weight > 0 else None
+    warm_model = make_model(warm_base, warm_prepared, warm_arrays["sizes"], args.dim, seed=6, covisit=warm_cv)
     setup_s = time.time() - t
     cfg = load_config(None, ["spark.master=local[2]", "spark.shuffle_partitions=8", 'spark.driver_memory="6g"'])
     floor0 = bench_floor(model, arrays, args.users, cfg.score.k)
@@ -287,6 +311,9 @@ def main() -> None:
     floor = {k: (floor0[k] + floor1[k]) / 2 for k in floor0 if k != "fetch"}
     floor.update(fetch=floor0["fetch"], before=floor0, after=floor1)
     res = {"users": args.users, "videos": args.videos, "dim": args.dim, "events": int(len(arrays["uid"])),
+           "hidden": list(load_config(None).candidate.hidden),
+           "covisit": None if cv is None else {"weight": cv.weight, "nnz": int(len(cv.indices)),
+                                               "top_m": int(load_config(None).candidate.covisit_top_m)},
            "setup_s": setup_s, "cold_2000_users_s": cold, "ours": {k: ours[k] for k in ("wall_s", "cpu_s", "steps", "timings", "rows", "users",
                                                               "coverage", "model_builds", "partitions")},
            "als": als, "floor": floor, "load_before": load0, "load_after": load1}
@@ -309,8 +336,11 @@ def write_markdown(r: dict, command: str) -> None:
         "(other sessions' jobs shared the 2 cores, so wall times are inflated and noisy; CPU seconds, summed "
         "over the driver, the JVM and the Python workers, are the load-independent measure).", "",
         f"{n:,} users, {r['videos']:,} videos, {r['dim']}-dim vectors, {r['events']:,} watch events; "
-        "random candidate model (tower 1024-512-256, recency last_k), exact IndexFlatIP over the folded "
-        "[v, b] table, K=200 (already-watched excluded), N=20.", "",
+        f"random candidate model (tower {r['hidden'] or 'linear'}, recency last_k), exact IndexFlatIP over the folded "
+        "[v, b] table, K=200 (already-watched excluded), N=20; "
+        + (f"fused co-visitation table of the generated watches ({r['covisit']['nnz']:,} entries, top "
+           f"{r['covisit']['top_m']} per video, weight {r['covisit']['weight']}): FAISS's top K merged with each "
+           "user's neighbours (ytspark.models.covisit.merge_topk)." if r["covisit"] else "network alone.") + "", "",
         "| system | what is timed | wall s | users/s (wall) | CPU s | users per CPU-s |", "|---|---|---:|---:|---:|---:|",
         f"| ytspark `run_score` | end to end: serving rows from raw events, index, scoring, atomic write, "
         f"summary | {o['wall_s']:.1f} | {n / o['wall_s']:,.0f} | {o['cpu_s']:.0f} | {n / o['cpu_s']:,.0f} |",
