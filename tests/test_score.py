@@ -362,20 +362,28 @@ def test_candidate_lists_equal_brute_force_logits(spark, world, scored):
     assert checked == 6
 
 
-def test_fused_covisitation_lists_equal_brute_force_fused_scores(spark, world):
+@pytest.fixture(scope="module")
+def fused(world):
+    """The world's random candidate model fused with the co-visitation table of its training rows (w = 5)."""
     from ytspark.models.covisit import build_covisitation
+    from ytspark.train.data import read_split
+
+    tr = read_split(f"{world['prepared']}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
+    n_videos = len(world["vocab"]["video"].values) + 2
+    cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], n_videos, window=4, top_m=6,
+                            recent_k=3, decay=0.7).with_weight(5.0)
+    assert len(cv.indices) > 0
+    return cv, write_random_candidate_model(world["tmp"] / "models_cv", world["prepared"], 1, covisit=cv)
+
+
+def test_fused_covisitation_lists_equal_brute_force_fused_scores(spark, world, fused):
     from ytspark.models.export import load_candidate
     from ytspark.score import run_score
     from ytspark.score.features import as_of_ts
     from ytspark.score.scorer import user_vectors
-    from ytspark.train.data import read_split
 
-    tr = read_split(f"{world['prepared']}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
+    cv, mdir = fused
     model, _ = load_candidate(world["model"])
-    cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], model.config.n_videos, window=4, top_m=6,
-                            recent_k=3, decay=0.7).with_weight(5.0)
-    assert len(cv.indices) > 0
-    mdir = write_random_candidate_model(world["tmp"] / "models_cv", world["prepared"], 1, covisit=cv)
     out = str(world["tmp"] / "out_cv")
     m = run_score(spark, world["cfg"], world["prepared"], mdir, RUN_DATE, out)
     assert m["covisit_weight"] == 5.0
@@ -402,6 +410,24 @@ def test_fused_covisitation_lists_equal_brute_force_fused_scores(spark, world):
         logits[list(r["seen"])] = -np.inf
         moved += set(np.argsort(-logits, kind="stable")[:N]) != set(want)
     assert moved >= 5, moved  # the fused term changes lists: the comparison is not the network's alone
+
+
+def test_evaluation_of_a_fused_model_ranks_by_logit_plus_covisitation(spark, world, fused):
+    from ytspark.evaluate.protocol import load_eval_sets
+    from ytspark.evaluate.retrieval import topk_excluding
+    from ytspark.evaluate.systems import candidate_topk, candidate_user_vectors
+
+    cv, mdir = fused
+    test = load_eval_sets(spark, world["prepared"], ("test",))["test"]
+    model, u, cols = candidate_user_vectors(mdir, world["prepared"], test, with_rows=True)
+    with torch.no_grad():
+        logits = model.logits_full(u).numpy()
+    term = cv.dense(cols[S.CAND_WATCH_HIST])
+    want = topk_excluding(lambda a, b: logits[a:b] + term[a:b], test, 8)
+    alone = topk_excluding(lambda a, b: logits[a:b], test, 8)
+    np.testing.assert_array_equal(candidate_topk(mdir, world["prepared"], test, 8), want)
+    np.testing.assert_array_equal(candidate_topk(mdir, world["prepared"], test, 8, covisit=False), alone)
+    assert (want != alone).any(axis=1).sum() >= 3
 
 
 def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, world, scored):
