@@ -80,7 +80,13 @@ def test_user_scores_dense_sparse_and_pairs_agree_with_brute_force():
     np.testing.assert_allclose(1.7 * s, ref[r, v], rtol=1e-5)
 
 
-def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue():
+@pytest.mark.parametrize("gather_cells", [0, 10 ** 9])  # neighbour logits by gathered pairs / by dense blocks
+def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gather_cells):
+    import ytspark.models.covisit as covisit
+
+    monkeypatch.setattr(covisit, "GATHER_CELLS", gather_cells)
+    monkeypatch.setattr(covisit, "DENSE_BLOCK", 300 * 7)  # several row blocks of the dense path
+    monkeypatch.setattr(covisit, "GATHER_CHUNK", 1000)  # several chunks of the gathered path
     rng = np.random.default_rng(2)
     V, D, B, K = 300, 9, 40, 15
     table = rng.normal(size=(V, D)).astype(np.float32)

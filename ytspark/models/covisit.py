@@ -100,8 +100,13 @@ class CoVisitation:
         row = np.repeat(np.repeat(np.arange(B, dtype=np.int64), K), lens)
         w = np.repeat(np.tile(self.decay ** np.arange(K), B), lens)
         key = row * self.n_videos + self.indices[pos]
-        uniq, inv = np.unique(key, return_inverse=True)
-        tot = np.bincount(inv, weights=w * self.values[pos])
+        if B * self.n_videos < 2 ** 31:
+            key = key.astype(np.int32)  # sorts faster
+        order = np.argsort(key)
+        key = key[order].astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        tot = np.add.reduceat((w * self.values[pos])[order], starts)
+        uniq = key[starts]
         return uniq // self.n_videos, uniq % self.n_videos, np.log1p(tot).astype(np.float32)
 
     def dense(self, hist: np.ndarray) -> np.ndarray:
@@ -179,6 +184,35 @@ def choose_weight(cv: CoVisitation, logits_fn: Callable[[int, int], np.ndarray],
     return best, table
 
 
+def neighbour_logits(user: np.ndarray, table: np.ndarray, row: np.ndarray, video: np.ndarray) -> np.ndarray:
+    """float32 user[row] · table[video] for (row, video) pairs sorted by row.
+
+    Few pairs per user: gathered row pairs (in chunks). Many: per block of rows one dense matmul against the
+    table, read at the pairs (at most ``DENSE_BLOCK`` cells at a time). The switch is where a gathered
+    pair costs about as much as ``GATHER_CELLS`` dense cells (measured on this machine's CPU).
+    """
+    out = np.empty(len(row), np.float32)
+    B, V = len(user), len(table)
+    if len(row) * GATHER_CELLS < B * V:
+        for a in range(0, len(row), GATHER_CHUNK):
+            r, v = row[a:a + GATHER_CHUNK], video[a:a + GATHER_CHUNK]
+            out[a:a + GATHER_CHUNK] = np.einsum("nd,nd->n", user[r], table[v])
+        return out
+    step = max(1, DENSE_BLOCK // max(V, 1))
+    bounds = np.searchsorted(row, np.arange(0, B + step, step))
+    for i, a in enumerate(range(0, B, step)):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            dense = user[a:a + step] @ table.T
+            out[lo:hi] = dense[row[lo:hi] - a, video[lo:hi]]
+    return out
+
+
+GATHER_CELLS = 64  # one gathered (user, video) pair ~ this many cells of a dense block matmul
+GATHER_CHUNK = 1 << 16
+DENSE_BLOCK = 1 << 24  # cells of one dense logits block in neighbour_logits (64 MiB of float32)
+
+
 def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.ndarray, hist: np.ndarray,
                seen: tuple[np.ndarray, np.ndarray], cv: CoVisitation) -> tuple[np.ndarray, np.ndarray]:
     """The top K by the fused score from the network's top K (``ret``, ``cand`` [B, K]; ids -1 and -inf pad)
@@ -186,7 +220,10 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
 
     ``user`` [B, D+1] folded user vectors and ``table`` [V, D+1] the folded video table
     (:func:`ytspark.score.bundle.folded_table`) give the network's logit of a neighbour the FAISS search did
-    not return. Returns (scores, ids) [B, K] best first, with the same padding.
+    not return (one dense block matmul, :func:`neighbour_logits`). Such a neighbour can only enter the list
+    if its fused score beats the K-th network score (the fused K-th is at least that), so only those are kept
+    for the final per-row sort.
+    Returns (scores, ids) [B, K] best first, with the same padding.
     """
     B, K = cand.shape
     if cv.weight <= 0 or B == 0 or K == 0:
@@ -194,37 +231,48 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
     V = cv.n_videos
     r, v, s = cv.sparse(hist)
     off, vals = seen
-    seen_key = np.repeat(np.arange(B, dtype=np.int64), np.diff(off)) * V + np.asarray(vals, np.int64)
+    seen_key = np.sort(np.repeat(np.arange(B, dtype=np.int64), np.diff(off)) * V + np.asarray(vals, np.int64))
     key = r * V + v
-    keep = ~np.isin(key, seen_key) & (v >= N_SPECIAL)
-    r, v, s, key = r[keep], v[keep], s[keep], key[keep]
-    # Network entries: add the co-visitation score where the neighbour list has the video.
-    fr = np.repeat(np.arange(B, dtype=np.int64), K)
-    fv = cand.reshape(-1)
-    fs = ret.reshape(-1).astype(np.float64)
-    valid = fv >= 0
-    fkey = fr * V + np.where(valid, fv, 0)
+    keep = (v >= N_SPECIAL) & ~_member(key, seen_key)
+    r, v, s, key = r[keep], v[keep], cv.weight * s[keep], key[keep]
+    # Network entries: add the co-visitation score where the user's neighbours have the video.
+    valid = cand >= 0
+    fkey = (np.arange(B, dtype=np.int64)[:, None] * V + np.where(valid, cand, 0)).reshape(-1)
     i = np.minimum(np.searchsorted(key, fkey), max(len(key) - 1, 0))
-    hit = valid & (key[i] == fkey) if len(key) else np.zeros(len(fkey), bool)
-    fs[hit] += cv.weight * s[i[hit]]
-    # Neighbours FAISS did not return: network logit from the folded vectors, plus their score.
+    hit = (valid.reshape(-1) & (key[i] == fkey)) if len(key) else np.zeros(len(fkey), bool)
+    fs = ret.astype(np.float32).reshape(-1).copy()
+    fs[hit] += s[i[hit]]
+    # Neighbours FAISS did not return, only those whose fused score beats the row's K-th network score.
     extra = np.ones(len(key), bool)
     extra[i[hit]] = False
     er, ev, es = r[extra], v[extra], s[extra]
-    elog = np.einsum("nd,nd->n", user[er].astype(np.float64), table[ev].astype(np.float64)) + cv.weight * es
-    allr = np.concatenate([fr[valid], er])
-    allv = np.concatenate([fv[valid], ev])
-    alls = np.concatenate([fs[valid], elog])
-    order = np.lexsort((allv, -alls, allr))
-    allr, allv, alls = allr[order], allv[order], alls[order]
-    first = np.searchsorted(allr, allr, side="left")
-    slot = np.arange(len(allr)) - first
-    take = slot < K
-    out_s = np.full((B, K), -np.inf, np.float32)
-    out_i = np.full((B, K), -1, np.int64)
-    out_s[allr[take], slot[take]] = alls[take]
-    out_i[allr[take], slot[take]] = allv[take]
+    kth = ret[:, K - 1].astype(np.float32)  # -inf when the row is padded: every neighbour may enter
+    score = neighbour_logits(user, table, er, ev) + es
+    cut = score > kth[er]
+    er, ev, score = er[cut], ev[cut], score[cut]
+    # Per row: the K network entries and that row's surviving neighbours, sorted by fused score.
+    n_extra = np.bincount(er, minlength=B)
+    width = K + int(n_extra.max(initial=0))
+    S = np.full((B, width), -np.inf, np.float32)
+    I = np.full((B, width), -1, np.int64)
+    S[:, :K] = np.where(valid, fs.reshape(B, K), -np.inf)
+    I[:, :K] = cand
+    if len(er):
+        slot = K + np.arange(len(er)) - np.repeat(np.cumsum(n_extra) - n_extra, n_extra)
+        S[er, slot], I[er, slot] = score, ev
+    order = np.argsort(-S, axis=1, kind="stable")[:, :K]  # ties: network entries (FAISS order) first
+    out_s = np.take_along_axis(S, order, axis=1)
+    out_i = np.take_along_axis(I, order, axis=1)
+    out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
+
+
+def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """[n] bool: keys[i] in sorted_set (binary search; the set is small: one batch's seen pairs)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(keys), bool)
+    i = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
+    return sorted_set[i] == keys
 
 
 def load_covisitation(md) -> CoVisitation | None:
