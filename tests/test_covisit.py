@@ -80,8 +80,9 @@ def test_user_scores_dense_sparse_and_pairs_agree_with_brute_force():
     np.testing.assert_allclose(1.7 * s, ref[r, v], rtol=1e-5)
 
 
+@pytest.mark.parametrize("depth", [None, 4])  # the whole K, or the top N of a list without a ranker
 @pytest.mark.parametrize("gather_cells", [0, 10 ** 9])  # neighbour logits by gathered pairs / by dense blocks
-def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gather_cells):
+def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gather_cells, depth):
     import ytspark.models.covisit as covisit
 
     monkeypatch.setattr(covisit, "GATHER_CELLS", gather_cells)
@@ -100,17 +101,19 @@ def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gath
     seen = (off, np.concatenate(seen_lists).astype(np.int64))
     index = ix.build_index(table, "flat")
     ret, cand = ix.search(index, user, K, seen)
-    fs, fi = merge_topk(ret, cand, user, table, hist, seen, cv)
+    fs, fi = merge_topk(ret, cand, user, table, hist, seen, cv, depth)
+    D_ = depth or K
+    assert fs.shape == fi.shape == (B, D_)
     full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
     full[:, :2] = -np.inf
     changed = 0
     for b in range(B):
         full[b, seen_lists[b]] = -np.inf
-        want = np.argsort(-full[b], kind="stable")[:K]
+        want = np.argsort(-full[b], kind="stable")[:D_]
         np.testing.assert_allclose(fs[b], full[b, fi[b]], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.sort(fs[b])[::-1], full[b, want], rtol=1e-4, atol=1e-4)
         assert not set(fi[b]) & set(seen_lists[b])
-        changed += set(fi[b]) != set(cand[b])
+        changed += set(fi[b]) != set(cand[b, :D_])
     assert changed > B // 2  # the co-visitation term moves most lists: the check is not vacuous
     # weight 0: the network's lists unchanged
     s0, i0 = merge_topk(ret, cand, user, table, hist, seen, cv.with_weight(0.0))

@@ -98,14 +98,17 @@ class CoVisitation:
         offs = np.cumsum(lens) - lens
         pos = np.repeat(starts - offs, lens) + np.arange(total)
         row = np.repeat(np.repeat(np.arange(B, dtype=np.int64), K), lens)
-        w = np.repeat(np.tile(self.decay ** np.arange(K), B), lens)
+        w = np.repeat(np.tile((self.decay ** np.arange(K)).astype(np.float32), B), lens) * self.values[pos]
         key = row * self.n_videos + self.indices[pos]
-        if B * self.n_videos < 2 ** 31:
-            key = key.astype(np.int32)  # sorts faster
-        order = np.argsort(key)
-        key = key[order].astype(np.int64)
+        if B * self.n_videos < 2 ** 31 and total < 2 ** 32:
+            # One sort of (key << 32 | pair index): sorting plain int64 is faster than an argsort.
+            packed = np.sort((key << 32) | np.arange(total, dtype=np.int64))
+            key, order = packed >> 32, packed & 0xFFFFFFFF
+        else:
+            order = np.argsort(key)
+            key = key[order]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        tot = np.add.reduceat((w * self.values[pos])[order], starts)
+        tot = np.add.reduceat(w[order], starts)
         uniq = key[starts]
         return uniq // self.n_videos, uniq % self.n_videos, np.log1p(tot).astype(np.float32)
 
@@ -214,20 +217,24 @@ DENSE_BLOCK = 1 << 24  # cells of one dense logits block in neighbour_logits (64
 
 
 def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.ndarray, hist: np.ndarray,
-               seen: tuple[np.ndarray, np.ndarray], cv: CoVisitation) -> tuple[np.ndarray, np.ndarray]:
-    """The top K by the fused score from the network's top K (``ret``, ``cand`` [B, K]; ids -1 and -inf pad)
-    and each user's co-visitation neighbours (seen videos left out).
+               seen: tuple[np.ndarray, np.ndarray], cv: CoVisitation,
+               depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``depth`` (default K) by the fused score from the network's top K (``ret``, ``cand`` [B, K];
+    ids -1 and -inf pad) and each user's co-visitation neighbours (seen videos left out).
 
     ``user`` [B, D+1] folded user vectors and ``table`` [V, D+1] the folded video table
     (:func:`ytspark.score.bundle.folded_table`) give the network's logit of a neighbour the FAISS search did
-    not return (one dense block matmul, :func:`neighbour_logits`). Such a neighbour can only enter the list
-    if its fused score beats the K-th network score (the fused K-th is at least that), so only those are kept
-    for the final per-row sort.
-    Returns (scores, ids) [B, K] best first, with the same padding.
+    not return (:func:`neighbour_logits`). Such a neighbour's logit is at most the K-th network score b,
+    and it can only enter the list if its fused score beats t, the ``depth``-th best fused score of the
+    network entries (the final ``depth``-th is at least t). So a neighbour with b + w·s <= t is dropped
+    before its logit is computed (most of them when ``depth`` < K, e.g. the top N without a ranker), and of
+    the others only those scoring above t reach the final per-row sort. Exact for an exact index.
+    Returns (scores, ids) [B, depth] best first, with the same padding.
     """
     B, K = cand.shape
+    depth = K if depth is None else min(int(depth), K)
     if cv.weight <= 0 or B == 0 or K == 0:
-        return ret, cand
+        return ret[:, :depth], cand[:, :depth]
     V = cv.n_videos
     r, v, s = cv.sparse(hist)
     off, vals = seen
@@ -242,25 +249,27 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
     hit = (valid.reshape(-1) & (key[i] == fkey)) if len(key) else np.zeros(len(fkey), bool)
     fs = ret.astype(np.float32).reshape(-1).copy()
     fs[hit] += s[i[hit]]
-    # Neighbours FAISS did not return, only those whose fused score beats the row's K-th network score.
+    fs = np.where(valid, fs.reshape(B, K), -np.inf).astype(np.float32)
+    t = -np.partition(-fs, depth - 1, axis=1)[:, depth - 1]  # depth-th best network entry, fused
+    b = ret[:, K - 1].astype(np.float32)  # bounds every logit FAISS did not return (-inf: it returned all)
+    # Neighbours FAISS did not return that can still beat t.
     extra = np.ones(len(key), bool)
     extra[i[hit]] = False
+    extra &= ~(b[r] + s <= t[r])
     er, ev, es = r[extra], v[extra], s[extra]
-    kth = ret[:, K - 1].astype(np.float32)  # -inf when the row is padded: every neighbour may enter
     score = neighbour_logits(user, table, er, ev) + es
-    cut = score > kth[er]
+    cut = score > t[er]
     er, ev, score = er[cut], ev[cut], score[cut]
     # Per row: the K network entries and that row's surviving neighbours, sorted by fused score.
     n_extra = np.bincount(er, minlength=B)
     width = K + int(n_extra.max(initial=0))
     S = np.full((B, width), -np.inf, np.float32)
     I = np.full((B, width), -1, np.int64)
-    S[:, :K] = np.where(valid, fs.reshape(B, K), -np.inf)
-    I[:, :K] = cand
+    S[:, :K], I[:, :K] = fs, cand
     if len(er):
         slot = K + np.arange(len(er)) - np.repeat(np.cumsum(n_extra) - n_extra, n_extra)
         S[er, slot], I[er, slot] = score, ev
-    order = np.argsort(-S, axis=1, kind="stable")[:, :K]  # ties: network entries (FAISS order) first
+    order = np.argsort(-S, axis=1, kind="stable")[:, :depth]  # ties: network entries (FAISS order) first
     out_s = np.take_along_axis(S, order, axis=1)
     out_i = np.take_along_axis(I, order, axis=1)
     out_i[~np.isfinite(out_s)] = -1

@@ -150,8 +150,9 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         q = user_vectors(model, _take(cols, rows))
         seen = _csr_rows(cols[SEEN], rows)
         ret, cand = ix.search(index, q, run.k, seen)
-        if covisit is not None:
-            ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit)
+        if covisit is not None:  # the ranker reorders all K; without one only the top N are kept
+            ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit,
+                                   run.k if ranker is not None else run.n)
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
