@@ -33,6 +33,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+
+from ytspark.models.metrics import hit_rate_ndcg
 
 N_SPECIAL = 2  # pad 0 and OOV 1 are never sources nor neighbours
 ARRAYS = ("covisit_indptr", "covisit_indices", "covisit_values")
@@ -86,7 +89,7 @@ class CoVisitation:
 
         ``s`` is log(1 + sum_p decay^p C[h[p], video]), unweighted.
         """
-        h = np.asarray(hist, np.int64)[:, :self.recent_k]
+        h = np.asarray(np.asarray(hist)[:, :self.recent_k], np.int64)
         B, K = h.shape
         ok = (h >= N_SPECIAL) & (h < self.n_videos)
         src = np.where(ok, h, 0)
@@ -126,19 +129,17 @@ class CoVisitation:
         out = np.zeros(len(video), np.float32)
         if self.weight > 0 and len(video):
             r, v, s = self.sparse(hist)
-            key, want = r * self.n_videos + v, np.arange(len(video)) * self.n_videos + video
-            i = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
-            hit = (key[i] == want) if len(key) else np.zeros(len(video), bool)
+            i, hit = lookup(r * self.n_videos + v, np.arange(len(video)) * self.n_videos + video)
             out[hit] = self.weight * s[i[hit]]
         return out
 
 
-def build_covisitation(hist: np.ndarray, labels: np.ndarray, n_videos: int, window: int = 10, top_m: int = 100,
+def build_covisitation(hist: np.ndarray, labels: np.ndarray, n_videos: int, window: int = 10, top_m: int = 200,
                        recent_k: int = 5, decay: float = 0.7) -> CoVisitation:
     """The table of training rows (``hist`` [N, H] most recent first, pad 0; ``labels`` [N]), weight 0."""
-    hist, labels = np.asarray(hist, np.int64), np.asarray(labels, np.int64)
+    hist, labels = np.asarray(hist), np.asarray(labels, np.int64)
     W = min(int(window), hist.shape[1]) if hist.ndim == 2 else 0
-    src = hist[:, :W]
+    src = np.asarray(hist[:, :W], np.int64)  # only the window is widened (the history can be millions x 50)
     dst = np.broadcast_to(labels[:, None], src.shape)
     ok = (src >= N_SPECIAL) & (src < n_videos) & (dst >= N_SPECIAL) & (dst < n_videos) & (src != dst)
     w = np.broadcast_to(1.0 / (np.arange(W) + 1.0), src.shape)[ok]
@@ -161,7 +162,8 @@ def build_covisitation(hist: np.ndarray, labels: np.ndarray, n_videos: int, wind
 def choose_weight(cv: CoVisitation, logits_fn: Callable[[int, int], np.ndarray], hist: np.ndarray,
                   labels: np.ndarray, weights: Sequence[float], k: int, chunk: int = 1024) -> tuple[float, dict]:
     """(weight, {weight: HR@k}) on held-out rows: the network's ``logits_fn(a, b)`` [b - a, V] plus
-    weight * s, each row's ``hist`` videos excluded, ties to the smaller weight (0 is always a candidate)."""
+    weight * s, each row's ``hist`` videos excluded, HR@k as the training monitor computes it
+    (:func:`ytspark.models.metrics.hit_rate_ndcg`), ties to the smaller weight (0 is always a candidate)."""
     ws = sorted({0.0, *(float(w) for w in weights)})
     hits = dict.fromkeys(ws, 0.0)
     n = len(labels)
@@ -173,15 +175,12 @@ def choose_weight(cv: CoVisitation, logits_fn: Callable[[int, int], np.ndarray],
         r, v, s = cv.sparse(h)
         excl = np.zeros(base.shape, bool)
         excl[np.repeat(np.arange(b - a), h.shape[1]), h.reshape(-1)] = True
-        excl[:, :N_SPECIAL] = True
         for w in ws:
             sc = base.copy()
             if w > 0:
                 sc[r, v] += w * s
             sc[excl] = -np.inf
-            target = sc[np.arange(b - a), y]
-            rank = (sc > target[:, None]).sum(axis=1)
-            hits[w] += float(((rank < k) & np.isfinite(target)).sum())
+            hits[w] += hit_rate_ndcg(torch.from_numpy(sc), torch.from_numpy(y), (k,))[f"hr@{k}"] * (b - a)
     table = {w: hits[w] / max(n, 1) for w in ws}
     best = max(ws, key=lambda w: (table[w], -w))
     return best, table
@@ -240,13 +239,13 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
     off, vals = seen
     seen_key = np.sort(np.repeat(np.arange(B, dtype=np.int64), np.diff(off)) * V + np.asarray(vals, np.int64))
     key = r * V + v
-    keep = (v >= N_SPECIAL) & ~_member(key, seen_key)
+    keep = (v >= N_SPECIAL) & ~lookup(seen_key, key)[1]
     r, v, s, key = r[keep], v[keep], cv.weight * s[keep], key[keep]
     # Network entries: add the co-visitation score where the user's neighbours have the video.
     valid = cand >= 0
     fkey = (np.arange(B, dtype=np.int64)[:, None] * V + np.where(valid, cand, 0)).reshape(-1)
-    i = np.minimum(np.searchsorted(key, fkey), max(len(key) - 1, 0))
-    hit = (valid.reshape(-1) & (key[i] == fkey)) if len(key) else np.zeros(len(fkey), bool)
+    i, hit = lookup(key, fkey)
+    hit &= valid.reshape(-1)
     fs = ret.astype(np.float32).reshape(-1).copy()
     fs[hit] += s[i[hit]]
     fs = np.where(valid, fs.reshape(B, K), -np.inf).astype(np.float32)
@@ -276,12 +275,12 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
     return out_s, out_i
 
 
-def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """[n] bool: keys[i] in sorted_set (binary search; the set is small: one batch's seen pairs)."""
-    if len(sorted_set) == 0:
-        return np.zeros(len(keys), bool)
-    i = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
-    return sorted_set[i] == keys
+def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of each query in ``sorted_keys`` by binary search; position is only valid where found."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(queries), np.int64), np.zeros(len(queries), bool)
+    i = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+    return i, sorted_keys[i] == queries
 
 
 def load_covisitation(md) -> CoVisitation | None:
