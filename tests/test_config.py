@@ -1,9 +1,11 @@
 """Typed configuration: profiles, overrides, and errors that name the key."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from ytspark.config import ConfigError, config_from_dict, load_config, parse_override
+from ytspark.config import ConfigError, config_from_dict, load_config, parse_override, validate
 from ytspark.session import effective_settings
 
 
@@ -57,3 +59,331 @@ def test_spark_submit_settings_win_over_config():
     assert "spark.master" not in eff and "spark.sql.shuffle.partitions" not in eff
     assert eff["spark.driver.memory"] == cfg.spark.driver_memory
     assert effective_settings(cfg.spark, {})["spark.master"] == "local[2]"
+
+
+# --- TOML dates for string keys ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, key, text", [
+    ("score.run_date=2026-12-01", "score.run_date", "2026-12-01"),  # a bare TOML date
+    ('score.run_date="2026-12-01"', "score.run_date", "2026-12-01"),  # a TOML string, as before
+    ("validate.as_of=2026-11-23", "validate.as_of", "2026-11-23"),
+    ("generate.start_date=2026-01-01T06:30:00", "generate.start_date", "2026-01-01T06:30:00"),
+    ("generate.start_date=2026-01-01T00:00:00Z", "generate.start_date", "2026-01-01T00:00:00+00:00"),
+])
+def test_set_takes_a_toml_date_for_a_string_key(override, key, text):
+    cfg = load_config("local", [override])
+    section, name = key.split(".")
+    assert getattr(getattr(cfg, section), name) == text
+    validate(cfg)
+
+
+def test_profile_file_takes_a_toml_date_for_a_string_key(tmp_path):
+    profile = tmp_path / "nightly.toml"
+    profile.write_text("[score]\nrun_date = 2026-12-01\n[validate]\nas_of = 2026-11-30\n")
+    cfg = load_config(str(profile))
+    assert (cfg.score.run_date, cfg.validate.as_of) == ("2026-12-01", "2026-11-30")
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("score.seed=2026-12-01", "'score.seed' must be an integer, got 2026-12-01 (a TOML date)"),
+    ("validate.max_reject_share=2026-12-01", "'validate.max_reject_share' must be a number, got 2026-12-01"),
+    ("evaluate.ks=[10, 2026-12-01]", "'evaluate.ks[1]' must be an integer, got 2026-12-01"),
+    ("train.progress=2026-12-01", "'train.progress' must be true or false, got 2026-12-01"),
+    ("score.run_date=20261201", "'score.run_date' must be a string, got 20261201"),
+])
+def test_a_date_for_a_non_string_key_is_refused_by_name(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("local", [override])
+
+
+def test_a_date_time_is_no_run_date():
+    cfg = load_config("local", ["score.run_date=2026-12-01T10:00:00"])  # loads (a string key) ...
+    with pytest.raises(ConfigError, match="'score.run_date' = '2026-12-01T10:00:00': must be .*YYYY-MM-DD"):
+        validate(cfg)  # ... but is refused at start-up
+
+
+# --- start-up validation ----------------------------------------------------------------------------------------
+
+ATTN = "candidate.recency=attention"
+NO_INPUTS = ["candidate.use_watches=false", "candidate.use_searches=false", "candidate.use_demographics=false",
+             "candidate.use_example_age=false", "candidate.recency=none"]
+# (key named in the error, overrides that make exactly that key wrong)
+BAD = [
+    ("spark.shuffle_partitions", ["spark.shuffle_partitions=0"]),
+    ("spark.log_level", ["spark.log_level=LOUD"]),
+    ("spark.master", ['spark.master=""']),
+    ("spark.driver_memory", ["spark.driver_memory=lots"]),
+    ("data.format", ["data.format=xml"]),
+    ("data.output", ['data.output=""']),
+    ("generate.users", ["generate.users=0"]),
+    ("generate.videos", ["generate.videos=-5"]),
+    ("generate.channels", ["generate.channels=0"]),
+    ("generate.categories", ["generate.categories=0"]),
+    ("generate.days", ["generate.days=0"]),
+    ("generate.partitions", ["generate.partitions=0"]),
+    ("generate.visits_per_user", ["generate.visits_per_user=0"]),
+    ("generate.seed", ["generate.seed=-1"]),
+    ("generate.start_date", ["generate.start_date=yesterday"]),
+    ("validate.max_reject_share", ["validate.max_reject_share=1.5"]),
+    ("validate.max_reject_share", ["validate.max_reject_share=-0.1"]),
+    ("validate.max_watch_seconds", ["validate.max_watch_seconds=0"]),
+    ("validate.max_watch_over_duration", ["validate.max_watch_over_duration=-1"]),
+    ("validate.future_tolerance_seconds", ["validate.future_tolerance_seconds=-1"]),
+    ("validate.as_of", ["validate.as_of=soon"]),
+    ("prepare.history_length", ["prepare.history_length=0"]),
+    ("prepare.max_examples_per_user", ["prepare.max_examples_per_user=0"]),
+    ("prepare.example_sampling", ["prepare.example_sampling=random"]),
+    ("prepare.completed_fraction", ["prepare.completed_fraction=-0.5"]),
+    ("prepare.video_min_count", ["prepare.video_min_count=-1"]),
+    ("prepare.video_top_k", ["prepare.video_top_k=0"]),
+    ("prepare.token_min_count", ["prepare.token_min_count=-1"]),
+    ("prepare.token_top_k", ["prepare.token_top_k=0"]),
+    ("prepare.categorical_min_count", ["prepare.categorical_min_count=-1"]),
+    ("prepare.quantiles", ["prepare.quantiles=1"]),
+    ("prepare.quantile_rel_error", ["prepare.quantile_rel_error=1.0"]),
+    ("prepare.target_shards", ["prepare.target_shards=0"]),
+    ("prepare.row_groups_per_shard", ["prepare.row_groups_per_shard=0"]),
+    ("prepare.seed", ["prepare.seed=-7"]),
+    ("train.launcher", ["train.launcher=mpi"]),
+    ("train.num_proc", ["train.num_proc=0"]),
+    ("train.threads_per_proc", ["train.threads_per_proc=-1"]),
+    ("train.reader_workers", ["train.reader_workers=0"]),
+    ("train.shuffle_buffer", ["train.shuffle_buffer=-1"]),
+    ("train.patience", ["train.patience=0"]),
+    ("train.steps_per_epoch", ["train.steps_per_epoch=-1"]),
+    ("train.seed", ["train.seed=-1"]),
+    *[(f"{net}.{key}", [f"{net}.{key}={value}"]) for net in ("candidate", "ranker") for key, value in (
+        ("embed_dim", 0), ("batch_size", 0), ("epochs", 0), ("dropout", 1.0), ("dropout", -0.1), ("lr", 0),
+        ("lr", -0.001), ("weight_decay", -1), ("hidden", "[64, 0]"))],
+    ("candidate.recency", ["candidate.recency=latest"]),
+    ("candidate.recency", ["candidate.recency=last_k", "candidate.use_watches=false"]),
+    ("candidate.use_watches", NO_INPUTS),
+    ("candidate.recent_k", ["candidate.recent_k=0"]),
+    ("candidate.tau_days", ["candidate.tau_days=0"]),
+    ("candidate.attn_layers", [ATTN, "candidate.attn_layers=0"]),
+    ("candidate.attn_heads", [ATTN, "candidate.attn_heads=0"]),
+    ("candidate.attn_heads", [ATTN, "candidate.attn_heads=3"]),  # 64 is not divisible by 3
+    ("candidate.seq_loss_weight", ["candidate.seq_loss_weight=-1"]),
+    ("candidate.seq_positions", ["candidate.seq_positions=-1"]),
+    ("candidate.num_sampled", ["candidate.num_sampled=0"]),
+    ("candidate.sampler_alpha", ["candidate.sampler_alpha=-0.5"]),
+    ("candidate.eval_k", ["candidate.eval_k=0"]),
+    ("candidate.covisit_weights", ["candidate.covisit_weights=[1.0, -1.0]"]),
+    ("candidate.covisit_weights", ["candidate.covisit_weights=[nan]"]),
+    ("candidate.covisit_window", ["candidate.covisit_window=0"]),
+    ("candidate.covisit_top_m", ["candidate.covisit_top_m=0"]),
+    ("candidate.covisit_recent_k", ["candidate.covisit_recent_k=0"]),
+    ("candidate.covisit_decay", ["candidate.covisit_decay=0"]),
+    ("candidate.covisit_decay", ["candidate.covisit_decay=1.5"]),
+    ("ranker.negatives", ["ranker.negatives=0", "ranker.hard_negatives=0"]),
+    ("ranker.negatives_seed", ["ranker.negatives_seed=-1"]),
+    ("ranker.hard_negatives", ["ranker.hard_negatives=21"]),
+    ("ranker.hard_negatives", ["ranker.hard_negatives=-1"]),
+    ("ranker.blend", ["ranker.blend=mean"]),
+    ("ranker.blend_weights", ["ranker.blend_weights=[]"]),  # blend = auto chooses among them
+    ("ranker.blend_weights", ["ranker.blend_weights=[0.0, -1.0]"]),
+    ("evaluate.ks", ["evaluate.ks=[]"]),
+    ("evaluate.ks", ["evaluate.ks=[0, 10]"]),
+    ("evaluate.topk", ["evaluate.topk=50"]),  # < max(ks) = 100
+    ("evaluate.coverage_k", ["evaluate.coverage_k=0"]),
+    ("evaluate.coverage_k", ["evaluate.coverage_k=101"]),
+    ("evaluate.als_ranks", ["evaluate.als_ranks=[]"]),
+    ("evaluate.als_ranks", ["evaluate.als_ranks=[0]"]),
+    ("evaluate.als_reg_params", ["evaluate.als_reg_params=[-0.1]"]),
+    ("evaluate.als_alphas", ["evaluate.als_alphas=[-1.0]"]),
+    ("evaluate.als_max_iter", ["evaluate.als_max_iter=0"]),
+    ("evaluate.chunk_users", ["evaluate.chunk_users=0"]),
+    ("evaluate.seed", ["evaluate.seed=-1"]),
+    ("score.k", ["score.k=10"]),  # < score.n = 20
+    ("score.k", ["score.k=-1"]),
+    ("score.n", ["score.n=0"]),
+    ("score.index", ["score.index=bogus"]),
+    ("score.ivf_nlist", ["score.ivf_nlist=0"]),
+    ("score.ivf_nprobe", ["score.ivf_nprobe=0"]),
+    ("score.hnsw_m", ["score.hnsw_m=0"]),
+    ("score.ef_construction", ["score.ef_construction=0"]),
+    ("score.ef_search", ["score.ef_search=0"]),
+    ("score.recall_sample_users", ["score.recall_sample_users=-1"]),
+    ("score.batch_size", ["score.batch_size=0"]),
+    ("score.threads_per_task", ["score.threads_per_task=0"]),
+    ("score.partitions", ["score.partitions=-1"]),
+    ("score.demographic_list", ["score.demographic_list=0"]),
+    ("score.run_date", ["score.run_date=2026-13-01"]),
+    ("score.run_date", ['score.run_date="12/01/2026"']),
+    ("score.seed", ["score.seed=-1"]),
+]
+
+
+@pytest.mark.parametrize("key, overrides", BAD, ids=[f"{k}:{o[-1].split('=', 1)[1]}" for k, o in BAD])
+def test_validate_names_the_one_wrong_key(key, overrides):
+    cfg = load_config(None, overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith("1 invalid config value:"), msg  # only this key, nothing collateral
+    assert f"config key '{key}' = " in msg and ": must be " in msg
+
+
+@pytest.mark.parametrize("profile", [None, "local", "movielens"])
+def test_shipped_profiles_pass(profile):
+    validate(load_config(profile))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["score.run_date=2026-12-01"], ['score.run_date=""'], ["score.k=20", "score.n=20"], ["candidate.dropout=0.99"],
+    ["candidate.hidden=[]"], ["candidate.covisit_weights=[]"], ["ranker.blend=ranker", "ranker.blend_weights=[]"],
+    ["spark.log_level=info"], ['spark.driver_memory="4096"'], ["spark.driver_memory=512m"],
+    ["validate.max_reject_share=0"], ["validate.max_reject_share=1"], [ATTN, "candidate.attn_heads=4"],
+    ["candidate.attn_heads=3"],  # only read with recency = attention
+    ["ranker.hard_negatives=20"], ["candidate.covisit_decay=1.0"], ["evaluate.topk=5", "evaluate.ks=[1, 5]",
+                                                                    "evaluate.coverage_k=5"],
+    ["validate.as_of=2026-11-23T12:00:00"], ["generate.start_date=2026-01-01T00:00:00Z"],
+])
+def test_validate_accepts_edge_values(overrides):
+    validate(load_config("local", overrides))
+
+
+def test_validate_lists_every_problem_with_value_and_allowed_values():
+    cfg = load_config(None, ["score.index=bogus", "score.k=-1", "train.launcher=mpi", "candidate.dropout=1.0"])
+    with pytest.raises(ValueError) as err:  # ConfigError is a ValueError
+        validate(cfg)
+    msg = str(err.value)
+    assert msg.startswith("4 invalid config values:")
+    assert "config key 'score.index' = 'bogus': must be one of flat | ivf | hnsw" in msg
+    assert "config key 'score.k' = -1: must be >= score.n = 20" in msg
+    assert "config key 'train.launcher' = 'mpi': must be one of local | horovod-spark | horovodrun" in msg
+    assert "config key 'candidate.dropout' = 1.0: must be in [0, 1)" in msg
+
+
+def test_every_numeric_and_list_key_is_checked():
+    """Each int, float or list key of every section has a bad value in BAD (so validate checks it)."""
+    import dataclasses
+    import typing
+
+    from ytspark.config import Config
+
+    wanted = {f"{section}.{key}" for section, cls in typing.get_type_hints(Config).items()
+              if dataclasses.is_dataclass(cls) for key, typ in typing.get_type_hints(cls).items()
+              if typ in (int, float) or typing.get_origin(typ) is tuple}
+    assert len(wanted) > 80
+    assert wanted - {k for k, _ in BAD} == set()
+
+
+def test_allowed_values_agree_with_the_stages():
+    """config.py's copies of the enumerations are the ones the stages check (those modules are too heavy to import)."""
+    from ytspark import config as C
+    from ytspark import sources
+    from ytspark.models.blend import BLEND_MODES
+    from ytspark.models.candidate import RECENCY_MODES
+    from ytspark.prepare.candidates import SAMPLINGS
+    from ytspark.score.index import KINDS
+    from ytspark.train.launcher import LAUNCHERS
+
+    assert C.SCORE_INDEXES == KINDS
+    assert C.TRAIN_LAUNCHERS == LAUNCHERS
+    assert C.CANDIDATE_RECENCY == RECENCY_MODES
+    assert C.PREPARE_SAMPLINGS == SAMPLINGS
+    assert C.RANKER_BLENDS == BLEND_MODES
+    assert C.DATA_FORMATS == ("auto", *sources.FORMATS)
+
+
+def test_validate_refuses_whatever_the_stage_checks_refuse():
+    """Every value the late checks (score job, blend, co-visitation, sampling) refuse is refused at start-up."""
+    from ytspark.models.blend import check_blend
+    from ytspark.models.covisit import check_params
+    from ytspark.prepare.candidates import check_sampling
+    from ytspark.score.job import check_score_config
+
+    def late(cfg):
+        c = cfg.candidate
+        check_score_config(cfg.score)
+        check_blend(cfg.ranker.blend, cfg.ranker.blend_weights)
+        check_params(c.covisit_window, c.covisit_top_m, c.covisit_recent_k, c.covisit_decay, c.covisit_weights)
+        check_sampling(cfg.prepare.example_sampling)
+
+    late(load_config())
+    refused = 0
+    for key, overrides in BAD:
+        cfg = load_config(None, overrides)
+        try:
+            late(cfg)
+        except ValueError:
+            refused += 1
+            with pytest.raises(ConfigError, match=f"'{key}'"):
+                validate(cfg)
+    assert refused >= 20  # the score.*, ranker.blend*, candidate.covisit_* and example_sampling cases
+
+
+# --- the command line: --run-date, and start-up validation before Spark -----------------------------------------
+
+def test_run_date_option_becomes_score_run_date():
+    from ytspark import cli
+
+    for command in ("score", "pipeline"):
+        args = cli.build_parser().parse_args([command, "--run-date", "2026-12-01"])
+        assert cli._config(args).score.run_date == "2026-12-01"
+    args = cli.build_parser().parse_args(["pipeline", "--set", "score.run_date=2026-11-30"])
+    assert cli._config(args).score.run_date == "2026-11-30"  # --set with a bare TOML date
+    args = cli.build_parser().parse_args(["pipeline", "--set", "score.run_date=2026-11-30", "--run-date", "2026-12-01"])
+    assert cli._config(args).score.run_date == "2026-12-01"  # the option wins
+
+
+def test_pipeline_run_date_reaches_the_score_stage(monkeypatch, tmp_path):
+    from ytspark import cli
+    from ytspark.score import job
+
+    seen = {}
+
+    def fake_run_score(spark, cfg, prepared, models, run_date, out_root, ranker_dir=None, **kw):
+        seen.update(run_date=run_date, config_run_date=cfg.score.run_date, prepared=prepared)
+        return {"stub": True}
+
+    monkeypatch.setattr(job, "run_score", fake_run_score)
+    monkeypatch.setattr(cli, "_has_model", lambda path, kind: False)
+    skip = [a for s in cli.STAGES if s != "score" for a in ("--skip", s)]
+    args = cli.build_parser().parse_args(["pipeline", "--run-date", "2026-12-01", "--output", str(tmp_path), *skip])
+    summary = cli.cmd_pipeline(None, cli._config(args), args)
+    assert summary == {"score": {"stub": True}}
+    assert seen == {"run_date": "2026-12-01", "config_run_date": "2026-12-01", "prepared": f"{tmp_path}/prepared"}
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["pipeline", "--run-date", "2026-13-01"], "score.run_date"),
+    (["score", "--run-date", "tomorrow"], "score.run_date"),
+    (["score", "--set", "score.index=bogus"], "score.index"),
+])
+def test_cli_bad_value_exits_2_naming_the_key(capsys, argv, key):
+    from ytspark.cli import main
+
+    assert main(argv) == 2
+    assert f"config key '{key}'" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_bad_value_before_spark_in_well_under_a_second(tmp_path):
+    """In a fresh interpreter: exit 2 naming the key, within a second, and pyspark never imported."""
+    import json
+    import subprocess
+    import sys
+
+    script = """
+import json, sys, time
+t = time.perf_counter()
+from ytspark.cli import main
+out = []
+for argv in (["score", "--set", "score.index=bogus"], ["pipeline", "--set", "score.k=-5"],
+             ["train-candidates", "--set", "candidate.dropout=1.5"], ["prepare", "--set", "train.launcher=mpi"]):
+    t = time.perf_counter()
+    rc = main([*argv, "--output", sys.argv[1]])
+    out.append([rc, time.perf_counter() - t])
+print(json.dumps({"runs": out, "spark": any(m.split(".")[0] in ("pyspark", "py4j") for m in sys.modules)}))
+"""
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [rc for rc, _ in got["runs"]] == [2, 2, 2, 2]
+    assert max(s for _, s in got["runs"]) < 1.0, got
+    assert got["spark"] is False
+    for key in ("score.index", "score.k", "candidate.dropout", "train.launcher"):
+        assert f"config key '{key}'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing written

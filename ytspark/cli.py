@@ -1,7 +1,8 @@
 """``ytspark`` command line: one subcommand per stage, each a thin call into the library.
 
 Every subcommand takes ``--profile`` (a file in conf/) and repeated
-``--set section.key=value`` overrides; a wrong key or type stops it at start-up.
+``--set section.key=value`` overrides; a wrong key, type or value (checked by
+:func:`ytspark.config.validate`) stops it at start-up, before Spark starts.
 The ``jobs/*.py`` spark-submit entry points call :func:`main` with their stage.
 """
 from __future__ import annotations
@@ -14,12 +15,13 @@ import sys
 import time
 from typing import Sequence
 
-from ytspark.config import Config, ConfigError, load_config
+from ytspark.config import DATA_FORMATS, TRAIN_LAUNCHERS, Config, ConfigError, load_config, validate
 
 log = logging.getLogger("ytspark")
 
 _EPILOG = """Configuration: conf/default.toml, a --profile on top, then --set overrides,
-e.g. --set prepare.max_examples_per_user=50 --set spark.master=local[2].
+e.g. --set prepare.max_examples_per_user=50 --set spark.master=local[2] --set score.run_date=2026-12-01.
+A wrong key, type or value stops the command at start-up (exit 2), naming the key.
 Under spark-submit, --master and --conf settings win over the config."""
 
 
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sc)
     sc.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
     sc.add_argument("--models", help="models root (default: <output>/models)")
-    sc.add_argument("--run-date", help="YYYY-MM-DD (default: score.run_date, else today)")
+    _run_date(sc)
 
     pl = sub.add_parser("pipeline", help="run the whole nightly pipeline on your logs or generated data",
                         description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
@@ -101,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--skip", action="append", default=[], choices=list(STAGES),
                     help="skip a stage and reuse its existing output (repeatable)")
     pl.add_argument("--resume", action="store_true", help="resume training stages from their last checkpoint")
+    _run_date(pl)
     return parser
+
+
+def _run_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-date", metavar="YYYY-MM-DD",
+                   help="the scoring run's date: events up to the end of this UTC day count, output in "
+                        "recommendations/run_date=YYYY-MM-DD (sets score.run_date; default: score.run_date, "
+                        "else today, UTC)")
 
 
 STAGES = ("generate", "prepare", "train-candidates", "train-ranker", "score", "evaluate")
@@ -111,7 +121,7 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
     p.add_argument("--models", help="models root (default: <output>/models)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
-    p.add_argument("--launcher", choices=["local", "horovod-spark", "horovodrun", "torch-distributor"],
+    p.add_argument("--launcher", choices=list(TRAIN_LAUNCHERS),
                    help="override train.launcher")
     p.add_argument("--num-proc", type=int, help="override train.num_proc (data-parallel ranks)")
 
@@ -120,11 +130,15 @@ def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", help="events table path/URL (default: data.events)")
     p.add_argument("--users", help="users table path/URL (optional)")
     p.add_argument("--videos", help="videos table path/URL (optional)")
-    p.add_argument("--format", choices=["auto", "parquet", "jsonl", "csv"], help="input format (default: auto)")
+    p.add_argument("--format", choices=list(DATA_FORMATS), help="input format (default: auto)")
     p.add_argument("--movielens", metavar="DIR", help="read a MovieLens folder (ratings.csv, movies.csv, tags.csv)")
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The config of ``args``: profile, --set overrides, then the command's own options; validated.
+
+    Raises :class:`ConfigError` (naming the key) for a wrong key, type or value, before anything starts.
+    """
     over = list(args.overrides)
     if args.output:
         over.append(f"data.output={json.dumps(args.output)}")
@@ -136,11 +150,15 @@ def _config(args: argparse.Namespace) -> Config:
         over.append(f"train.launcher={json.dumps(args.launcher)}")
     if getattr(args, "num_proc", None):
         over.append(f"train.num_proc={args.num_proc}")
+    if getattr(args, "run_date", None):
+        over.append(f"score.run_date={json.dumps(args.run_date)}")
     if args.command == "generate":
         for key in ("users", "videos", "seed"):
             if getattr(args, key) is not None:
                 over.append(f"generate.{key}={getattr(args, key)}")
-    return load_config(args.profile, over)
+    cfg = load_config(args.profile, over)
+    validate(cfg)
+    return cfg
 
 
 def paths(cfg: Config) -> dict[str, str]:
@@ -299,6 +317,7 @@ def cmd_score(spark, cfg: Config, args: argparse.Namespace) -> dict:
     prepared = getattr(args, "prepared", None) or p["prepared"]
     models = getattr(args, "models", None) or p["models"]
     ranker = models if _has_model(models, "ranker") else None
+    # --run-date is already score.run_date (see _config); the argument still wins for a caller that built cfg itself
     return run_score(spark, cfg, prepared, models, getattr(args, "run_date", None) or cfg.score.run_date or None,
                      p["scores"], ranker_dir=ranker)
 
@@ -392,7 +411,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    try:
+    try:  # a wrong key, type or value fails here, in milliseconds, before Spark or any stage starts
         cfg = _config(args)
     except ConfigError as e:
         print(f"ytspark: config error: {e}", file=sys.stderr)

@@ -3,13 +3,22 @@
 ``load_config(profile="local", overrides=["prepare.max_examples_per_user=50"])``
 reads ``conf/default.toml``, then ``conf/<profile>.toml`` on top, then the
 overrides, and checks every key and value against the dataclasses below. A
-wrong key or type raises :class:`ConfigError` naming the key.
+wrong key or type raises :class:`ConfigError` naming the key. A TOML date or
+date-time given for a string key (``--set score.run_date=2026-12-01``) is kept
+as its ISO text.
+
+:func:`validate` then checks every enumerated or ranged value (``score.index``,
+``score.k >= score.n``, ``candidate.dropout`` in [0, 1), ...) and raises one
+:class:`ConfigError` listing every problem; the CLI calls it before Spark starts.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import math
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +30,18 @@ CONF_DIR = Path(os.environ.get("YTSPARK_CONF_DIR", Path(__file__).resolve().pare
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key and the fix."""
+
+
+# Allowed values of the enumerated keys, checked by validate() at start-up. The modules that act on them keep
+# their own copies: they import pyspark, torch or faiss (too slow for a start-up check) or this module (a cycle).
+# tests/test_config.py checks that each pair agrees.
+DATA_FORMATS = ("auto", "parquet", "jsonl", "csv")  # ("auto", *ytspark.sources.FORMATS)
+PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.prepare.candidates.SAMPLINGS
+TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
+CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
+SCORE_INDEXES = ("flat", "ivf", "hnsw")  # ytspark.score.index.KINDS
+RANKER_BLENDS = ("auto", "ranker")  # ytspark.models.blend.BLEND_MODES
+SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")  # SparkContext.setLogLevel
 
 
 @dataclass(frozen=True)
@@ -213,6 +234,16 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return f"{value.isoformat()} (a TOML date-time)"
+    if isinstance(value, dt.date):
+        return f"{value.isoformat()} (a TOML date)"
+    if isinstance(value, dt.time):
+        return f"{value.isoformat()} (a TOML time)"
+    return repr(value)
+
+
 def _check_value(key: str, value: Any, typ: Any) -> Any:
     origin = typing.get_origin(typ)
     if origin is dict:
@@ -221,24 +252,26 @@ def _check_value(key: str, value: Any, typ: Any) -> Any:
         return {str(k): str(v) for k, v in value.items()}
     if typ is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be true or false, got {_shown(value)}")
         return value
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be an integer, got {_shown(value)}")
         return value
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a number, got {_shown(value)}")
         return float(value)
     if typ is str:
+        if isinstance(value, (dt.date, dt.time)):  # TOML parses a bare 2026-12-01 as a date: keep its ISO text
+            return value.isoformat()
         if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a string, got {_shown(value)}")
         return value
     if origin is list or origin is tuple:
         (inner,) = set(typing.get_args(typ)) - {Ellipsis}
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a list, got {_shown(value)}")
         return tuple(_check_value(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
     raise ConfigError(f"config key '{key}' has unsupported type {typ}")
 
@@ -319,3 +352,178 @@ def load_config(
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` from ``Config.to_dict()`` output (e.g. a saved manifest)."""
     return _build(Config, raw, "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Start-up validation: every enumerated or ranged value, so a typo fails in milliseconds instead of after Spark
+# started and earlier stages ran. The stages keep their own checks (they are also called as a library).
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MEMORY = re.compile(r"\d+([kmgtp]b?|b)?", re.IGNORECASE)  # Spark's byte strings: 512m, 4g, 4096
+
+
+def _is_date(text: str) -> bool:
+    try:
+        return bool(_DATE.fullmatch(text)) and dt.date.fromisoformat(text) is not None
+    except ValueError:
+        return False
+
+
+def _is_datetime(text: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Checker:
+    """Collects ``config key 'section.key' = value: must be ...`` lines for :func:`validate`."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.problems: list[str] = []
+
+    def value(self, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(self.cfg, section), name)
+
+    def bad(self, key: str, allowed: str) -> None:
+        v = self.value(key)
+        shown = list(v) if isinstance(v, tuple) else v
+        self.problems.append(f"config key '{key}' = {shown!r}: must be {allowed}")
+
+    def one_of(self, key: str, allowed: tuple[str, ...], fold_case: bool = False) -> None:
+        v = self.value(key)
+        if (v.upper() if fold_case else v) not in allowed:
+            self.bad(key, "one of " + " | ".join(allowed))
+
+    def at_least(self, lo: float, *keys: str) -> None:
+        for key in keys:
+            if not self.value(key) >= lo:
+                self.bad(key, f">= {lo}")
+
+    def above(self, lo: float, *keys: str) -> None:
+        for key in keys:
+            if not self.value(key) > lo:
+                self.bad(key, f"> {lo}")
+
+    def between(self, key: str, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> None:
+        v = self.value(key)
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            self.bad(key, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+
+    def each_at_least(self, lo: float, key: str, non_empty: bool = False) -> None:
+        v = self.value(key)
+        if (non_empty and not v) or any(not (_finite_number(x) and x >= lo) for x in v):
+            self.bad(key, ("a non-empty list" if non_empty else "a list") + f" of finite values >= {lo}")
+
+
+def validate(cfg: Config) -> None:
+    """Raise :class:`ConfigError` listing every out-of-range or unknown value of ``cfg``.
+
+    Each line names the key, its value and what is allowed, e.g.
+    ``config key 'score.index' = 'bogus': must be one of flat | ivf | hnsw``. The types are already
+    checked by :func:`load_config`; this checks the values every stage would refuse later (or misuse).
+    """
+    c = _Checker(cfg)
+    # [spark]
+    c.at_least(1, "spark.shuffle_partitions")
+    c.one_of("spark.log_level", SPARK_LOG_LEVELS, fold_case=True)
+    if not cfg.spark.master.strip():
+        c.bad("spark.master", "a Spark master URL such as local[*] or spark://host:7077")
+    if not _MEMORY.fullmatch(cfg.spark.driver_memory):
+        c.bad("spark.driver_memory", "a size such as 512m, 4g or 4096 (MiB)")
+    # [data]
+    c.one_of("data.format", DATA_FORMATS)
+    if not cfg.data.output.strip():
+        c.bad("data.output", "a path or URL (the root of everything written)")
+    # [generate]
+    c.at_least(1, "generate.users", "generate.videos", "generate.channels", "generate.categories",
+               "generate.days", "generate.partitions")
+    c.above(0, "generate.visits_per_user")
+    c.at_least(0, "generate.seed")
+    if not _is_datetime(cfg.generate.start_date):
+        c.bad("generate.start_date", "an ISO date YYYY-MM-DD (or date-time)")
+    # [validate]
+    c.between("validate.max_reject_share", 0, 1)
+    c.above(0, "validate.max_watch_seconds", "validate.max_watch_over_duration")
+    c.at_least(0, "validate.future_tolerance_seconds")
+    if cfg.validate.as_of and not _is_datetime(cfg.validate.as_of):
+        c.bad("validate.as_of", "empty (the wall clock) or an ISO date YYYY-MM-DD (or date-time)")
+    # [prepare]
+    c.at_least(1, "prepare.history_length", "prepare.max_examples_per_user", "prepare.video_top_k",
+               "prepare.token_top_k", "prepare.target_shards", "prepare.row_groups_per_shard")
+    c.at_least(0, "prepare.video_min_count", "prepare.token_min_count", "prepare.categorical_min_count",
+               "prepare.completed_fraction", "prepare.seed")
+    c.one_of("prepare.example_sampling", PREPARE_SAMPLINGS)
+    c.at_least(2, "prepare.quantiles")
+    c.between("prepare.quantile_rel_error", 0, 1, hi_open=True)
+    # [train]
+    c.one_of("train.launcher", TRAIN_LAUNCHERS)
+    c.at_least(1, "train.num_proc", "train.reader_workers", "train.patience")
+    c.at_least(0, "train.threads_per_proc", "train.shuffle_buffer", "train.steps_per_epoch", "train.seed")
+    # [candidate] and [ranker]: the two networks
+    for net in ("candidate", "ranker"):
+        c.at_least(1, f"{net}.embed_dim", f"{net}.batch_size", f"{net}.epochs")
+        c.between(f"{net}.dropout", 0, 1, hi_open=True)
+        c.above(0, f"{net}.lr")
+        c.at_least(0, f"{net}.weight_decay")
+        if any(h < 1 for h in c.value(f"{net}.hidden")):
+            c.bad(f"{net}.hidden", "a list of layer widths >= 1 ([] = a linear model)")
+    cand = cfg.candidate
+    c.one_of("candidate.recency", CANDIDATE_RECENCY)
+    if cand.recency != "none" and not cand.use_watches:
+        c.bad("candidate.recency", "'none' when candidate.use_watches = false")
+    if not (cand.use_watches or cand.use_searches or cand.use_demographics or cand.use_example_age):
+        c.bad("candidate.use_watches", "true when use_searches, use_demographics and use_example_age are all "
+              "false (at least one input group)")
+    c.at_least(1, "candidate.recent_k", "candidate.num_sampled", "candidate.eval_k", "candidate.covisit_window",
+               "candidate.covisit_top_m", "candidate.covisit_recent_k")
+    c.above(0, "candidate.tau_days")
+    if cand.recency == "attention":
+        c.at_least(1, "candidate.attn_layers", "candidate.attn_heads")
+        if cand.attn_heads >= 1 and cand.embed_dim % cand.attn_heads:
+            c.bad("candidate.attn_heads", f"a divisor of candidate.embed_dim ({cand.embed_dim}) with "
+                  "recency = 'attention'")
+    c.at_least(0, "candidate.seq_loss_weight", "candidate.seq_positions", "candidate.sampler_alpha")
+    c.between("candidate.covisit_decay", 0, 1, lo_open=True)
+    c.each_at_least(0, "candidate.covisit_weights")
+    rk = cfg.ranker
+    c.at_least(1, "ranker.negatives")
+    c.at_least(0, "ranker.negatives_seed")
+    if not 0 <= rk.hard_negatives <= rk.negatives:
+        c.bad("ranker.hard_negatives", f"in [0, ranker.negatives = {rk.negatives}]")
+    c.one_of("ranker.blend", RANKER_BLENDS)
+    c.each_at_least(0, "ranker.blend_weights", non_empty=rk.blend == "auto")
+    # [evaluate]
+    ev = cfg.evaluate
+    c.each_at_least(1, "evaluate.ks", non_empty=True)
+    if ev.ks and all(_finite_number(k) for k in ev.ks) and ev.topk < max(ev.ks):
+        c.bad("evaluate.topk", f">= max(evaluate.ks) = {max(ev.ks)}")
+    if not 1 <= ev.coverage_k <= max(ev.topk, 1):
+        c.bad("evaluate.coverage_k", f"in [1, evaluate.topk = {ev.topk}]")
+    c.each_at_least(1, "evaluate.als_ranks", non_empty=True)
+    c.each_at_least(0, "evaluate.als_reg_params", non_empty=True)
+    c.each_at_least(0, "evaluate.als_alphas", non_empty=True)
+    c.at_least(1, "evaluate.als_max_iter", "evaluate.chunk_users")
+    c.at_least(0, "evaluate.seed")
+    # [score] (the same rules as ytspark.score.job.check_score_config, and more)
+    sc = cfg.score
+    c.at_least(1, "score.n")
+    if sc.k < max(sc.n, 1):
+        c.bad("score.k", f">= score.n = {sc.n} (the top N come from the K retrieved)")
+    c.one_of("score.index", SCORE_INDEXES)
+    c.at_least(1, "score.ivf_nlist", "score.ivf_nprobe", "score.hnsw_m", "score.ef_construction",
+               "score.ef_search", "score.batch_size", "score.threads_per_task", "score.demographic_list")
+    c.at_least(0, "score.recall_sample_users", "score.partitions", "score.seed")
+    if sc.run_date and not _is_date(sc.run_date):
+        c.bad("score.run_date", "empty (today, UTC) or a date YYYY-MM-DD (--run-date sets it)")
+    if c.problems:
+        n = len(c.problems)
+        raise ConfigError(f"{n} invalid config value{'s' if n > 1 else ''}:\n  " + "\n  ".join(c.problems))
