@@ -212,13 +212,29 @@ def _reference_rows(world, as_of: float, demo: pd.DataFrame) -> dict:
 
 
 def _serving(spark, world, as_of: float, **kw) -> dict:
-    from ytspark.score.features import load_vocabs, serving_rows, serving_schema
+    """user -> its serving columns (the scoring pass's code, :func:`serving_columns`), as a dict of values."""
+    import pyarrow as pa
 
-    df = serving_rows(spark, world["prepared"], as_of, H, load_vocabs(spark, world["prepared"]), **kw)
-    from ytspark.schema import check_schema
+    from ytspark.prepare.job import load_manifest
+    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, collect_serving_columns, load_vocabs, \
+        serving_events
 
-    check_schema(df.schema, serving_schema(kw.get("affinity", False)), "serving rows")
-    return {r[S.USER_ID]: r for r in df.collect()}
+    vocabs = load_vocabs(spark, world["prepared"])
+    ev = serving_events(spark, world["prepared"], as_of, vocabs, load_manifest(spark, world["prepared"]))
+    cols = collect_serving_columns(ev, as_of, H, pa.array(vocabs["token"].values, pa.string()),
+                                   kw.get("affinity", False))
+    out = {}
+    for i, uid in enumerate(cols[S.USER_ID]):
+        off, vals = cols["seen"]
+        r = {c: cols[c][i] for c in FEATURES}
+        r["seen"] = vals[off[i]:off[i + 1]]
+        for g in AFFINITY_GROUPS if kw.get("affinity") else ():
+            a = cols[g]
+            lo, hi = a.offsets[i], a.offsets[i + 1]
+            for name, v in zip(affinity_columns(g), (a.ids, a.counts, a.since)):
+                r[name] = v[lo:hi]
+        out[uid] = r
+    return out
 
 
 FEATURES = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES, S.CAND_SINCE_LAST,

@@ -1,15 +1,28 @@
-"""Candidate-model inputs as of any event of a user batch: what the user tower would see at that moment.
+"""Features as of a moment, for a batch of whole users: what the models would see then.
 
-:func:`candidate_inputs_at` gives, for chosen events of a batch (e.g. every
-impression), the columns a candidate row holds for a label at that event's
-timestamp, with the same rollback as :func:`ytspark.prepare.batch_candidates.
-batch_candidate_rows`: only watches and searches *strictly before* the event
-(a tie run of equal timestamps is excluded as a whole). The example age is 0,
-as at serving: the retrieval score of an impression is the score the candidate
-model would have served then. For a label watch the columns equal that label's
-candidate row (example age aside); ``tests/test_rank_rows.py`` checks it.
+One place for "the user's inputs strictly before t", used by every stage:
+
+- :func:`candidate_inputs_at` (train-ranker, candidate negatives): the
+  candidate-row inputs as of chosen events of the batch (e.g. every
+  impression), with the same rollback as :func:`ytspark.prepare.batch_candidates.
+  batch_candidate_rows`: only watches and searches *strictly before* the event
+  (a tie run of equal timestamps is excluded as a whole);
+- :func:`inputs_at_end` (nightly scoring): the same columns as of a cut-off
+  later than every event of the batch (the run date's end), one row per user,
+  plus what serving reads beside them: ``seen`` (the user's distinct
+  in-vocabulary watched videos, excluded from the lists) and, per channel and
+  per category, the watch count and days since the last such watch (the
+  ranker's affinity features, defined as in
+  :func:`ytspark.prepare.batch_ranking.count_and_last_before`).
+
+The example age is 0, as at serving. For a label watch the columns equal that
+label's candidate row (example age aside); ``tests/test_rank_rows.py`` and
+``tests/test_score.py`` check both entry points against the per-user reference
+:func:`ytspark.prepare.candidates.user_candidate_rows`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +36,56 @@ from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, win
 
 def _values_at(column: pa.Array, idx: np.ndarray, dtype, fill) -> np.ndarray:
     return pc.fill_null(take(column, idx), fill).to_numpy(zero_copy_only=False).astype(dtype)
+
+
+@dataclass
+class _Events:
+    """The parsed columns of a batch: users, watches (in event order) and search tokens."""
+
+    c: dict
+    ts: np.ndarray
+    users: Users
+    wi: np.ndarray  # event index of every watch
+    cw: np.ndarray  # watches before each event (exclusive cumsum, len n + 1)
+    w_ts: np.ndarray
+    w_vid: np.ndarray  # int32, OOV where null
+    s_tok: np.ndarray
+    ct: np.ndarray  # search tokens before each event (exclusive cumsum)
+
+    @classmethod
+    def of(cls, batch: pa.Table | pa.RecordBatch, vocab_tokens: pa.Array) -> "_Events":
+        c = columns(batch)
+        ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        kind = c["kind"].to_numpy(zero_copy_only=False)
+        users = Users.of(c[S.USER_ID], ts)
+        is_w = kind == KIND_WATCH
+        wi = np.flatnonzero(is_w)
+        w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)
+        s_tok, ct = search_tokens(c, kind, vocab_tokens)
+        return cls(c, ts, users, wi, exclusive_cumsum(is_w), ts[wi], w_vid, s_tok, ct)
+
+
+def _inputs(e: _Events, g: np.ndarray, t: np.ndarray, cut: np.ndarray, H: int) -> dict[str, np.ndarray]:
+    """Candidate inputs of queries (user number ``g``, time ``t``) that see the events before index ``cut``."""
+    w_end = e.cw[cut]
+    lo = e.cw[e.users.starts][g]
+    k = w_end - lo
+    ages = np.where(window_mask(w_end, lo, H), (t[:, None] - window(e.w_ts, w_end, lo, H)) / DAY, 0.0)
+    since = np.where(k > 0, (t - e.w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS) if len(e.w_ts) \
+        else np.full(len(g), NEVER_DAYS)
+    first = e.users.starts[g]
+    return {
+        S.CAND_WATCH_HIST: window(e.w_vid, w_end, lo, H).astype(np.int32),
+        S.CAND_WATCH_AGE: ages.astype(np.float32),
+        S.CAND_SEARCH_HIST: window(e.s_tok, e.ct[cut], e.ct[e.users.starts][g], H).astype(np.int32),
+        S.CAND_N_WATCHES: k.astype(np.int32),
+        S.CAND_SINCE_LAST: since.astype(np.float32),
+        S.CAND_EXAMPLE_AGE: np.zeros(len(g), np.float32),
+        S.USER_AGE: _values_at(e.c[S.USER_AGE], first, np.float32, -1.0),
+        **{col: _values_at(e.c[col], first, np.int32, S.OOV) for col in S.DEMOGRAPHIC_COLUMNS},
+        "seen_lo": lo.astype(np.int64),
+        "seen_hi": w_end.astype(np.int64),
+    }
 
 
 def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: CandidateParams,
@@ -41,41 +104,59 @@ def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: Ca
         ``user_age`` float32 and the ``DEMOGRAPHIC_COLUMNS`` int32; plus ``seen_lo`` and
         ``seen_hi``: the query's watches are ``watch_video[seen_lo:seen_hi]`` of :func:`batch_watches`.
     """
-    H = p.history_length
     idx = np.asarray(idx, np.int64)
-    c = columns(batch)
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(c[S.USER_ID], ts)
-    is_w = kind == KIND_WATCH
-    wi = np.flatnonzero(is_w)
-    cw = exclusive_cumsum(is_w)
-    w_ts = ts[wi]
-    w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)
-    s_tok, ct = search_tokens(c, kind, vocab_tokens)
+    e = _Events.of(batch, vocab_tokens)
+    return _inputs(e, e.users.event_user[idx], e.ts[idx], e.users.tie_start[idx], p.history_length)
 
-    g = users.event_user[idx]
-    t = ts[idx]
-    tie = users.tie_start[idx]
-    w_end = cw[tie]
-    lo = cw[users.starts][g]
-    k = w_end - lo
-    ages = np.where(window_mask(w_end, lo, H), (t[:, None] - window(w_ts, w_end, lo, H)) / DAY, 0.0)
-    since = np.where(k > 0, (t - w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS) if len(w_ts) \
-        else np.full(len(idx), NEVER_DAYS)
-    first = users.starts[g]
-    out = {
-        S.CAND_WATCH_HIST: window(w_vid, w_end, lo, H).astype(np.int32),
-        S.CAND_WATCH_AGE: ages.astype(np.float32),
-        S.CAND_SEARCH_HIST: window(s_tok, ct[tie], ct[users.starts][g], H).astype(np.int32),
-        S.CAND_N_WATCHES: k.astype(np.int32),
-        S.CAND_SINCE_LAST: since.astype(np.float32),
-        S.CAND_EXAMPLE_AGE: np.zeros(len(idx), np.float32),
-        S.USER_AGE: _values_at(c[S.USER_AGE], first, np.float32, -1.0),
-        **{col: _values_at(c[col], first, np.int32, S.OOV) for col in S.DEMOGRAPHIC_COLUMNS},
-        "seen_lo": lo.astype(np.int64),
-        "seen_hi": w_end.astype(np.int64),
-    }
+
+def _per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float):
+    """Per user, sorted distinct ``key`` values with their count and days from the last one to ``as_of``.
+
+    Returns (offsets [n_users + 1] int64, ids int64, counts float32, days float32).
+    """
+    if not len(key):
+        return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), \
+            np.zeros(0, np.float32)
+    width = np.int64(int(key.max()) + 1)
+    k = user.astype(np.int64) * width + key.astype(np.int64)
+    order = np.argsort(k, kind="stable")
+    ks = k[order]
+    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    counts = np.diff(np.r_[start, len(ks)]).astype(np.float32)
+    last = np.maximum.reduceat(ts[order], start)
+    u = ks[start] // width
+    offsets = np.zeros(n_users + 1, np.int64)
+    np.cumsum(np.bincount(u, minlength=n_users), out=offsets[1:])
+    return offsets, ks[start] % width, counts, ((as_of - last) / DAY).astype(np.float32)
+
+
+def inputs_at_end(batch: pa.Table | pa.RecordBatch, as_of: float, p: CandidateParams, vocab_tokens: pa.Array,
+                  affinity_columns: tuple[str, ...] = ()) -> dict:
+    """Every user's inputs as of ``as_of`` (later than every event of ``batch``): one row per user.
+
+    Args:
+        batch: as for :func:`candidate_inputs_at`; rows of kinds other than watch and search
+            (impressions, a per-user marker row) only make the user present.
+        affinity_columns: event columns (e.g. ``channel_idx``, ``category_idx``) to group each
+            user's watches by.
+    Returns:
+        ``user_id`` (object [U]) and the :func:`candidate_inputs_at` columns over the U users, plus
+        ``seen``: (offsets [U + 1], sorted distinct watched video idx >= 2) and, per affinity column,
+        (offsets, ids, watch counts float32, days since the last such watch float32), ids sorted.
+    """
+    e = _Events.of(batch, vocab_tokens)
+    starts, ends = e.users.starts, e.users.ends
+    U = len(starts)
+    g = np.arange(U)
+    out = _inputs(e, g, np.full(U, float(as_of)), ends, p.history_length)
+    out[S.USER_ID] = take(e.c[S.USER_ID], starts).to_numpy(zero_copy_only=False)
+    w_user = e.users.event_user[e.wi]
+    ok = e.w_vid >= 2
+    off, ids, _, _ = _per_user_groups(w_user[ok], e.w_vid[ok], e.w_ts[ok], U, as_of)
+    out["seen"] = (off, ids)
+    for col in affinity_columns:
+        v = pc.fill_null(e.c[col], S.OOV).to_numpy(zero_copy_only=False)[e.wi].astype(np.int64)
+        out[col] = _per_user_groups(w_user, v, e.w_ts, U, as_of)
     return out
 
 

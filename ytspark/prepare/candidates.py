@@ -134,6 +134,7 @@ def user_candidate_rows(
 
 
 KIND_WATCH, KIND_SEARCH, KIND_IMPRESSION = 0, 1, 2
+KIND_USER = 3  # a per-user marker row of the serving pass (ytspark.score.features.serving_events): no event
 
 
 def frame_candidate_rows(user: pd.DataFrame, p: CandidateParams) -> pd.DataFrame:

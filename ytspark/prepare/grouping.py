@@ -118,7 +118,6 @@ def map_user_batches(
     min_rows: int = MIN_BATCH_ROWS,
 ) -> DataFrame:
     """Apply ``fn`` to Arrow tables of whole users (sorted by user, then ``order``); union its batches."""
-    n = num_partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for table in iter_user_tables(batches, min_rows):
@@ -126,5 +125,11 @@ def map_user_batches(
             if out.num_rows:
                 yield out
 
-    sorted_df = df.repartition(n, S.USER_ID).sortWithinPartitions(S.USER_ID, *order)
-    return sorted_df.mapInArrow(run, schema)
+    return sort_by_user(df, order, num_partitions).mapInArrow(run, schema)
+
+
+def sort_by_user(df: DataFrame, order: Sequence[str], num_partitions: int | None = None) -> DataFrame:
+    """``df`` hash-partitioned by ``user_id`` and sorted by (user_id, ``order``) within each partition: what
+    :func:`iter_user_tables` reads (a partition-level ``mapInArrow`` function can call it itself)."""
+    n = num_partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartition(n, S.USER_ID).sortWithinPartitions(S.USER_ID, *order)

@@ -1,7 +1,7 @@
 """Fallback lists for users with no usable history: popular among similar users, else globally.
 
 Popularity of a video = number of distinct users who watched it before the
-cut-off (the ``seen`` column of the serving rows). A cold user gets the most
+cut-off. A cold user gets the most
 popular videos among users of the same (country, age bucket) first
 (``source="demographic"``); when that group's list runs out (or the country is
 unknown) the list is filled from the whole catalogue by global popularity,
@@ -18,7 +18,6 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
-from ytspark.score.features import SEEN
 
 SOURCE_DEMOGRAPHIC = "demographic"
 SOURCE_POPULAR = "popular"
@@ -57,14 +56,14 @@ class PopularLists:
         return np.asarray(ids, np.int64), np.asarray(scores, np.float32), sources
 
 
-def popular_lists(rows: DataFrame, n_videos: int, per_group: int) -> PopularLists:
-    """Watcher counts from serving rows (``seen`` + demographics) -> :class:`PopularLists`.
+def popular_lists(watched: DataFrame, n_videos: int, per_group: int) -> PopularLists:
+    """Watcher counts -> :class:`PopularLists`.
 
-    ``n_videos``: the model's video vocabulary size (ids 2..n_videos-1 form the
+    ``watched``: one row per distinct (user, watched video idx >= 2) with the user's ``country_idx`` and
+    ``age_bucket_idx``; ``n_videos``: the model's video vocabulary size (ids 2..n_videos-1 form the
     catalogue); ``per_group``: how many videos to keep per (country, age bucket).
     """
-    watched = rows.select(COUNTRY, AGE_BUCKET, F.explode(SEEN).alias(S.VIDEO_IDX)) \
-        .where(F.col(S.VIDEO_IDX) < n_videos)
+    watched = watched.select(COUNTRY, AGE_BUCKET, S.VIDEO_IDX).where(F.col(S.VIDEO_IDX) < n_videos)
     glob = {r[S.VIDEO_IDX]: r["n"] for r in watched.groupBy(S.VIDEO_IDX).agg(F.count(F.lit(1)).alias("n")).collect()}
     all_ids = np.arange(2, n_videos, dtype=np.int64)
     counts = np.array([glob.get(int(i), 0) for i in all_ids], dtype=np.float32)

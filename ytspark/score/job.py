@@ -12,12 +12,17 @@ the previous table as it was)::
 The manifest's name starts with ``_`` so that Spark, pyarrow and pandas read the
 folder as a plain Parquet table (they skip ``_*`` and ``.*`` files).
 
-Steps: serving rows as of the end of the run date (:mod:`.features`), the
-FAISS index of the model's folded video table built once on the driver
-(:mod:`.index`, recall against exact search measured on a sample for ivf/hnsw),
-popular lists for cold users (:mod:`.fallback`), then ``mapInArrow`` over the
-rows with the models and the index shipped in a broadcast and rebuilt once per
-Python worker (:mod:`.bundle`, :mod:`.scorer`).
+Steps: the FAISS index of the model's folded video table built once on the
+driver (:mod:`.index`, recall against exact search measured on a sample for
+ivf/hnsw), popular lists for cold users (:mod:`.fallback`), then ONE pass over
+the raw prepared events: they are partitioned and sorted by user, and a
+``mapInArrow`` function builds each batch of whole users' serving columns as
+of the end of the run date (:mod:`.features`, the same code as the ranker's
+training rows), retrieves, ranks and keeps the top N, which Spark writes
+(:mod:`.scorer`; the models and the index are shipped in a broadcast and
+rebuilt once per Python worker, :mod:`.bundle`). The manifest's counts and
+per-step task seconds come back from the tasks in an accumulator, so no job
+reads the table back.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import time
 from typing import Callable
 
 import numpy as np
-from pyspark import StorageLevel
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -37,14 +42,17 @@ from ytspark.config import Config, ScoreConfig
 from ytspark.models.blend import retrieval_weight
 from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
-from ytspark.prepare.job import CANDIDATE_SOURCES, _video_features, load_manifest
+from ytspark.prepare.candidates import KIND_WATCH
+from ytspark.prepare.grouping import sort_by_user
+from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, _video_features, load_manifest
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
 from ytspark.score.fallback import PopularLists, popular_lists
-from ytspark.score.features import as_of_ts, serving_rows
+from ytspark.score.features import as_of_ts, collect_serving_columns, serving_events
 from ytspark.score.rank import VideoMeta
 from ytspark.score.scorer import (
-    MODEL_VERSION, RANK, RUN_DATE, SCORED_SCHEMA, SOURCE, RunData, partition_fn, user_vectors,
+    MODEL_VERSION, RUN_DATE, SCORED_SCHEMA, STEPS, RunData, Tally, TallyParam, partition_fn, usable_history,
+    user_vectors,
 )
 from ytspark.vocab import Vocab, apply_vocab
 
@@ -111,32 +119,28 @@ def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]
     return meta
 
 
-def _usable() -> Column:
-    """Spark twin of :func:`ytspark.score.scorer.usable_history`."""
-    return F.exists(S.CAND_WATCH_HIST, lambda x: x >= 2) | F.exists(S.CAND_SEARCH_HIST, lambda x: x >= 2)
-
-
-def _recall(model, rows: DataFrame, index, vectors: np.ndarray, sc: ScoreConfig) -> dict:
-    """Recall@K of the approximate index against exact search on up to ``recall_sample_users`` users."""
-    pdf = rows.where(_usable()).limit(sc.recall_sample_users).toPandas()
-    if pdf.empty:
+def _recall(spark: SparkSession, model, events: DataFrame, index, vectors: np.ndarray, sc: ScoreConfig,
+            as_of: float, H: int, vocab_tokens) -> dict:
+    """Recall@K of the approximate index against exact search on up to ``recall_sample_users`` users
+    (the first users with a watch, their serving columns built on the driver)."""
+    ids = events.where(F.col("kind") == KIND_WATCH).select(S.USER_ID).distinct().limit(sc.recall_sample_users)
+    cols = collect_serving_columns(events.join(F.broadcast(ids), S.USER_ID), as_of, H, vocab_tokens)
+    if not len(cols[S.USER_ID]):
         return {"recall_at_k": None, "sample_users": 0}
-    q = user_vectors(model, {c: pdf[c].to_numpy() for c in pdf.columns})
+    cols = {k: v for k, v in cols.items() if k not in (S.USER_ID, "seen")}
+    rows = np.flatnonzero(usable_history(cols))
+    q = user_vectors(model, {k: v[rows] for k, v in cols.items()})
     r = ix.measure_recall(index, ix.build_index(vectors, "flat"), q, sc.k)
-    return {"recall_at_k": round(float(r), 4), "sample_users": len(pdf)}
+    return {"recall_at_k": round(float(r), 4), "sample_users": int(len(rows))}
 
 
-def _summary(spark: SparkSession, path: str, n_catalogue: int, n: int) -> dict:
-    df = spark.read.parquet(path)
-    agg = df.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(S.USER_ID).alias("users"),
-                 F.countDistinct(S.VIDEO_ID).alias("videos")).first()
-    rows_by_source = {r[SOURCE]: r["count"] for r in df.groupBy(SOURCE).count().collect()}
-    users_by_source = {r[SOURCE]: r["count"] for r in df.where(F.col(RANK) == 1).groupBy(SOURCE).count().collect()}
-    short = df.groupBy(S.USER_ID).agg(F.max(RANK).alias("m")).where(F.col("m") < n).count()
-    return {"rows": int(agg["rows"]), "users_with_list": int(agg["users"]), "short_lists": int(short),
-            "rows_by_source": rows_by_source, "users_by_source": users_by_source,
-            "coverage": {"videos": int(agg["videos"]), "catalogue": n_catalogue,
-                         "share": round(agg["videos"] / max(n_catalogue, 1), 4)}}
+def _summary(t: Tally, n_catalogue: int) -> dict:
+    """The manifest's counts from the tasks' :class:`Tally`."""
+    videos = int(t.videos[2:].sum()) if t.videos is not None else 0
+    return {"rows": t.rows, "users_with_list": t.users_with_list, "short_lists": t.short_lists,
+            "rows_by_source": dict(sorted((t.rows_by_source or {}).items())),
+            "users_by_source": dict(sorted((t.users_by_source or {}).items())),
+            "coverage": {"videos": videos, "catalogue": n_catalogue, "share": round(videos / max(n_catalogue, 1), 4)}}
 
 
 def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: str, run_date: str | None,
@@ -169,15 +173,10 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         raise ValueError(f"model {md.path}: vocab/video.json has {V} entries (with pad and OOV) but the model's "
                          f"table has {model.config.n_videos} rows; the model directory is inconsistent, re-export it")
 
-    # ---- serving rows (persisted: used for the fallback lists, the recall sample and the scoring)
-    t = time.time()
-    step("features")
-    rows = serving_rows(spark, prepared_dir, as_of, H, vocabs, affinity=ranker_md is not None)
+    # ---- the serving events (lazy: read by the fallback lists, the recall sample and the scoring pass)
+    events = serving_events(spark, prepared_dir, as_of, vocabs, pm)
+    vocab_tokens = pa.array(vocabs["token"].values, pa.string())
     parts = sc.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    rows = rows.repartition(parts, S.USER_ID).sortWithinPartitions(S.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = rows.select(F.count(F.lit(1)).alias("n"), F.sum(F.when(_usable(), 0).otherwise(1)).alias("cold")).first()
-    n_users, n_cold = int(counts["n"]), int(counts["cold"] or 0)
-    timings["features_s"] = round(time.time() - t, 2)
 
     # ---- index (driver, once), recall of approximate kinds
     t = time.time()
@@ -195,24 +194,28 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     if sc.index != "flat" and sc.recall_sample_users > 0:
         t = time.time()
         step("recall")
-        index_info.update(_recall(model, rows, index, vectors, sc))
+        index_info.update(_recall(spark, model, events, index, vectors, sc, as_of, H, vocab_tokens))
         timings["recall_s"] = round(time.time() - t, 2)
         log.info("score: %s index recall@%d = %s on %d users", sc.index, sc.k, index_info["recall_at_k"],
                  index_info["sample_users"])
 
     # ---- per-run data and the broadcasts
     t = time.time()
+    step("fallback")
+    watched = events.where((F.col("kind") == KIND_WATCH) & (F.col(S.VIDEO_IDX) >= 2)) \
+        .select(S.USER_ID, S.VIDEO_IDX, "country_idx", "age_bucket_idx").distinct()
+    popular = popular_lists(watched, V, sc.demographic_list)
+    timings["fallback_s"] = round(time.time() - t, 2)
+    t = time.time()
     step("broadcast")
-    # Fallback lists only when some user needs one (one pass over the rows less otherwise).
-    popular = popular_lists(rows, V, sc.demographic_list) if n_cold else PopularLists(np.zeros(0, np.int64),
-                                                                                       np.zeros(0, np.float32))
     meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=popular,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
-                  retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0)
+                  retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
+                  history_length=H, vocab_tokens=vocab_tokens, n_videos=V)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index), index_kind=sc.index,
@@ -224,13 +227,14 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     ssc = spark.sparkContext
     bundle_bc, run_bc = ssc.broadcast(bundle), ssc.broadcast(run)
     builds = ssc.accumulator(0)
+    tally = ssc.accumulator(Tally(), TallyParam())
     timings["broadcast_s"] = round(time.time() - t, 2)
 
-    # ---- score and publish
+    # ---- one pass: serving columns, retrieval, ranking, top N, written as it goes
     t = time.time()
     step("score_write")
-    fn = partition_fn(key, bundle_bc, run_bc, lambda: builds.add(1), fail_partition)
-    scored = rows.mapInArrow(fn, SCORED_SCHEMA).select(
+    fn = partition_fn(key, bundle_bc, run_bc, tally, lambda: builds.add(1), fail_partition)
+    scored = sort_by_user(events, ROW_ORDER, parts).mapInArrow(fn, SCORED_SCHEMA).select(
         *SCORED_SCHEMA.names, F.lit(md.version).alias(MODEL_VERSION), F.lit(run_date).alias(RUN_DATE))
     final = f"{out_root.rstrip('/')}/recommendations/{RUN_DATE}={run_date}"
     try:
@@ -238,7 +242,10 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
             scored.write.parquet(tmp)
             timings["score_write_s"] = round(time.time() - t, 2)
             step("summary")
-            summary = _summary(spark, tmp, V - 2, sc.n)
+            tv: Tally = tally.value
+            summary = _summary(tv, V - 2)
+            n_users, n_cold = tv.users, tv.cold
+            timings["task_s"] = {s_: round(float((tv.seconds or {}).get(s_, 0.0)), 2) for s_ in STEPS}
             timings["total_s"] = round(time.time() - t0, 2)
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
@@ -259,7 +266,6 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
             storage.write_json(spark, f"{tmp}/{MANIFEST_FILE}", manifest)
             storage.write_text(spark, f"{tmp}/_SUCCESS", "")
     finally:
-        rows.unpersist()
         bundle_bc.unpersist()
         run_bc.unpersist()
     step("done")

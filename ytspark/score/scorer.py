@@ -18,11 +18,13 @@ metadata) from a second broadcast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import time
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import torch
+from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import types as T
 
 from ytspark import schema as S
@@ -32,7 +34,7 @@ from ytspark.models.features import batch_from_numpy
 from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
 from ytspark.score.fallback import PopularLists
-from ytspark.score.features import AFFINITY_GROUPS, SEEN, affinity_columns
+from ytspark.score.features import AFFINITY_GROUPS, SEEN, serving_columns, slice_users
 from ytspark.score.rank import Csr, Reranker, TorchRanker, UserBlock, VideoMeta
 
 SOURCE_CANDIDATE = "candidate"
@@ -77,34 +79,73 @@ class RunData:
     source_idx: int = S.OOV
     affinity: bool = False
     retrieval_weight: float = 0.0  # the ranker's serving blend (ytspark.models.blend)
+    history_length: int = 50
+    vocab_tokens: pa.Array | None = None  # the token vocabulary's values (id i + 2)
+    n_videos: int = 0  # the video vocabulary's size (coverage bitmap)
 
 
-def _matrix(arr: pa.Array, dtype) -> np.ndarray:
-    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-    return flat.reshape(len(arr), -1) if len(arr) else flat.reshape(0, 0)
+STEPS = ("features", "retrieval", "ranking", "topn")
 
 
-def _csr(arr: pa.Array, dtype) -> tuple[np.ndarray, np.ndarray]:
-    offsets = arr.offsets.to_numpy().astype(np.int64)
-    return offsets - offsets[0], arr.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+@dataclass
+class Tally:
+    """What the scoring tasks report back (a Spark accumulator): counts for the manifest and task seconds.
+
+    ``seconds``: summed over tasks, per step of :data:`STEPS` (features = serving columns from the
+    events; retrieval = user tower, FAISS and the co-visitation merge; ranking = the ranking network and
+    the order; topn = the output rows). ``videos``: bool [V], recommended at least once.
+    """
+
+    users: int = 0
+    cold: int = 0
+    rows: int = 0
+    users_with_list: int = 0
+    short_lists: int = 0
+    rows_by_source: dict | None = None
+    users_by_source: dict | None = None
+    seconds: dict | None = None
+    videos: np.ndarray | None = None
+
+    def add(self, other: "Tally") -> "Tally":
+        self.users += other.users
+        self.cold += other.cold
+        self.rows += other.rows
+        self.users_with_list += other.users_with_list
+        self.short_lists += other.short_lists
+        for name in ("rows_by_source", "users_by_source", "seconds"):
+            mine, theirs = getattr(self, name) or {}, getattr(other, name) or {}
+            setattr(self, name, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {*mine, *theirs}})
+        if other.videos is not None:
+            self.videos = other.videos.copy() if self.videos is None else (self.videos | other.videos)
+        return self
+
+    def count(self, batch: pa.RecordBatch, n_users: int, n_cold: int, n: int) -> None:
+        """Add one output batch of ``n_users`` users (``n_cold`` of them on fallback lists)."""
+        self.users += n_users
+        self.cold += n_cold
+        self.rows += batch.num_rows
+        rank = batch.column(RANK).to_numpy()
+        src = batch.column(SOURCE).to_numpy(zero_copy_only=False)
+        first = int((rank == 1).sum())
+        self.users_with_list += first
+        self.short_lists += first - int((rank == n).sum())  # users with a list but no N-th row
+        for name, sel in (("rows_by_source", slice(None)), ("users_by_source", rank == 1)):
+            vals, cnt = np.unique(src[sel].astype(str), return_counts=True)
+            d = getattr(self, name) or {}
+            setattr(self, name, {**d, **{v: d.get(v, 0) + int(c) for v, c in zip(vals, cnt)}})
+
+    def cover(self, video_idx: np.ndarray, n_videos: int) -> None:
+        if self.videos is None:
+            self.videos = np.zeros(n_videos, bool)
+        self.videos[video_idx] = True
 
 
-def arrow_columns(rb: pa.RecordBatch, affinity: bool = False) -> dict:
-    """Serving-row Arrow batch -> numpy columns ([B, H] matrices, CSR pairs for ``seen`` and affinity)."""
-    c = {name: rb.column(i) for i, name in enumerate(rb.schema.names)}
-    out = {S.USER_ID: c[S.USER_ID].to_numpy(zero_copy_only=False)}
-    out[S.CAND_WATCH_HIST] = _matrix(c[S.CAND_WATCH_HIST], np.int64)
-    out[S.CAND_WATCH_AGE] = _matrix(c[S.CAND_WATCH_AGE], np.float32)
-    out[S.CAND_SEARCH_HIST] = _matrix(c[S.CAND_SEARCH_HIST], np.int64)
-    for name in (S.CAND_N_WATCHES, S.CAND_SINCE_LAST, S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS):
-        out[name] = c[name].to_numpy(zero_copy_only=False)
-    out[SEEN] = _csr(c[SEEN], np.int64)
-    if affinity:
-        for g in AFFINITY_GROUPS:
-            ids, cnt, since = affinity_columns(g)
-            off, v = _csr(c[ids], np.int64)
-            out[g] = Csr(off, v, _csr(c[cnt], np.float32)[1], _csr(c[since], np.float32)[1])
-    return out
+class TallyParam(AccumulatorParam):
+    def zero(self, value: Tally) -> Tally:
+        return Tally()
+
+    def addInPlace(self, a: Tally, b: Tally) -> Tally:
+        return a.add(b)
 
 
 def _take(cols: dict, rows: np.ndarray) -> dict:
@@ -134,14 +175,29 @@ def usable_history(cols: dict) -> np.ndarray:
     return (cols[S.CAND_WATCH_HIST] >= 2).any(axis=1) | (cols[S.CAND_SEARCH_HIST] >= 2).any(axis=1)
 
 
+class _Clock:
+    """Adds the seconds since the last mark to a step of a :class:`Tally` (no-op without one)."""
+
+    def __init__(self, tally: Tally | None):
+        self.tally, self.t = tally, time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        if self.tally is not None:
+            now = time.perf_counter()
+            sec = self.tally.seconds if self.tally.seconds is not None else {}
+            sec[step] = sec.get(step, 0.0) + now - self.t
+            self.tally.seconds, self.t = sec, now
+
+
 def score_users(cols: dict, model: CandidateModel, index, run: RunData,
                 ranker: Reranker | None = None, covisit: CoVisitation | None = None,
-                table: np.ndarray | None = None) -> pa.RecordBatch:
-    """Top-N rows (SCORED_SCHEMA) of the users in ``cols`` (from :func:`arrow_columns`).
+                table: np.ndarray | None = None, tally: Tally | None = None) -> pa.RecordBatch:
+    """Top-N rows (SCORED_SCHEMA) of the users in ``cols`` (:func:`~ytspark.score.features.serving_columns`).
 
     With ``covisit`` (and the folded video ``table``) the retrieval is the fused score's exact top K
-    (:func:`ytspark.models.covisit.merge_topk`).
+    (:func:`ytspark.models.covisit.merge_topk`). ``tally``: counts and step seconds are added to it.
     """
+    clock = _Clock(tally)
     users = cols[S.USER_ID]
     usable = usable_history(cols)
     out_user, out_rank, out_vid, out_score, out_ret, out_src = [], [], [], [], [], []
@@ -153,12 +209,14 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         if covisit is not None:  # the ranker reorders all K; without one only the top N are kept
             ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit,
                                    run.k if ranker is not None else run.n)
+        clock.mark("retrieval")
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
                               {g: cols[g] for g in AFFINITY_GROUPS if g in cols}).take(rows)
             score = ranker.score(block, cand, ret)
             order = np.argsort(-ranker.order_key(score, ret), axis=1, kind="stable")[:, :run.n]
+            clock.mark("ranking")
         else:
             score = ret
             order = np.broadcast_to(np.arange(min(run.n, cand.shape[1])), (len(rows), min(run.n, cand.shape[1])))
@@ -173,7 +231,8 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         out_score.append(top_s[valid])
         out_ret.append(top_r[valid])
         out_src.append(np.full(len(r_idx), SOURCE_CANDIDATE, dtype=object))
-    for r in np.flatnonzero(~usable):
+    cold = np.flatnonzero(~usable)
+    for r in cold:
         off, vals = cols[SEEN]
         ids, sc, src = run.popular.recommend(int(cols["country_idx"][r]), int(cols["age_bucket_idx"][r]),
                                              vals[off[r]:off[r + 1]], run.n)
@@ -186,7 +245,7 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
     if not out_user:
         return pa.RecordBatch.from_pylist([], schema=_ARROW_SCHEMA)
     vid = np.concatenate(out_vid).astype(np.int64)
-    return pa.RecordBatch.from_arrays([
+    out = pa.RecordBatch.from_arrays([
         pa.array(np.concatenate(out_user), pa.string()),
         pa.array(np.concatenate(out_rank), pa.int32()),
         pa.array(run.video_ids[vid], pa.string()),
@@ -194,29 +253,47 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         pa.array(np.concatenate(out_ret).astype(np.float32), pa.float32()),
         pa.array(np.concatenate(out_src), pa.string()),
     ], schema=_ARROW_SCHEMA)
+    if tally is not None:
+        tally.count(out, len(users), len(cold), run.n)
+        tally.cover(vid, run.n_videos)
+    clock.mark("topn")
+    return out
 
 
-def partition_fn(model_key: str, bundle_bc, run_bc, on_build: Callable[[], None] | None = None,
+def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Callable[[], None] | None = None,
                  fail_partition: int | None = None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: serving-row batches -> SCORED_SCHEMA batches.
+    """The ``mapInArrow`` function: the serving events of whole users (sorted by user and ``ROW_ORDER``,
+    :func:`~ytspark.score.features.serving_events`) -> SCORED_SCHEMA batches.
 
-    ``fail_partition``: raise :class:`InjectedFailure` after that partition's
-    rows have all been produced (tests of the atomic write; never in production).
+    Each table of whole users gets its columns built once (:func:`~ytspark.score.features.serving_columns`),
+    then is scored ``batch_size`` users at a time. ``tally_acc``: a Spark accumulator of :class:`Tally`
+    (one update per task). ``fail_partition``: raise :class:`InjectedFailure` after that partition's rows
+    have all been produced (tests of the atomic write; never in production).
     """
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
+
+        from ytspark.prepare.grouping import iter_user_tables
 
         data: RunData = run_bc.value
         models = worker_models(model_key, lambda: bundle_bc.value, data.threads, on_build)
         ranker = None
         if models.ranker is not None:
             ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.retrieval_weight)
-        for rb in batches:
-            for a in range(0, rb.num_rows, data.batch_size):
-                part = rb.slice(a, data.batch_size)
-                yield score_users(arrow_columns(part, data.affinity), models.candidate, models.index, data, ranker,
-                                  models.covisit, models.table)
+        tally = Tally()
+        for table in iter_user_tables(batches):
+            clock = _Clock(tally)
+            cols = serving_columns(table, data.as_of, data.history_length, data.vocab_tokens, data.affinity)
+            clock.mark("features")
+            n_users = len(cols[S.USER_ID])
+            for a in range(0, n_users, data.batch_size):
+                out = score_users(slice_users(cols, a, min(n_users, a + data.batch_size)), models.candidate,
+                                  models.index, data, ranker, models.covisit, models.table, tally)
+                if out.num_rows:
+                    yield out
+        if tally_acc is not None:
+            tally_acc.add(tally)
         ctx = TaskContext.get()
         if fail_partition is not None and ctx is not None and ctx.partitionId() == fail_partition:
             raise InjectedFailure(f"injected failure after partition {fail_partition} was scored")
