@@ -117,3 +117,14 @@ def test_evaluate_compare_values_name_the_problem(tmp_path):
         _compare([f"deep={tmp_path / 'nothing'}"])
     assert str(tmp_path / "nothing") in str(e.value)
     assert _compare([]) == []
+
+
+def test_evaluate_compare_ranker_values_name_the_problem(tmp_path):
+    from ytspark.cli import _compare
+    from ytspark.models.export import ModelDirError
+
+    with pytest.raises(ValueError, match="--compare-ranker 'r128' must look like NAME=DIR"):
+        _compare(["r128"], "ranker")
+    with pytest.raises(ModelDirError, match="--compare-ranker small") as e:
+        _compare([f"small={tmp_path / 'none'}"], "ranker")
+    assert str(tmp_path / "none") in str(e.value)

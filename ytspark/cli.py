@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                     help="also score this candidate model (a models root or model dir) in the same run, "
                          "as system 'ytspark candidate (NAME)' (repeatable; e.g. ablations)")
+    ev.add_argument("--compare-ranker", action="append", default=[], metavar="NAME=DIR",
+                    help="also rerank the candidate model's retrievals with this ranker (a models root or ranker "
+                         "model dir) in the same run, as system 'ytspark candidate + ranking (NAME)' (repeatable)")
 
     sc = sub.add_parser("score", help="nightly scoring: FAISS retrieval + ranking for every user, top-N table",
                         description="Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
@@ -298,6 +301,12 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
                        {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k) for s in ev.sets},
                        cfg.evaluate)
             ev.timings["ytspark candidate + ranking"] = round(time.time() - t, 1)
+            for name, other in _compare(getattr(args, "compare_ranker", []), "ranker"):
+                t = time.time()
+                add_system(ev, f"ytspark candidate + ranking ({name})",
+                           {s: ranked_topk(spark, models, other, prepared, ev.sets[s], k, cfg.score.k)
+                            for s in ev.sets}, cfg.evaluate)
+                ev.timings[f"ytspark candidate + ranking ({name})"] = round(time.time() - t, 1)
             from ytspark.models.export import read_model_dir
 
             val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
@@ -454,19 +463,21 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         spark.stop()
 
 
-def _compare(items: Sequence[str]) -> list[tuple[str, str]]:
-    """``--compare NAME=DIR`` values -> [(name, dir)]; a bad value or a missing model raises, naming it."""
+def _compare(items: Sequence[str], kind: str = "candidate") -> list[tuple[str, str]]:
+    """``--compare NAME=DIR`` (``--compare-ranker``: kind "ranker") values -> [(name, dir)]; a bad value or a
+    missing model raises, naming it."""
     from ytspark.models.export import ModelDirError, read_model_dir
 
+    flag = "--compare" if kind == "candidate" else "--compare-ranker"
     out = []
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"--compare '{item}' must look like NAME=DIR (e.g. --compare linear=out/models_linear)")
+            raise ValueError(f"{flag} '{item}' must look like NAME=DIR (e.g. {flag} linear=out/models_linear)")
         try:
-            read_model_dir(path.strip(), "candidate")
+            read_model_dir(path.strip(), kind)
         except ModelDirError as e:
-            raise ModelDirError(f"--compare {name}: {e}") from None
+            raise ModelDirError(f"{flag} {name}: {e}") from None
         out.append((name.strip(), path.strip()))
     return out
 
@@ -486,6 +497,7 @@ def _check_models(cfg: Config, args: argparse.Namespace) -> None:
     if _has_model(models, "ranker"):
         read_model_dir(models, "ranker")
     _compare(getattr(args, "compare", []))
+    _compare(getattr(args, "compare_ranker", []), "ranker")
 
 
 if __name__ == "__main__":

@@ -99,13 +99,16 @@ SERVING_INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, "tokens", S.
 
 def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, vocabs: dict[str, Vocab],
                    manifest: dict) -> DataFrame:
-    """The enriched prepared events strictly before ``as_of`` plus one marker row per ``users`` row
+    """The enriched prepared watches and searches strictly before ``as_of`` plus one marker row per ``users`` row
     (kind :data:`~ytspark.prepare.candidates.KIND_USER`, ts -1): the input of the serving pass, unsorted
     (:func:`ytspark.prepare.grouping.map_user_batches` partitions and sorts it by user and ``ROW_ORDER``)."""
     p = manifest["config"]["prepare"]
     tables = manifest.get("tables", {})
     ref_year = dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
-    events = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TS) < F.lit(as_of))
+    # Watches and searches only: no serving feature reads impressions yet (their rows would be shuffled for
+    # nothing; users known only from impressions and absent from ``users`` get no list).
+    events = spark.read.parquet(f"{prepared_dir}/events") \
+        .where((F.col(S.EVENT_TS) < F.lit(as_of)) & F.col(S.EVENT_TYPE).isin("watch", "search"))
     users = spark.read.parquet(f"{prepared_dir}/users")
     videos = spark.read.parquet(f"{prepared_dir}/videos")
     ev = enrich_events(events, users, videos, vocabs, float(p.get("completed_fraction", 0.5)), ref_year,
