@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ytspark.models.covisit import CoVisitation, build_covisitation, check_params, choose_weight, merge_topk
+from ytspark.models.covisit import CoVisitation, build_covisitation, check_params, choose_weight, dense_topk, merge_topk
 from ytspark.score import index as ix
 
 
@@ -129,6 +129,53 @@ def test_fused_retrieval_pads_when_too_few_videos_remain():
     ret, cand = ix.search(ix.build_index(table, "flat"), np.ones((1, 3), np.float32), K, seen)
     s, i = merge_topk(ret, cand, np.ones((1, 3), np.float32), table, np.array([[2, 3]]), seen, cv)
     assert sorted(i[0][i[0] >= 0]) == [4, 5] and (i[0][2:] == -1).all() and np.isneginf(s[0][2:]).all()
+
+
+@pytest.mark.parametrize("weight", [0.0, 3.0])
+def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypatch, weight):
+    """The flat kind's dense pass: brute-force fused top K (seen and ids 0/1 excluded), over several row blocks
+    (a video reached from two recent watches counts twice), and the same lists as FAISS + merge_topk."""
+    import ytspark.models.covisit as covisit
+
+    monkeypatch.setattr(covisit, "DENSE_TOPK_CELLS", 300 * 7)  # 7 users per block: several blocks
+    rng = np.random.default_rng(4)
+    V, D, B, K = 300, 9, 40, 15
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    table[:2] = 0
+    user = rng.normal(size=(B, D)).astype(np.float32)
+    hist = rng.integers(2, V, (B, 12))
+    hist[:, 1] = hist[:, 0]  # repeated recent watches: their contributions add up
+    cv = build_covisitation(rng.integers(2, V, (5000, 12)), rng.integers(2, V, 5000), V, window=5, top_m=30,
+                            recent_k=5, decay=0.7).with_weight(weight)
+    seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
+    off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
+    seen = (off, np.concatenate(seen_lists).astype(np.int64))
+    s, i = dense_topk(user, table, K, seen, hist, cv)
+    full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
+    full[:, :2] = -np.inf
+    for b in range(B):
+        full[b, seen_lists[b]] = -np.inf
+        want = np.argsort(-full[b], kind="stable")[:K]
+        np.testing.assert_allclose(s[b], full[b, want], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(s[b], full[b, i[b]], rtol=1e-4, atol=1e-4)
+        assert len(set(i[b])) == K and not set(i[b]) & set(seen_lists[b]) and i[b].min() >= 2
+    ret, cand = ix.search(ix.build_index(table, "flat"), user, K, seen)
+    ms, mi = merge_topk(ret, cand, user, table, hist, seen, cv)
+    np.testing.assert_allclose(s, ms, rtol=1e-5, atol=1e-5)
+    assert (np.sort(i, axis=1) == np.sort(mi, axis=1)).mean() > 0.99  # the same lists (ties aside)
+    if weight:
+        assert (np.sort(i, axis=1) != np.sort(cand, axis=1)).any(axis=1).sum() > B // 2  # the term moved lists
+
+
+def test_dense_retrieval_pads_when_too_few_videos_remain():
+    V, K = 6, 5
+    table = np.eye(V, 3, dtype=np.float32)
+    table[:2] = 0
+    cv = build_covisitation(np.array([[2, 0], [3, 0]]), np.array([4, 5]), V, window=1).with_weight(1.0)
+    seen = (np.array([0, 2, 2]), np.array([2, 3]))
+    s, i = dense_topk(np.ones((2, 3), np.float32), table, K, seen, np.array([[2, 3], [0, 0]]), cv)
+    assert sorted(i[0][i[0] >= 0]) == [4, 5] and (i[0][2:] == -1).all() and np.isneginf(s[0][2:]).all()
+    assert sorted(i[1][i[1] >= 0]) == [2, 3, 4, 5] and i[1][4] == -1  # nothing seen: all four videos
 
 
 def test_weight_is_chosen_on_held_out_rows_and_zero_when_the_table_does_not_help():

@@ -84,11 +84,9 @@ class CoVisitation:
                    np.asarray(arrays[ARRAYS[2]], np.float32), int(meta["recent_k"]), float(meta["decay"]),
                    float(meta["weight"]))
 
-    def sparse(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row, video, s) over the nonzero scores of rows of ``hist`` [B, H], sorted by (row, video).
-
-        ``s`` is log(1 + sum_p decay^p C[h[p], video]), unweighted.
-        """
+    def contributions(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, video, decay^p C[h[p], video]) of every table entry the last ``recent_k`` watches of the rows
+        of ``hist`` [B, H] reach, unaggregated (a video reached from two watches appears twice)."""
         h = np.asarray(np.asarray(hist)[:, :self.recent_k], np.int64)
         B, K = h.shape
         ok = (h >= N_SPECIAL) & (h < self.n_videos)
@@ -102,8 +100,19 @@ class CoVisitation:
         pos = np.repeat(starts - offs, lens) + np.arange(total)
         row = np.repeat(np.repeat(np.arange(B, dtype=np.int64), K), lens)
         w = np.repeat(np.tile((self.decay ** np.arange(K)).astype(np.float32), B), lens) * self.values[pos]
-        key = row * self.n_videos + self.indices[pos]
-        if B * self.n_videos < 2 ** 31 and total < 2 ** 32:
+        return row, self.indices[pos].astype(np.int64), w
+
+    def sparse(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, video, s) over the nonzero scores of rows of ``hist`` [B, H], sorted by (row, video).
+
+        ``s`` is log(1 + sum_p decay^p C[h[p], video]), unweighted.
+        """
+        row, video, w = self.contributions(hist)
+        total = len(row)
+        if total == 0:
+            return row, video, w
+        key = row * self.n_videos + video
+        if len(hist) * self.n_videos < 2 ** 31 and total < 2 ** 32:
             # One sort of (key << 32 | pair index): sorting plain int64 is faster than an argsort.
             packed = np.sort((key << 32) | np.arange(total, dtype=np.int64))
             key, order = packed >> 32, packed & 0xFFFFFFFF
@@ -272,6 +281,69 @@ def merge_topk(ret: np.ndarray, cand: np.ndarray, user: np.ndarray, table: np.nd
     out_s = np.take_along_axis(S, order, axis=1)
     out_i = np.take_along_axis(I, order, axis=1)
     out_i[~np.isfinite(out_s)] = -1
+    return out_s, out_i
+
+
+DENSE_TOPK_CELLS = 1 << 23  # scores of one block of users in dense_topk (at most 32 MiB of float32)
+DENSE_TOPK_ROWS = 128  # and at most this many users per block (measured fastest on 50k videos)
+_BUFFERS: dict[str, torch.Tensor] = {}
+
+
+def _dense_buffers(cells: int, fuse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This process's score block and co-visitation accumulator (zeros) of at least ``cells`` floats."""
+    for name in ("scores", "acc") if fuse else ("scores",):
+        if name not in _BUFFERS or _BUFFERS[name].numel() < cells:
+            _BUFFERS[name] = torch.zeros(cells, dtype=torch.float32)
+    return _BUFFERS["scores"], _BUFFERS.get("acc") if fuse else None
+
+
+@torch.no_grad()
+def dense_topk(user: np.ndarray, table: np.ndarray, k: int, seen: tuple[np.ndarray, np.ndarray],
+               hist: np.ndarray | None = None, cv: CoVisitation | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` of the whole catalogue by the fused score, seen videos excluded, by one dense pass.
+
+    ``user`` [B, D+1] folded user vectors, ``table`` [V, D+1] the folded video table, ``seen``: (offsets
+    [B + 1], video idx) CSR; ``cv`` (with ``hist`` [B, H]): its weighted co-visitation term is added to the
+    logits of the videos the user's last watches reach. Per block of users one matrix product gives every
+    logit, the co-visitation contributions are summed into the touched cells, seen videos and ids 0, 1 are
+    set to -inf, and ``torch.topk`` keeps the best (no over-fetch, no merge: what the flat index plus
+    :func:`merge_topk` compute, with less work). Returns (scores float32, ids int64) [B, k], best first;
+    -inf / -1 where fewer than ``k`` videos remain.
+    """
+    B, V = len(user), len(table)
+    out_s = np.full((B, k), -np.inf, np.float32)
+    out_i = np.full((B, k), -1, np.int64)
+    kk = min(int(k), V)
+    if B == 0 or kk <= 0 or V <= N_SPECIAL:
+        return out_s, out_i
+    T = torch.from_numpy(np.ascontiguousarray(table, np.float32))
+    Q = torch.from_numpy(np.ascontiguousarray(user, np.float32))
+    off, vals = np.asarray(seen[0], np.int64), np.asarray(seen[1], np.int64)
+    fuse = cv is not None and cv.weight > 0 and hist is not None
+    step = max(1, min(DENSE_TOPK_ROWS, DENSE_TOPK_CELLS // V))
+    buf, acc = _dense_buffers(step * V, fuse)  # reused: fresh 30 MB blocks cost page faults every batch
+    for a in range(0, B, step):
+        b = min(B, a + step)
+        n = b - a
+        S = buf[:n * V].view(n, V)
+        torch.mm(Q[a:b], T.T, out=S)
+        flat = S.view(-1)
+        if fuse:
+            r, v, w = cv.contributions(hist[a:b])
+            if len(r):
+                cell = torch.from_numpy(r * V + v)
+                acc.index_add_(0, cell, torch.from_numpy(w))
+                flat[cell] = flat[cell] + cv.weight * torch.log1p(acc[cell])  # duplicate cells: same value
+                acc[cell] = 0.0  # back to zeros for the next block
+        lo, hi = off[a], off[b]
+        if hi > lo:
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(off[a:b + 1]))
+            flat[torch.from_numpy(rows * V + vals[lo:hi])] = -np.inf
+        S[:, :N_SPECIAL] = -np.inf
+        top_s, top_i = torch.topk(S, kk, dim=1)
+        ts, ti = top_s.numpy(), top_i.numpy()
+        out_s[a:b, :kk] = ts
+        out_i[a:b, :kk] = np.where(np.isfinite(ts), ti, -1)
     return out_s, out_i
 
 

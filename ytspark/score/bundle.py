@@ -3,7 +3,8 @@
 The driver reads the model directories (local or mounted filesystem) and packs
 what a worker needs into a :class:`Bundle` of bytes, arrays and JSON-like dicts:
 the candidate tower's state dict (``torch.save`` bytes), the serialised FAISS
-index of the folded video table, the co-visitation arrays when the candidate
+index of the folded video table (approximate kinds; the exact ``flat`` kind
+scores the whole folded table in dense blocks instead), the co-visitation arrays when the candidate
 model fuses them, and the ranker's state dict when there is one. The job broadcasts the bundle, so executors never read the model paths
 and a cluster works the same as ``local[*]``.
 
@@ -40,7 +41,7 @@ class Bundle:
     candidate_config: dict
     candidate_quantiles: dict
     candidate_weights: bytes
-    index: bytes
+    index: bytes  # the serialised FAISS index; empty for the flat kind (exact dense retrieval over the table)
     index_kind: str
     ranker_config: dict | None = None
     ranker_quantiles: dict | None = None
@@ -56,7 +57,7 @@ class WorkerModels:
     model with a fused co-visitation source that table and the folded video table (logits of its neighbours)."""
 
     candidate: CandidateModel
-    index: faiss.Index
+    index: faiss.Index | None  # None for the exact (flat) kind: a dense pass over ``table`` instead
     ranker: torch.nn.Module | None = None
     covisit: CoVisitation | None = None
     table: np.ndarray | None = None
@@ -124,12 +125,12 @@ def worker_models(key: str, get_bundle: Callable[[], Bundle], threads: int = 1,
     cv = CoVisitation.from_arrays(b.covisit_arrays, b.covisit_meta) if b.covisit_arrays is not None else None
     models = WorkerModels(
         candidate=build_candidate(b.candidate_config, b.candidate_quantiles, b.candidate_weights),
-        index=ix.deserialize(b.index),
+        index=None if b.index_kind == "flat" else ix.deserialize(b.index),
         ranker=None if b.ranker_weights is None else build_ranker(b.ranker_config, b.ranker_quantiles,
                                                                   b.ranker_weights),
         covisit=cv,
     )
-    if cv is not None:
+    if cv is not None or models.index is None:
         models.table = folded_table(models.candidate)
     while len(_CACHE) >= _MAX_CACHED:
         _CACHE.pop(next(iter(_CACHE)))

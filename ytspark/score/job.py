@@ -182,10 +182,13 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     t = time.time()
     step("index")
     vectors = folded_table(model)
-    index = ix.build_index(vectors, sc.index, nlist=sc.ivf_nlist, nprobe=sc.ivf_nprobe, hnsw_m=sc.hnsw_m,
-                           ef_construction=sc.ef_construction, ef_search=sc.ef_search, seed=sc.seed)
+    # flat (exact) retrieval is a dense pass over the folded table on the workers: no FAISS index to ship
+    index = None if sc.index == "flat" else ix.build_index(
+        vectors, sc.index, nlist=sc.ivf_nlist, nprobe=sc.ivf_nprobe, hnsw_m=sc.hnsw_m,
+        ef_construction=sc.ef_construction, ef_search=sc.ef_search, seed=sc.seed)
     timings["index_s"] = round(time.time() - t, 2)
-    index_info = {"kind": sc.index, "ntotal": int(index.ntotal), "dim": int(vectors.shape[1])}
+    index_info = {"kind": sc.index, "ntotal": int(index.ntotal) if index is not None else V - 2,
+                  "dim": int(vectors.shape[1])}
     if sc.index == "ivf":
         index_info.update(nlist=int(ix.faiss.extract_index_ivf(index).nlist),
                           nprobe=int(ix.faiss.extract_index_ivf(index).nprobe))
@@ -218,7 +221,8 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                   history_length=H, vocab_tokens=vocab_tokens, n_videos=V)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
-                    candidate_weights=state_bytes(md), index=ix.serialize(index), index_kind=sc.index,
+                    candidate_weights=state_bytes(md), index=ix.serialize(index) if index is not None else b"",
+                    index_kind=sc.index,
                     ranker_config=ranker_cfg, ranker_quantiles=ranker_q,
                     ranker_weights=state_bytes(ranker_md) if ranker_md else None,
                     ranker_version=ranker_md.version if ranker_md else None,

@@ -1,11 +1,15 @@
-"""The per-partition scoring function: serving rows (Arrow) -> top-N rows (Arrow).
+"""The per-partition scoring function: the serving events of whole users (Arrow) -> top-N rows (Arrow).
 
-For each slice of ``batch_size`` users of a partition: users with a usable
-history (a watched video or a search token in the vocabulary) get user vectors
-from the candidate tower (example age 0), FAISS retrieves their top-K by exact
-logit (folded bias) leaving out already-watched videos (merged with the
-co-visitation neighbours of their last watches when the model fuses that
-source, :mod:`ytspark.models.covisit`), the optional
+For each table of whole users the serving columns are built once
+(:func:`~ytspark.score.features.serving_columns`); then, ``batch_size`` users at
+a time, users with a usable history (a watched video or a search token in the
+vocabulary) get user vectors from the candidate tower (example age 0), then
+their top-K by exact logit (folded bias, plus the co-visitation term of their
+last watches when the model fuses that source, :mod:`ytspark.models.covisit`),
+already-watched videos left out: for the exact ``flat`` kind by one dense pass
+over the folded table (:func:`~ytspark.models.covisit.dense_topk`), for
+``ivf``/``hnsw`` by FAISS merged with the co-visitation neighbours
+(:func:`~ytspark.models.covisit.merge_topk`). The optional
 :class:`~ytspark.score.rank.Reranker` scores the K candidates, and the top N
 are kept (``source="candidate"``); the others get a
 :class:`~ytspark.score.fallback.PopularLists` list.
@@ -13,7 +17,8 @@ are kept (``source="candidate"``); the others get a
 :func:`partition_fn` builds the function that ``mapInArrow`` runs: the models
 and the index come from :func:`ytspark.score.bundle.worker_models` (once per
 Python worker), the small per-run data (vocabulary, popular lists, video
-metadata) from a second broadcast.
+metadata) from a second broadcast; counts and step seconds go back in a
+:class:`Tally` accumulator.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.models.candidate import CandidateModel
-from ytspark.models.covisit import CoVisitation, merge_topk
+from ytspark.models.covisit import CoVisitation, dense_topk, merge_topk
 from ytspark.models.features import batch_from_numpy
 from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
@@ -205,10 +210,13 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
     if len(rows):
         q = user_vectors(model, _take(cols, rows))
         seen = _csr_rows(cols[SEEN], rows)
-        ret, cand = ix.search(index, q, run.k, seen)
-        if covisit is not None:  # the ranker reorders all K; without one only the top N are kept
-            ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit,
-                                   run.k if ranker is not None else run.n)
+        depth = run.k if ranker is not None else run.n  # the ranker reorders all K; without one the top N
+        if index is None:  # exact: one dense pass over the folded table, the co-visitation term included
+            ret, cand = dense_topk(q, table, depth, seen, cols[S.CAND_WATCH_HIST][rows], covisit)
+        else:
+            ret, cand = ix.search(index, q, run.k, seen)
+            if covisit is not None:
+                ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit, depth)
         clock.mark("retrieval")
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
