@@ -23,7 +23,7 @@ Timed, in one JVM (Spark local[2]):
    embedded default size (5,000 users x 3,000 videos): JIT, Python worker start,
    torch/FAISS imports, i.e. the job's fixed cost (goal: under 15 s);
 2. per size: ``run_score`` end to end with the ranker (serving rows from the raw
-   events, index, fallback lists, broadcasts, user tower, exact FAISS top-K fused
+   events, fallback lists, broadcasts, user tower, exact top-K (flat) fused
    with co-visitation, ranker over the K pairs, top N, atomic Parquet write,
    summary), its ``on_step`` marks and, when the manifest has them, the summed
    in-task seconds ``timings.task_s``; optionally the same without the ranker;
@@ -785,8 +785,9 @@ def write_markdown(doc: dict, args) -> None:
         f"(`[ranker]` defaults: embed_dim {doc['config']['ranker']['embed_dim']}, hidden "
         f"{list(doc['config']['ranker']['hidden'])}) over each user's K = {doc['config']['score']['k']} fused "
         f"retrievals, N = {doc['config']['score']['n']} written: serving rows from the raw prepared events "
-        "(watches, searches, impressions), exact FAISS index, fallback lists, broadcasts, user tower, FAISS top K "
-        "fused with the co-visitation source, ranker, top N, atomic Parquet write, summary. Random-weight models "
+        "(watches, searches, impressions), fallback lists, broadcasts, user tower, exact top K over the folded "
+        "video table (`score.index` = flat) fused with the co-visitation source, ranker, top N, atomic Parquet "
+        "write, summary; step `start` is run_score's loading before its first mark. Random-weight models "
         "(the cost does not depend on the weights). ALS: Spark MLlib implicit ALS of the same rank on the same "
         "(user, video) watch pairs, `maxIter=1`, fit untimed; `recommendForAllUsers(20)` + Parquet write timed.", "",
         f"Fixed cost: the Spark session started in {doc['session_start_s']:.1f} s; the first, cold `run_score` "
