@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
@@ -56,27 +56,30 @@ class PopularLists:
         return np.asarray(ids, np.int64), np.asarray(scores, np.float32), sources
 
 
-def popular_lists(watched: DataFrame, n_videos: int, per_group: int) -> PopularLists:
-    """Watcher counts -> :class:`PopularLists`.
+def popular_lists(watches: DataFrame, n_videos: int, per_group: int) -> PopularLists:
+    """Watcher counts -> :class:`PopularLists`, in one Spark aggregation.
 
-    ``watched``: one row per distinct (user, watched video idx >= 2) with the user's ``country_idx`` and
-    ``age_bucket_idx``; ``n_videos``: the model's video vocabulary size (ids 2..n_videos-1 form the
-    catalogue); ``per_group``: how many videos to keep per (country, age bucket).
+    ``watches``: watch events (``user_id``, ``video_idx``, the user's ``country_idx`` and ``age_bucket_idx``);
+    ``n_videos``: the model's video vocabulary size (ids 2..n_videos-1 form the catalogue); ``per_group``:
+    how many videos to keep per (country, age bucket). Distinct watchers are counted per (country, age
+    bucket, video); a user belongs to one group, so a video's global count is the sum over the groups.
     """
-    watched = watched.select(COUNTRY, AGE_BUCKET, S.VIDEO_IDX).where(F.col(S.VIDEO_IDX) < n_videos)
-    glob = {r[S.VIDEO_IDX]: r["n"] for r in watched.groupBy(S.VIDEO_IDX).agg(F.count(F.lit(1)).alias("n")).collect()}
+    ok = (F.col(S.VIDEO_IDX) >= 2) & (F.col(S.VIDEO_IDX) < n_videos)
+    pdf = watches.where(ok).groupBy(COUNTRY, AGE_BUCKET, S.VIDEO_IDX) \
+        .agg(F.countDistinct(S.USER_ID).alias("n")).toPandas()
+    country, age, vid = (pdf[c].to_numpy(np.int64) for c in (COUNTRY, AGE_BUCKET, S.VIDEO_IDX))
+    n = pdf["n"].to_numpy(np.float64)
     all_ids = np.arange(2, n_videos, dtype=np.int64)
-    counts = np.array([glob.get(int(i), 0) for i in all_ids], dtype=np.float32)
+    counts = np.bincount(vid - 2, weights=n, minlength=len(all_ids)).astype(np.float32) if len(vid) else \
+        np.zeros(len(all_ids), np.float32)
     order = np.lexsort((all_ids, -counts))  # by count desc, then id asc
-    by_group = watched.where(F.col(COUNTRY) >= 2).groupBy(COUNTRY, AGE_BUCKET, S.VIDEO_IDX) \
-        .agg(F.count(F.lit(1)).alias("n"))
-    w = Window.partitionBy(COUNTRY, AGE_BUCKET).orderBy(F.col("n").desc(), F.col(S.VIDEO_IDX).asc())
-    top = by_group.withColumn("r", F.row_number().over(w)).where(F.col("r") <= per_group).collect()
-    groups: dict[tuple[int, int], list] = {}
-    for r in sorted(top, key=lambda r: (r[COUNTRY], r[AGE_BUCKET], r["r"])):
-        groups.setdefault((r[COUNTRY], r[AGE_BUCKET]), []).append((r[S.VIDEO_IDX], r["n"]))
-    return PopularLists(
-        global_ids=all_ids[order], global_counts=counts[order],
-        groups={k: (np.array([v for v, _ in lst], np.int64), np.array([c for _, c in lst], np.float32))
-                for k, lst in groups.items()},
-    )
+    groups = {}
+    known = country >= 2
+    country, age, vid, n = country[known], age[known], vid[known], n[known]
+    o = np.lexsort((vid, -n, age, country))  # per group: count desc, then id asc
+    country, age, vid, n = country[o], age[o], vid[o], n[o]
+    starts = np.flatnonzero(np.r_[True, (country[1:] != country[:-1]) | (age[1:] != age[:-1])]) if len(o) else []
+    for a, b in zip(starts, [*starts[1:], len(o)]):
+        b = min(b, a + per_group)
+        groups[(int(country[a]), int(age[a]))] = (vid[a:b].copy(), n[a:b].astype(np.float32))
+    return PopularLists(global_ids=all_ids[order], global_counts=counts[order], groups=groups)

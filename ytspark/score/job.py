@@ -205,9 +205,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     # ---- per-run data and the broadcasts
     t = time.time()
     step("fallback")
-    watched = events.where((F.col("kind") == KIND_WATCH) & (F.col(S.VIDEO_IDX) >= 2)) \
-        .select(S.USER_ID, S.VIDEO_IDX, "country_idx", "age_bucket_idx").distinct()
-    popular = popular_lists(watched, V, sc.demographic_list)
+    popular = popular_lists(events.where(F.col("kind") == KIND_WATCH), V, sc.demographic_list)
     timings["fallback_s"] = round(time.time() - t, 2)
     t = time.time()
     step("broadcast")
