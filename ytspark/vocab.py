@@ -32,6 +32,7 @@ class Vocab:
 
     def __post_init__(self) -> None:
         self._index = {v: i + 2 for i, v in enumerate(self.values)}
+        self._frames: dict = {}  # to_df results by (session, column names): one small table per job, not per join
 
     def __len__(self) -> int:
         """Embedding table size: padding + OOV + entries."""
@@ -61,8 +62,13 @@ class Vocab:
         return cls(name=d["name"], values=list(d["values"]), counts=list(d.get("counts", [])))
 
     def to_df(self, spark: SparkSession, key: str, idx_col: str) -> DataFrame:
-        schema = T.StructType([T.StructField(key, T.StringType(), False), T.StructField(idx_col, T.IntegerType(), False)])
-        return spark.createDataFrame([(v, i + 2) for i, v in enumerate(self.values)], schema)
+        """(``key`` value, ``idx_col`` index) rows, built once per session and column names."""
+        memo = (id(spark), key, idx_col)
+        if memo not in self._frames:
+            schema = T.StructType([T.StructField(key, T.StringType(), False),
+                                   T.StructField(idx_col, T.IntegerType(), False)])
+            self._frames[memo] = spark.createDataFrame([(v, i + 2) for i, v in enumerate(self.values)], schema)
+        return self._frames[memo]
 
 
 def fit_vocab(df: DataFrame, column: str, name: str, min_count: int = 1, top_k: int | None = None) -> Vocab:
