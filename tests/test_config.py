@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from ytspark.config import ConfigError, config_from_dict, load_config, parse_override, validate
 from ytspark.session import effective_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_profile_overrides_default():
@@ -225,9 +228,15 @@ def test_validate_names_the_one_wrong_key(key, overrides):
     assert f"config key '{key}' = " in msg and ": must be " in msg
 
 
-@pytest.mark.parametrize("profile", [None, "local", "movielens"])
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "conf").glob("*.toml") if p.stem != "default"))
 def test_shipped_profiles_pass(profile):
     validate(load_config(profile))
+
+
+def test_the_paper_profile_restores_the_papers_towers():
+    cfg = load_config("paper")
+    assert cfg.candidate.hidden == cfg.ranker.hidden == (1024, 512, 256)
+    assert load_config(None).ranker.hidden != (1024, 512, 256)  # the default is the small serving tower
 
 
 @pytest.mark.parametrize("overrides", [

@@ -197,11 +197,11 @@ class RankerTrainConfig:
     """The ranking network (paper section 4) and its optimisation."""
 
     embed_dim: int = 32
-    hidden: tuple[int, ...] = (1024, 512, 256)
+    hidden: tuple[int, ...] = (128,)  # the paper's (1024, 512, 256) is conf/paper.toml (conf/default.toml says why)
     use_affinity: bool = True  # dot product of the impression video with the watch mean (beyond the paper)
     dropout: float = 0.0
     batch_size: int = 1024  # per rank
-    epochs: int = 3
+    epochs: int = 6
     lr: float = 0.001  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
     init_from_candidate: bool = True  # start the video table from the candidate model's embeddings

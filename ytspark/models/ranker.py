@@ -69,7 +69,7 @@ class RankerConfig:
     n_categories: int
     n_sources: int
     embed_dim: int = 32  # video id embedding width
-    hidden: tuple[int, ...] = (1024, 512, 256)
+    hidden: tuple[int, ...] = (128,)  # the [ranker] default; the paper's (1024, 512, 256): conf/paper.toml
     use_video: bool = True
     use_watches: bool = True
     use_affinity: bool = True
