@@ -215,14 +215,15 @@ def _serving(spark, world, as_of: float, **kw) -> dict:
     """user -> its serving columns (the scoring pass's code, :func:`serving_columns`), as a dict of values."""
     import pyarrow as pa
 
-    from ytspark.prepare.job import load_manifest
-    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, collect_serving_columns, load_vocabs, \
-        serving_events
+    from ytspark.score.features import AFFINITY_GROUPS, Encoder, affinity_columns, collect_serving_columns, \
+        load_vocabs, serving_events
+
+    from ytspark.score.job import _video_meta
 
     vocabs = load_vocabs(spark, world["prepared"])
-    ev = serving_events(spark, world["prepared"], as_of, vocabs, load_manifest(spark, world["prepared"]))
-    cols = collect_serving_columns(ev, as_of, H, pa.array(vocabs["token"].values, pa.string()),
-                                   kw.get("affinity", False))
+    ev = serving_events(spark, world["prepared"], as_of)
+    meta = _video_meta(spark, world["prepared"], vocabs) if kw.get("affinity") else None
+    cols = collect_serving_columns(ev, as_of, H, Encoder.of(vocabs, as_of, meta), kw.get("affinity", False))
     out = {}
     for i, uid in enumerate(cols[S.USER_ID]):
         off, vals = cols["seen"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from ytspark import schema as S
 
@@ -56,30 +54,49 @@ class PopularLists:
         return np.asarray(ids, np.int64), np.asarray(scores, np.float32), sources
 
 
-def popular_lists(watches: DataFrame, n_videos: int, per_group: int) -> PopularLists:
-    """Watcher counts -> :class:`PopularLists`, in one Spark aggregation.
+AGE_SLOTS = 16  # group key = country_idx * AGE_SLOTS + age_bucket_idx (age buckets: OOV 1, then 2..)
 
-    ``watches``: watch events (``user_id``, ``video_idx``, the user's ``country_idx`` and ``age_bucket_idx``);
-    ``n_videos``: the model's video vocabulary size (ids 2..n_videos-1 form the catalogue); ``per_group``:
-    how many videos to keep per (country, age bucket). Distinct watchers are counted per (country, age
-    bucket, video); a user belongs to one group, so a video's global count is the sum over the groups.
+
+def group_keys(country: np.ndarray, age_bucket: np.ndarray) -> np.ndarray:
+    """int64 (country, age bucket) group of each user."""
+    return np.asarray(country, np.int64) * AGE_SLOTS + np.asarray(age_bucket, np.int64)
+
+
+def watcher_counts(group: np.ndarray, seen: tuple[np.ndarray, np.ndarray], n_videos: int):
+    """(keys, counts) of distinct watchers per (group, video): ``group`` [U] of :func:`group_keys`, ``seen``
+    the users' distinct watched videos (offsets [U + 1], idx); keys = group * n_videos + video, unique."""
+    off, vals = seen
+    vals = np.asarray(vals, np.int64)
+    ok = (vals >= 2) & (vals < n_videos)
+    keys = (np.repeat(np.asarray(group, np.int64), np.diff(off)) * n_videos + vals)[ok]
+    uniq, counts = np.unique(keys, return_counts=True)
+    return uniq, counts.astype(np.int64)
+
+
+def popular_lists(keys: np.ndarray, counts: np.ndarray, n_videos: int, per_group: int) -> PopularLists:
+    """Watcher counts -> :class:`PopularLists`.
+
+    ``keys``/``counts``: distinct watchers per (group, video) as :func:`watcher_counts` gives them (keys may
+    repeat across batches: they are summed); ``n_videos``: the model's video vocabulary size (ids
+    2..n_videos-1 form the catalogue); ``per_group``: how many videos to keep per (country, age bucket). A
+    user belongs to one group, so a video's global count is the sum over the groups.
     """
-    ok = (F.col(S.VIDEO_IDX) >= 2) & (F.col(S.VIDEO_IDX) < n_videos)
-    pdf = watches.where(ok).groupBy(COUNTRY, AGE_BUCKET, S.VIDEO_IDX) \
-        .agg(F.countDistinct(S.USER_ID).alias("n")).toPandas()
-    country, age, vid = (pdf[c].to_numpy(np.int64) for c in (COUNTRY, AGE_BUCKET, S.VIDEO_IDX))
-    n = pdf["n"].to_numpy(np.float64)
+    keys, inv = np.unique(np.asarray(keys, np.int64), return_inverse=True)
+    n = np.bincount(inv, weights=np.asarray(counts, np.float64), minlength=len(keys))
+    group, vid = keys // n_videos, keys % n_videos
     all_ids = np.arange(2, n_videos, dtype=np.int64)
-    counts = np.bincount(vid - 2, weights=n, minlength=len(all_ids)).astype(np.float32) if len(vid) else \
+    glob = np.bincount(vid - 2, weights=n, minlength=len(all_ids)).astype(np.float32) if len(vid) else \
         np.zeros(len(all_ids), np.float32)
-    order = np.lexsort((all_ids, -counts))  # by count desc, then id asc
-    groups = {}
+    order = np.lexsort((all_ids, -glob))  # by count desc, then id asc
+    country, age = group // AGE_SLOTS, group % AGE_SLOTS
     known = country >= 2
     country, age, vid, n = country[known], age[known], vid[known], n[known]
     o = np.lexsort((vid, -n, age, country))  # per group: count desc, then id asc
     country, age, vid, n = country[o], age[o], vid[o], n[o]
-    starts = np.flatnonzero(np.r_[True, (country[1:] != country[:-1]) | (age[1:] != age[:-1])]) if len(o) else []
-    for a, b in zip(starts, [*starts[1:], len(o)]):
-        b = min(b, a + per_group)
-        groups[(int(country[a]), int(age[a]))] = (vid[a:b].copy(), n[a:b].astype(np.float32))
-    return PopularLists(global_ids=all_ids[order], global_counts=counts[order], groups=groups)
+    groups = {}
+    if len(o):
+        starts = np.flatnonzero(np.r_[True, (country[1:] != country[:-1]) | (age[1:] != age[:-1])])
+        for a, b in zip(starts, [*starts[1:], len(o)]):
+            b = min(b, a + per_group)
+            groups[(int(country[a]), int(age[a]))] = (vid[a:b].copy(), n[a:b].astype(np.float32))
+    return PopularLists(global_ids=all_ids[order], global_counts=glob[order], groups=groups)

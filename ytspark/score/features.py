@@ -1,15 +1,15 @@
 """Serving inputs: every user's inputs to both networks as of a run date, from the raw prepared events.
 
-Serving is one Spark pass (:func:`serving_events` then ``mapInArrow``): the
-prepared events before the cut-off ``as_of`` (epoch seconds, exclusive;
-:func:`as_of_ts` gives the end of a run date's UTC day), enriched exactly as
-``prepare`` enriches them (:func:`ytspark.prepare.job.enrich_events`: vocab
-ids, tokens, video metadata, demographics), plus one marker row per user of
-the ``users`` table (so users without events get a fallback list), are
-hash-partitioned by user and sorted as ``prepare`` sorts them; the scoring
-function then reads whole users at a time and builds their columns with
-:func:`serving_columns`, which is :func:`ytspark.prepare.batch_asof.inputs_at_end`:
-the same code that gives the ranker's training rows their candidate inputs.
+Serving is one Spark pass: :func:`serving_events` gives the prepared watches
+and searches before the cut-off ``as_of`` (epoch seconds, exclusive;
+:func:`as_of_ts` gives the end of a run date's UTC day) plus one marker row
+per user of the ``users`` table (so users without events get a fallback
+list), with no join; they are hash-partitioned by user and sorted as
+``prepare`` sorts them, and the scoring function reads whole users at a time:
+:class:`Encoder` gives them prepare's vocabulary ids and demographics, and
+:func:`serving_columns` builds their inputs with
+:func:`ytspark.prepare.batch_asof.inputs_at_end`, the same code that gives the
+ranker's training rows their candidate inputs.
 The columns mean exactly what they mean in a training row of
 :func:`ytspark.prepare.candidates.user_candidate_rows` labelled at ``as_of``
 (a "next watch" asked about now): the last ``history_length`` watched video
@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark.prepare.batch_asof import inputs_at_end
-from ytspark.prepare.candidates import DAY, KIND_USER, CandidateParams
-from ytspark.prepare.job import _user_features, enrich_events
-from ytspark.vocab import Vocab
+from ytspark.prepare.batch_candidates import TOKENS
+from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_USER, KIND_WATCH, CandidateParams
+from ytspark.prepare.job import event_seq
+from ytspark.vocab import Vocab, tokens_column
 
 SEEN = "seen"
 AFFINITY_GROUPS = ("channel", "category")  # -> <g>_ids, <g>_watches, <g>_since_days
@@ -93,39 +96,95 @@ def _days_before(as_of: float | Column, ts: Column) -> Column:
     return ((F.lit(as_of) - ts) / F.lit(DAY)).cast("float")
 
 
-SERVING_INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, "tokens", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
-                 S.RANK_CHANNEL, S.RANK_CATEGORY)
+RAW_USER_COLUMNS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, S.AGE, S.BIRTH_YEAR)
+_USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)
 
 
-def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, vocabs: dict[str, Vocab],
-                   manifest: dict) -> DataFrame:
-    """The enriched prepared watches and searches strictly before ``as_of`` plus one marker row per ``users`` row
-    (kind :data:`~ytspark.prepare.candidates.KIND_USER`, ts -1): the input of the serving pass, unsorted
-    (:func:`ytspark.prepare.grouping.map_user_batches` partitions and sorts it by user and ``ROW_ORDER``)."""
-    p = manifest["config"]["prepare"]
-    tables = manifest.get("tables", {})
-    ref_year = dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
-    # Watches and searches only: no serving feature reads impressions yet (their rows would be shuffled for
-    # nothing; users known only from impressions and absent from ``users`` get no list).
+def serving_events(spark: SparkSession, prepared_dir: str, as_of: float) -> DataFrame:
+    """The prepared watches and searches strictly before ``as_of`` plus one marker row per ``users`` row
+    (kind :data:`~ytspark.prepare.candidates.KIND_USER`, ts -1, the user's raw attributes): the input of the
+    serving pass, unsorted and not yet encoded.
+
+    There is no join: vocabulary ids and demographics are encoded inside the tasks (:class:`Encoder`), so
+    the plan is one scan of each table and one shuffle (each broadcast join would be a Spark job of its own).
+    Watches and searches only: no serving feature reads impressions yet (users known only from impressions
+    and absent from ``users`` get no list).
+    """
     events = spark.read.parquet(f"{prepared_dir}/events") \
         .where((F.col(S.EVENT_TS) < F.lit(as_of)) & F.col(S.EVENT_TYPE).isin("watch", "search"))
     users = spark.read.parquet(f"{prepared_dir}/users")
-    videos = spark.read.parquet(f"{prepared_dir}/videos")
-    ev = enrich_events(events, users, videos, vocabs, float(p.get("completed_fraction", 0.5)), ref_year,
-                       int(tables.get("users", {}).get("accepted", 0)),
-                       int(tables.get("videos", {}).get("accepted", 0))).select(*SERVING_INPUT)
-    marks = _user_features(users, vocabs, ref_year).select(
+    utypes = dict(users.dtypes)
+    ev = events.select(
+        S.USER_ID, F.col(S.EVENT_TS).cast("double").alias(S.TS),
+        F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH).otherwise(KIND_SEARCH).alias("kind"),
+        event_seq().alias(S.EVENT_SEQ), F.col(S.VIDEO_ID).cast("string").alias(S.VIDEO_ID),
+        tokens_column(F.col(S.QUERY)).alias(TOKENS),
+        *[F.lit(None).cast(utypes.get(c, "string")).alias(c) for c in RAW_USER_COLUMNS])
+    marks = users.select(
         S.USER_ID, F.lit(-1.0).alias(S.TS), F.lit(KIND_USER).alias("kind"), F.lit(0).cast("long").alias(S.EVENT_SEQ),
-        F.lit(None).cast("int").alias(S.VIDEO_IDX), F.lit(None).cast("array<string>").alias("tokens"),
-        F.coalesce(S.USER_AGE, F.lit(-1.0).cast("float")).alias(S.USER_AGE),
-        *[F.coalesce(c, F.lit(S.OOV)).alias(c) for c in S.DEMOGRAPHIC_COLUMNS],
-        F.lit(S.OOV).alias(S.RANK_CHANNEL), F.lit(S.OOV).alias(S.RANK_CATEGORY))
-    return ev.unionByName(marks.select(*[marks[c].cast(ev.schema[c].dataType).alias(c) for c in SERVING_INPUT]))
+        F.lit(None).cast("string").alias(S.VIDEO_ID), F.lit(None).cast("array<string>").alias(TOKENS),
+        *[(F.col(c) if c in utypes else F.lit(None).cast("string")).alias(c) for c in RAW_USER_COLUMNS])
+    return ev.unionByName(marks)
 
 
-def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_length: int, vocab_tokens: pa.Array,
+@dataclass
+class Encoder:
+    """What the tasks need to encode serving events: vocabulary values (id = position + 2, unknown and null
+    OOV 1, as :func:`ytspark.vocab.apply_vocab`), the reference year of ages from birth years, and per video
+    idx the channel and category idx (the ranker's affinity features; None without a ranker)."""
+
+    video: pa.Array
+    token: pa.Array
+    gender: pa.Array
+    country: pa.Array
+    language: pa.Array
+    device: pa.Array
+    ref_year: int
+    channel: np.ndarray | None = None
+    category: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, vocabs: dict[str, Vocab], as_of: float, meta=None) -> "Encoder":
+        arr = {n: pa.array(vocabs[n].values, pa.string()) for n in ("video", "token", *_USER_VOCABS)}
+        ref_year = dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
+        return cls(**arr, ref_year=ref_year, channel=None if meta is None else np.asarray(meta.channel, np.int32),
+                   category=None if meta is None else np.asarray(meta.category, np.int32))
+
+    def encode(self, table: pa.Table) -> pa.Table:
+        """:func:`serving_events` rows -> the columns :func:`~ytspark.prepare.batch_asof.inputs_at_end` reads,
+        with ``prepare``'s definitions (:func:`ytspark.prepare.job._user_features`: demographic ids, age =
+        age, else ref_year - birth_year, its bucket, -1 unknown); only marker rows carry demographics (the
+        first row of their user, which is where the row builders read them)."""
+        c = {n: col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+             for n, col in zip(table.column_names, table.columns)}
+        vid = _ids(c[S.VIDEO_ID], self.video)
+        age = pc.fill_null(c[S.AGE].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        born = pc.fill_null(c[S.BIRTH_YEAR].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        age = np.where(np.isnan(age), self.ref_year - born, age)
+        with np.errstate(invalid="ignore"):
+            bucket = np.where(np.isnan(age) | (age < S.AGE_BUCKETS[0]), S.OOV,
+                              1 + np.searchsorted(np.asarray(S.AGE_BUCKETS, np.float64), age, side="right"))
+        cols = {S.USER_ID: c[S.USER_ID], S.TS: c[S.TS], "kind": c["kind"], S.EVENT_SEQ: c[S.EVENT_SEQ],
+                S.VIDEO_IDX: pa.array(vid), TOKENS: c[TOKENS],
+                S.USER_AGE: pa.array(np.where(np.isnan(age), -1.0, age).astype(np.float32)),
+                **{f"{n}_idx": pa.array(_ids(c[n], getattr(self, n))) for n in _USER_VOCABS},
+                "age_bucket_idx": pa.array(bucket.astype(np.int32))}
+        for name, per_video in ((S.RANK_CHANNEL, self.channel), (S.RANK_CATEGORY, self.category)):
+            if per_video is not None:
+                cols[name] = pa.array(per_video[np.minimum(vid, len(per_video) - 1)])
+        return pa.table(cols)
+
+
+def _ids(column: pa.Array, values: pa.Array) -> np.ndarray:
+    """int32 vocabulary ids of a string column: position in ``values`` + 2, OOV (1) for unknown and null."""
+    pos = pc.index_in(column.cast(pa.string()), value_set=values)
+    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_length: int, encoder: Encoder,
                     affinity: bool = False) -> dict:
-    """Columns of every user of ``table`` (whole users sorted by user and ``ROW_ORDER``) as of ``as_of``.
+    """Columns of every user of ``table`` (:func:`serving_events` rows of whole users, sorted by user and
+    ``ROW_ORDER``) as of ``as_of``, encoded by ``encoder``.
 
     Returns ``user_id`` (object [U]); ``watch_hist``, ``search_hist`` [U, H] int64; ``watch_hist_age``
     [U, H] float32; ``n_prior_watches``, ``since_last_watch_days``, ``user_age`` and the demographics [U];
@@ -136,7 +195,9 @@ def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_leng
 
     groups = dict(zip(AFFINITY_GROUPS, (S.RANK_CHANNEL, S.RANK_CATEGORY)))
     p = CandidateParams(history_length=int(history_length))
-    cols = inputs_at_end(table, as_of, p, vocab_tokens, tuple(groups.values()) if affinity else ())
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    cols = inputs_at_end(encoder.encode(table), as_of, p, encoder.token, tuple(groups.values()) if affinity else ())
     out = {S.USER_ID: cols[S.USER_ID], SEEN: cols[SEEN]}
     for c in (S.CAND_WATCH_HIST, S.CAND_SEARCH_HIST):
         out[c] = cols[c].astype(np.int64)
@@ -148,7 +209,7 @@ def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_leng
     return out
 
 
-def collect_serving_columns(events: DataFrame, as_of: float, history_length: int, vocab_tokens: pa.Array,
+def collect_serving_columns(events: DataFrame, as_of: float, history_length: int, encoder: Encoder,
                             affinity: bool = False) -> dict:
     """:func:`serving_columns` of every user of ``events`` (a :func:`serving_events` frame, or a subset of
     its users), built on the driver: for samples and tests, not for a whole catalogue of users."""
@@ -157,7 +218,7 @@ def collect_serving_columns(events: DataFrame, as_of: float, history_length: int
     pdf = events.toPandas().sort_values([S.USER_ID, *ROW_ORDER], kind="stable").reset_index(drop=True)
     pdf["tokens"] = [None if t is None else [str(x) for x in t] for t in pdf["tokens"]]
     table = pa.Table.from_pandas(pdf, preserve_index=False)
-    return serving_columns(table, as_of, history_length, vocab_tokens, affinity)
+    return serving_columns(table, as_of, history_length, encoder, affinity)
 
 
 def slice_users(cols: dict, a: int, b: int) -> dict:

@@ -13,16 +13,19 @@ The manifest's name starts with ``_`` so that Spark, pyarrow and pandas read the
 folder as a plain Parquet table (they skip ``_*`` and ``.*`` files).
 
 Steps: the FAISS index of the model's folded video table built once on the
-driver (:mod:`.index`, recall against exact search measured on a sample for
-ivf/hnsw), popular lists for cold users (:mod:`.fallback`), then ONE pass over
-the raw prepared events: they are partitioned and sorted by user, and a
-``mapInArrow`` function builds each batch of whole users' serving columns as
-of the end of the run date (:mod:`.features`, the same code as the ranker's
-training rows), retrieves, ranks and keeps the top N, which Spark writes
-(:mod:`.scorer`; the models and the index are shipped in a broadcast and
-rebuilt once per Python worker, :mod:`.bundle`). The manifest's counts and
-per-step task seconds come back from the tasks in an accumulator, so no job
-reads the table back.
+driver for the approximate kinds (:mod:`.index`, recall against exact search
+measured on a sample; the exact ``flat`` kind needs none), then ONE pass over
+the raw prepared events (:func:`~.features.serving_events`, no join): they are
+partitioned and sorted by user, and a ``mapInArrow`` function encodes each
+batch of whole users, builds their serving columns as of the end of the run
+date (:mod:`.features`, the same code as the ranker's training rows),
+retrieves, ranks and keeps the top N, which Spark writes (:mod:`.scorer`; the
+models are shipped in a broadcast and rebuilt once per Python worker,
+:mod:`.bundle`). Users without a usable history are left to the driver: the
+tasks also count distinct watchers per (country, age bucket, video), and the
+popular lists built from those counts (:mod:`.fallback`) are appended to the
+same table as one more file. The manifest's counts and per-step task seconds
+come back from the tasks in an accumulator, so no job reads the table back.
 """
 from __future__ import annotations
 
@@ -44,17 +47,17 @@ from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
 from ytspark.prepare.candidates import KIND_WATCH
 from ytspark.prepare.grouping import sort_by_user
-from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, _video_features, load_manifest
+from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
-from ytspark.score.fallback import PopularLists, popular_lists
-from ytspark.score.features import as_of_ts, collect_serving_columns, serving_events
+from ytspark.score.fallback import AGE_SLOTS, popular_lists
+from ytspark.score.features import Encoder, as_of_ts, collect_serving_columns, serving_events
 from ytspark.score.rank import VideoMeta
 from ytspark.score.scorer import (
-    MODEL_VERSION, RUN_DATE, SCORED_SCHEMA, STEPS, RunData, Tally, TallyParam, partition_fn, usable_history,
-    user_vectors,
+    ARROW_SCHEMA, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_SCHEMA,
+    SOURCE, STEPS, RunData, Tally, TallyParam, partition_fn, usable_history, user_vectors,
 )
-from ytspark.vocab import Vocab, apply_vocab
+from ytspark.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +108,34 @@ def _vocabs(spark: SparkSession, prepared_dir: str, md, ranker_md) -> dict[str, 
 
 
 def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]) -> VideoMeta:
-    """Language/channel/category idx and upload time of every video idx, from the prepared videos table."""
+    """Language/channel/category idx and upload time of every video idx, from the prepared videos table
+    (one scan; ids as :func:`ytspark.prepare.job._video_features` gives them, OOV for unknown values)."""
+    from ytspark.score.features import _ids
+
     V = len(vocabs["video"])
-    vf = _video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
-    vf = apply_vocab(vf, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX).where(F.col(S.VIDEO_IDX) >= 2)
+    t = spark.read.parquet(f"{prepared_dir}/videos").select(
+        F.col(S.VIDEO_ID).cast("string"), F.col(S.CHANNEL_ID).cast("string"), F.col(S.CATEGORY).cast("string"),
+        F.col(S.LANGUAGE).cast("string"), F.col(S.UPLOAD_TS).cast("double")).toPandas()
     meta = VideoMeta(np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64),
                      np.full(V, np.nan, np.float64))
-    for r in vf.collect():
-        i = r[S.VIDEO_IDX]
-        meta.language[i], meta.channel[i], meta.category[i] = \
-            r[S.RANK_VIDEO_LANGUAGE], r[S.RANK_CHANNEL], r[S.RANK_CATEGORY]
-        meta.upload_ts[i] = np.nan if r[S.UPLOAD_TS] is None else r[S.UPLOAD_TS]
+    if len(t):
+        col = {c: pa.array(t[c].astype(object).where(t[c].notna(), None), pa.string())
+               for c in (S.VIDEO_ID, S.CHANNEL_ID, S.CATEGORY, S.LANGUAGE)}
+        idx = _ids(col[S.VIDEO_ID], pa.array(vocabs["video"].values, pa.string()))
+        ok = idx >= 2
+        for field, c, vocab in (("channel", S.CHANNEL_ID, "channel"), ("category", S.CATEGORY, "category"),
+                                ("language", S.LANGUAGE, "language")):
+            getattr(meta, field)[idx[ok]] = _ids(col[c], pa.array(vocabs[vocab].values, pa.string()))[ok]
+        meta.upload_ts[idx[ok]] = t[S.UPLOAD_TS].to_numpy(np.float64)[ok]
     return meta
 
 
 def _recall(spark: SparkSession, model, events: DataFrame, index, vectors: np.ndarray, sc: ScoreConfig,
-            as_of: float, H: int, vocab_tokens) -> dict:
+            as_of: float, H: int, encoder) -> dict:
     """Recall@K of the approximate index against exact search on up to ``recall_sample_users`` users
     (the first users with a watch, their serving columns built on the driver)."""
     ids = events.where(F.col("kind") == KIND_WATCH).select(S.USER_ID).distinct().limit(sc.recall_sample_users)
-    cols = collect_serving_columns(events.join(F.broadcast(ids), S.USER_ID), as_of, H, vocab_tokens)
+    cols = collect_serving_columns(events.join(F.broadcast(ids), S.USER_ID), as_of, H, encoder)
     if not len(cols[S.USER_ID]):
         return {"recall_at_k": None, "sample_users": 0}
     cols = {k: v for k, v in cols.items() if k not in (S.USER_ID, "seen")}
@@ -132,6 +143,33 @@ def _recall(spark: SparkSession, model, events: DataFrame, index, vectors: np.nd
     q = user_vectors(model, {k: v[rows] for k, v in cols.items()})
     r = ix.measure_recall(index, ix.build_index(vectors, "flat"), q, sc.k)
     return {"recall_at_k": round(float(r), 4), "sample_users": int(len(rows))}
+
+
+def _write_fallback(spark: SparkSession, tmp: str, t: Tally, V: int, run: RunData, per_group: int,
+                    model_version: str, run_date: str) -> None:
+    """Popular lists for the users the pass found cold (``t.cold_ids``) from every task's watcher counts,
+    appended to the table being written as one more Parquet file; ``t`` counts their rows."""
+    popular = popular_lists(t.watch_keys if t.watch_keys is not None else np.zeros(0, np.int64),
+                            t.watch_counts if t.watch_counts is not None else np.zeros(0, np.int64), V, per_group)
+    out = {n: [] for n in (S.USER_ID, RANK, S.VIDEO_ID, SCORE, RETRIEVAL_SCORE, SOURCE)}
+    no_seen = np.zeros(0, np.int64)  # a cold user has no in-vocabulary watch
+    country, age = t.cold_groups // AGE_SLOTS, t.cold_groups % AGE_SLOTS
+    for uid, c, a in zip(t.cold_ids, country, age):
+        ids, sc, src = popular.recommend(int(c), int(a), no_seen, run.n)
+        out[S.USER_ID] += [uid] * len(ids)
+        out[RANK] += list(range(1, len(ids) + 1))
+        out[S.VIDEO_ID] += list(run.video_ids[ids])
+        out[SCORE] += sc.tolist()
+        out[RETRIEVAL_SCORE] += sc.tolist()
+        out[SOURCE] += src
+        t.cover(ids, V)
+    batch = pa.RecordBatch.from_arrays([
+        pa.array(out[S.USER_ID], pa.string()), pa.array(out[RANK], pa.int32()), pa.array(out[S.VIDEO_ID], pa.string()),
+        pa.array(out[SCORE], pa.float32()), pa.array(out[RETRIEVAL_SCORE], pa.float32()),
+        pa.array(out[SOURCE], pa.string())], schema=ARROW_SCHEMA)
+    t.count(batch, 0, 0, run.n)
+    pdf = batch.to_pandas().assign(**{MODEL_VERSION: model_version, RUN_DATE: run_date})
+    spark.createDataFrame(pdf, RECOMMENDATIONS_SCHEMA).coalesce(1).write.mode("append").parquet(tmp)
 
 
 def _summary(t: Tally, n_catalogue: int) -> dict:
@@ -173,9 +211,10 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         raise ValueError(f"model {md.path}: vocab/video.json has {V} entries (with pad and OOV) but the model's "
                          f"table has {model.config.n_videos} rows; the model directory is inconsistent, re-export it")
 
-    # ---- the serving events (lazy: read by the fallback lists, the recall sample and the scoring pass)
-    events = serving_events(spark, prepared_dir, as_of, vocabs, pm)
-    vocab_tokens = pa.array(vocabs["token"].values, pa.string())
+    # ---- the serving events (lazy: read by the recall sample and the scoring pass) and their encoding
+    events = serving_events(spark, prepared_dir, as_of)
+    meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
+    encoder = Encoder.of(vocabs, as_of, meta)
     parts = sc.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
 
     # ---- index (driver, once), recall of approximate kinds
@@ -197,26 +236,21 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     if sc.index != "flat" and sc.recall_sample_users > 0:
         t = time.time()
         step("recall")
-        index_info.update(_recall(spark, model, events, index, vectors, sc, as_of, H, vocab_tokens))
+        index_info.update(_recall(spark, model, events, index, vectors, sc, as_of, H, encoder))
         timings["recall_s"] = round(time.time() - t, 2)
         log.info("score: %s index recall@%d = %s on %d users", sc.index, sc.k, index_info["recall_at_k"],
                  index_info["sample_users"])
 
     # ---- per-run data and the broadcasts
     t = time.time()
-    step("fallback")
-    popular = popular_lists(events.where(F.col("kind") == KIND_WATCH), V, sc.demographic_list)
-    timings["fallback_s"] = round(time.time() - t, 2)
-    t = time.time()
     step("broadcast")
-    meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
-                  video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=popular,
+                  video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
                   retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
-                  history_length=H, vocab_tokens=vocab_tokens, n_videos=V)
+                  history_length=H, encoder=encoder, n_videos=V)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index) if index is not None else b"",
@@ -243,8 +277,13 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
         with storage.atomic_dir(spark, final) as tmp:
             scored.write.parquet(tmp)
             timings["score_write_s"] = round(time.time() - t, 2)
-            step("summary")
             tv: Tally = tally.value
+            if tv.cold_ids is not None and len(tv.cold_ids):
+                t = time.time()
+                step("fallback")
+                _write_fallback(spark, tmp, tv, V, run, sc.demographic_list, md.version, run_date)
+                timings["fallback_s"] = round(time.time() - t, 2)
+            step("summary")
             summary = _summary(tv, V - 2)
             n_users, n_cold = tv.users, tv.cold
             timings["task_s"] = {s_: round(float((tv.seconds or {}).get(s_, 0.0)), 2) for s_ in STEPS}

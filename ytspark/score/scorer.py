@@ -38,8 +38,8 @@ from ytspark.models.covisit import CoVisitation, dense_topk, merge_topk
 from ytspark.models.features import batch_from_numpy
 from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
-from ytspark.score.fallback import PopularLists
-from ytspark.score.features import AFFINITY_GROUPS, SEEN, serving_columns, slice_users
+from ytspark.score.fallback import PopularLists, group_keys, watcher_counts
+from ytspark.score.features import AFFINITY_GROUPS, SEEN, Encoder, serving_columns, slice_users
 from ytspark.score.rank import Csr, Reranker, TorchRanker, UserBlock, VideoMeta
 
 SOURCE_CANDIDATE = "candidate"
@@ -58,7 +58,7 @@ RECOMMENDATIONS_SCHEMA = T.StructType(SCORED_SCHEMA.fields + [
     T.StructField(MODEL_VERSION, T.StringType(), False),
     T.StructField(RUN_DATE, T.StringType(), False),
 ])
-_ARROW_SCHEMA = pa.schema([
+ARROW_SCHEMA = pa.schema([
     pa.field(S.USER_ID, pa.string(), False), pa.field(RANK, pa.int32(), False),
     pa.field(S.VIDEO_ID, pa.string(), False), pa.field(SCORE, pa.float32(), False),
     pa.field(RETRIEVAL_SCORE, pa.float32(), False), pa.field(SOURCE, pa.string(), False),
@@ -78,15 +78,15 @@ class RunData:
     batch_size: int
     threads: int
     video_ids: np.ndarray  # object [V]: vocab value of each idx (None for 0 and 1)
-    popular: PopularLists
+    popular: PopularLists | None  # None: cold users are left to the driver (Tally.cold_*), after the pass
     as_of: float
     video_meta: VideoMeta | None = None
     source_idx: int = S.OOV
     affinity: bool = False
     retrieval_weight: float = 0.0  # the ranker's serving blend (ytspark.models.blend)
     history_length: int = 50
-    vocab_tokens: pa.Array | None = None  # the token vocabulary's values (id i + 2)
-    n_videos: int = 0  # the video vocabulary's size (coverage bitmap)
+    encoder: Encoder | None = None  # vocabularies and per-video metadata the serving events are encoded with
+    n_videos: int = 0  # the video vocabulary's size (coverage bitmap, watcher counts)
 
 
 STEPS = ("features", "retrieval", "ranking", "topn")
@@ -110,6 +110,10 @@ class Tally:
     users_by_source: dict | None = None
     seconds: dict | None = None
     videos: np.ndarray | None = None
+    watch_keys: np.ndarray | None = None  # distinct watchers per (group, video): ytspark.score.fallback
+    watch_counts: np.ndarray | None = None
+    cold_ids: np.ndarray | None = None  # users with no usable history (object), their group keys
+    cold_groups: np.ndarray | None = None
 
     def add(self, other: "Tally") -> "Tally":
         self.users += other.users
@@ -122,7 +126,15 @@ class Tally:
             setattr(self, name, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {*mine, *theirs}})
         if other.videos is not None:
             self.videos = other.videos.copy() if self.videos is None else (self.videos | other.videos)
+        for name in ("watch_keys", "watch_counts", "cold_ids", "cold_groups"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, theirs if mine is None else np.concatenate([mine, theirs]))
         return self
+
+    def append(self, name: str, values: np.ndarray) -> None:
+        cur = getattr(self, name)
+        setattr(self, name, values if cur is None else np.concatenate([cur, values]))
 
     def count(self, batch: pa.RecordBatch, n_users: int, n_cold: int, n: int) -> None:
         """Add one output batch of ``n_users`` users (``n_cold`` of them on fallback lists)."""
@@ -240,6 +252,11 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         out_ret.append(top_r[valid])
         out_src.append(np.full(len(r_idx), SOURCE_CANDIDATE, dtype=object))
     cold = np.flatnonzero(~usable)
+    if run.popular is None:  # fallback lists come after the pass, from every task's watcher counts
+        if tally is not None and len(cold):
+            tally.append("cold_ids", np.asarray(users[cold], dtype=object))
+            tally.append("cold_groups", group_keys(cols["country_idx"][cold], cols["age_bucket_idx"][cold]))
+        cold = cold[:0]
     for r in cold:
         off, vals = cols[SEEN]
         ids, sc, src = run.popular.recommend(int(cols["country_idx"][r]), int(cols["age_bucket_idx"][r]),
@@ -251,7 +268,7 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         out_ret.append(sc)
         out_src.append(np.asarray(src, dtype=object))
     if not out_user:
-        return pa.RecordBatch.from_pylist([], schema=_ARROW_SCHEMA)
+        return pa.RecordBatch.from_pylist([], schema=ARROW_SCHEMA)
     vid = np.concatenate(out_vid).astype(np.int64)
     out = pa.RecordBatch.from_arrays([
         pa.array(np.concatenate(out_user), pa.string()),
@@ -260,9 +277,9 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         pa.array(np.concatenate(out_score).astype(np.float32), pa.float32()),
         pa.array(np.concatenate(out_ret).astype(np.float32), pa.float32()),
         pa.array(np.concatenate(out_src), pa.string()),
-    ], schema=_ARROW_SCHEMA)
+    ], schema=ARROW_SCHEMA)
     if tally is not None:
-        tally.count(out, len(users), len(cold), run.n)
+        tally.count(out, len(users), int((~usable).sum()), run.n)
         tally.cover(vid, run.n_videos)
     clock.mark("topn")
     return out
@@ -292,7 +309,12 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
         tally = Tally()
         for table in iter_user_tables(batches):
             clock = _Clock(tally)
-            cols = serving_columns(table, data.as_of, data.history_length, data.vocab_tokens, data.affinity)
+            cols = serving_columns(table, data.as_of, data.history_length, data.encoder, data.affinity)
+            if data.popular is None:
+                keys, counts = watcher_counts(group_keys(cols["country_idx"], cols["age_bucket_idx"]), cols[SEEN],
+                                              data.n_videos)
+                tally.append("watch_keys", keys)
+                tally.append("watch_counts", counts)
             clock.mark("features")
             n_users = len(cols[S.USER_ID])
             for a in range(0, n_users, data.batch_size):
@@ -301,6 +323,9 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
                 if out.num_rows:
                     yield out
         if tally_acc is not None:
+            if tally.watch_keys is not None:  # one (group, video) entry per task, not per batch
+                tally.watch_keys, inv = np.unique(tally.watch_keys, return_inverse=True)
+                tally.watch_counts = np.bincount(inv, weights=tally.watch_counts).astype(np.int64)
             tally_acc.add(tally)
         ctx = TaskContext.get()
         if fail_partition is not None and ctx is not None and ctx.partitionId() == fail_partition:
