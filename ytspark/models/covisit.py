@@ -289,12 +289,11 @@ DENSE_TOPK_ROWS = 128  # and at most this many users per block (measured fastest
 _BUFFERS: dict[str, torch.Tensor] = {}
 
 
-def _dense_buffers(cells: int, fuse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """This process's score block and co-visitation accumulator (zeros) of at least ``cells`` floats."""
-    for name in ("scores", "acc") if fuse else ("scores",):
-        if name not in _BUFFERS or _BUFFERS[name].numel() < cells:
-            _BUFFERS[name] = torch.zeros(cells, dtype=torch.float32)
-    return _BUFFERS["scores"], _BUFFERS.get("acc") if fuse else None
+def _dense_buffer(cells: int) -> torch.Tensor:
+    """This process's score block of at least ``cells`` floats."""
+    if "scores" not in _BUFFERS or _BUFFERS["scores"].numel() < cells:
+        _BUFFERS["scores"] = torch.empty(cells, dtype=torch.float32)
+    return _BUFFERS["scores"]
 
 
 @torch.no_grad()
@@ -305,8 +304,8 @@ def dense_topk(user: np.ndarray, table: np.ndarray, k: int, seen: tuple[np.ndarr
     ``user`` [B, D+1] folded user vectors, ``table`` [V, D+1] the folded video table, ``seen``: (offsets
     [B + 1], video idx) CSR; ``cv`` (with ``hist`` [B, H]): its weighted co-visitation term is added to the
     logits of the videos the user's last watches reach. Per block of users one matrix product gives every
-    logit, the co-visitation contributions are summed into the touched cells, seen videos and ids 0, 1 are
-    set to -inf, and ``torch.topk`` keeps the best (no over-fetch, no merge: what the flat index plus
+    logit, the users' co-visitation scores (:meth:`CoVisitation.sparse`) are added to the touched cells, seen
+    videos and ids 0, 1 are set to -inf, and ``torch.topk`` keeps the best (no over-fetch, no merge: what the flat index plus
     :func:`merge_topk` compute, with less work). Returns (scores float32, ids int64) [B, k], best first;
     -inf / -1 where fewer than ``k`` videos remain.
     """
@@ -321,20 +320,17 @@ def dense_topk(user: np.ndarray, table: np.ndarray, k: int, seen: tuple[np.ndarr
     off, vals = np.asarray(seen[0], np.int64), np.asarray(seen[1], np.int64)
     fuse = cv is not None and cv.weight > 0 and hist is not None
     step = max(1, min(DENSE_TOPK_ROWS, DENSE_TOPK_CELLS // V))
-    buf, acc = _dense_buffers(step * V, fuse)  # reused: fresh 30 MB blocks cost page faults every batch
+    buf = _dense_buffer(step * V)  # reused: a fresh 30 MB block costs page faults every batch
     for a in range(0, B, step):
         b = min(B, a + step)
         n = b - a
         S = buf[:n * V].view(n, V)
         torch.mm(Q[a:b], T.T, out=S)
         flat = S.view(-1)
-        if fuse:
-            r, v, w = cv.contributions(hist[a:b])
+        if fuse:  # the users' aggregated co-visitation scores, one per touched cell (sorted: cache-friendly)
+            r, v, sc = cv.sparse(hist[a:b])
             if len(r):
-                cell = torch.from_numpy(r * V + v)
-                acc.index_add_(0, cell, torch.from_numpy(w))
-                flat[cell] = flat[cell] + cv.weight * torch.log1p(acc[cell])  # duplicate cells: same value
-                acc[cell] = 0.0  # back to zeros for the next block
+                flat.numpy()[r * V + v] += np.float32(cv.weight) * sc
         lo, hi = off[a], off[b]
         if hi > lo:
             rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(off[a:b + 1]))
