@@ -25,7 +25,7 @@ KINDS = ("flat", "ivf", "hnsw")
 FETCH_STEP = 32  # over-fetch depths are k + a multiple of this: few search calls, little wasted depth
 # Flat search takes FAISS's BLAS path (one sgemm per block) only above this many queries x dims; the
 # default (128000) sends a 1024-user batch of 65-dim vectors to the scalar path, measured 4x the CPU
-# per query (bench/score.py). Lowered for our searches; results are the same inner products.
+# per query (measured with the former bench/score.py). Lowered for our searches; results are the same inner products.
 BLAS_THRESHOLD = 20
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per IVF cell
 
