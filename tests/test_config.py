@@ -215,6 +215,12 @@ BAD = [
     ("score.run_date", ["score.run_date=2026-13-01"]),
     ("score.run_date", ['score.run_date="12/01/2026"']),
     ("score.seed", ["score.seed=-1"]),
+    ("score.max_per_channel", ["score.max_per_channel=-1"]),
+    ("score.min_video_age_s", ["score.min_video_age_s=-5"]),
+    ("score.min_video_age_s", ["score.max_video_age_days=1", "score.min_video_age_s=90000"]),
+    ("score.max_video_age_days", ["score.max_video_age_days=-1"]),
+    ("score.table", ['score.table="db.recs; DROP TABLE x"']),
+    ("score.table", ['score.table="/some/path"']),
 ]
 
 

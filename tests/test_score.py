@@ -736,3 +736,92 @@ def test_train_ranker_on_scored_rows_feeds_serving_the_same_inputs(spark, world,
     es = load_eval_sets(spark, world["prepared"])["test"]
     ranked = ranked_topk(spark, world["model"], res["model_dir"], world["prepared"], es, 5, 12)
     assert ranked.shape == (len(es), 5)
+
+
+# ------------------------------------------------------------------ serving rules and the catalog table
+
+def test_serving_rules_filter_the_ranked_lists_and_the_manifest_counts_the_removals(spark, world, tmp_path):
+    """The job with rules against the same job without them at N = K (each user's whole ranked list)
+    filtered by a plain Python walk; exclusions by country, the video-age window and the channel cap."""
+    from collections import Counter
+
+    from ytspark.score import run_score
+    from ytspark.score.features import as_of_ts
+    from ytspark.score.rules import RULES
+
+    full = run_score(spark, replace(world["cfg"], score=replace(world["cfg"].score, n=K)), world["prepared"],
+                     world["model"], RUN_DATE, str(tmp_path / "full"))
+    lists = _read(spark, full["path"])
+    top = lists[lists["rank"] == 1][S.VIDEO_ID].value_counts().index.tolist()
+    # the two videos most often ranked first: one out everywhere, one out in NL; plus rows that miss
+    excl = [{"video_id": top[0]}, {"video_id": top[1], "country": "NL"}, {"video_id": "no-such-video"},
+            {"country": "DE"}]
+    excl_path = write_jsonl(tmp_path / "exclude" / "x.jsonl", excl)
+    as_of = as_of_ts(RUN_DATE)
+    max_days = (as_of - T0) / DAY + 6.5  # upload_ts = T0 - (i % 9) days: i % 9 in (7, 8) are too old
+    cfg = replace(world["cfg"], score=replace(world["cfg"].score, exclude=excl_path, max_per_channel=1,
+                                              max_video_age_days=max_days))
+    m = run_score(spark, cfg, world["prepared"], world["model"], RUN_DATE, str(tmp_path / "ruled"))
+    ruled = _read(spark, m["path"])
+    country = {u["user_id"]: u.get("country") for u in _world_logs()[1]}
+    total, checked, short = Counter(), 0, 0
+    for uid, g in lists.groupby(S.USER_ID):
+        kept, removed = [], Counter()
+        per_channel = Counter()
+        for v in g[S.VIDEO_ID]:
+            if len(kept) == N:
+                break
+            if v == top[0] or (v == top[1] and country.get(uid) == "NL"):
+                removed["excluded"] += 1
+            elif int(v[1:]) % 9 >= 7:
+                removed["video_age"] += 1
+            elif per_channel[int(v[1:]) % 7] >= 1:
+                removed["channel_cap"] += 1
+            else:
+                per_channel[int(v[1:]) % 7] += 1
+                kept.append(v)
+        got = ruled[ruled[S.USER_ID] == uid]
+        assert list(got["rank"]) == list(range(1, len(got) + 1)), uid
+        if len(kept) == N or g["source"].iloc[0] == "candidate":  # cold users may fill past the first K
+            assert list(got[S.VIDEO_ID]) == kept, uid
+            total += removed
+            checked += 1
+            short += len(kept) < N
+    assert checked == len(world["users"])
+    assert m["rules"]["removed"] == {r: total.get(r, 0) for r in RULES}
+    assert all(total[r] > 0 for r in RULES), total  # every rule struck something
+    assert m["rules"]["exclude"] == {"source": excl_path, "rows": 4, "rows_without_video_id": 1,
+                                     "not_in_catalogue": 1, "videos_everywhere": 1, "country_pairs": 1}
+    assert top[0] not in set(ruled[S.VIDEO_ID])
+    nl = ruled[ruled[S.USER_ID].map(country) == "NL"]
+    assert top[1] not in set(nl[S.VIDEO_ID]) and top[1] in set(ruled[S.VIDEO_ID])
+    assert m["short_lists"] == short  # too few allowed among the K: a short list, never a wrong one
+    assert (ruled.groupby(S.USER_ID)["rank"].max() == N).sum() == len(world["users"]) - short
+
+
+def test_catalog_table_partition_is_replaced_whole_and_survives_a_killed_write(spark, world, scored, tmp_path):
+    from ytspark.score import run_score
+
+    out = str(tmp_path / "out")
+    table = "ytspark_test.recommendations"
+    cfg = replace(world["cfg"], score=replace(world["cfg"].score, table=table))
+    m = run_score(spark, cfg, world["prepared"], world["model"], RUN_DATE, out)
+    assert m["table"] == table
+    got = spark.table(table).where(f"run_date = '{RUN_DATE}'").toPandas().sort_values([S.USER_ID, "rank"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), scored["df"])
+    # a second date is a second partition of the same table
+    run_score(spark, cfg, world["prepared"], world["model"], "2023-12-21", out)
+    dates = {r[0] for r in spark.sql(f"SELECT DISTINCT run_date FROM {table}").collect()}
+    assert dates == {RUN_DATE, "2023-12-21"}
+    # a killed rerun of the date publishes nothing: the partition still serves the previous rows
+    with pytest.raises(Exception, match="injected failure"):
+        run_score(spark, replace(cfg, score=replace(cfg.score, n=2)), world["prepared"], world["model"], RUN_DATE,
+                  out, fail_partition=1)
+    spark.sql(f"REFRESH TABLE {table}")
+    assert spark.table(table).where(f"run_date = '{RUN_DATE}'").count() == len(scored["df"])
+    # a rerun with N = 2 replaces the partition whole: no row of the old N = 5 lists is left
+    run_score(spark, replace(cfg, score=replace(cfg.score, n=2)), world["prepared"], world["model"], RUN_DATE, out)
+    again = spark.table(table).where(f"run_date = '{RUN_DATE}'").toPandas()
+    assert again["rank"].max() == 2 and len(again) == 2 * len(world["users"])
+    assert spark.table(table).where("run_date = '2023-12-21'").count() == len(scored["df"])
+    spark.sql(f"DROP TABLE {table}")

@@ -190,6 +190,12 @@ class ScoreConfig:
     demographic_list: int = 200  # popular videos kept per (country, age bucket) for the cold-user fallback
     run_date: str = ""  # YYYY-MM-DD: events before the end of this UTC day count; empty = today (UTC)
     seed: int = 5
+    # Output and serving rules (ytspark/score/rules.py); all off by default.
+    table: str = ""  # also publish the run date's partition of this catalog table (e.g. "db.recommendations")
+    exclude: str = ""  # table of video_id [, country] never recommended: path/URL or catalog table name
+    max_per_channel: int = 0  # at most this many videos of one channel per list (0 = no cap)
+    min_video_age_s: float = 0.0  # leave out videos uploaded less than this before the run date's end (0 = off)
+    max_video_age_days: float = 0.0  # leave out videos uploaded more than this many days before it (0 = off)
 
 
 @dataclass(frozen=True)
@@ -377,6 +383,9 @@ def _is_datetime(text: str) -> bool:
         return False
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
+
+
 def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -524,6 +533,11 @@ def validate(cfg: Config) -> None:
     c.at_least(0, "score.recall_sample_users", "score.partitions", "score.seed")
     if sc.run_date and not _is_date(sc.run_date):
         c.bad("score.run_date", "empty (today, UTC) or a date YYYY-MM-DD (--run-date sets it)")
+    c.at_least(0, "score.max_per_channel", "score.min_video_age_s", "score.max_video_age_days")
+    if sc.table and not _TABLE_NAME.fullmatch(sc.table):
+        c.bad("score.table", "empty (folder output only) or a catalog table name such as db.recommendations")
+    if sc.max_video_age_days > 0 and sc.min_video_age_s > sc.max_video_age_days * 86400:
+        c.bad("score.min_video_age_s", f"<= score.max_video_age_days * 86400 = {sc.max_video_age_days * 86400:g}")
     if c.problems:
         n = len(c.problems)
         raise ConfigError(f"{n} invalid config value{'s' if n > 1 else ''}:\n  " + "\n  ".join(c.problems))

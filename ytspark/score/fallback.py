@@ -29,29 +29,42 @@ class PopularLists:
     global_ids: np.ndarray  # int64 [V-2], most popular first
     global_counts: np.ndarray  # float32 [V-2]
     groups: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    removed: dict = field(default_factory=dict)  # serving-rule removals of the lists given so far
+    struck: dict = field(default_factory=dict)
 
-    def recommend(self, country: int, age_bucket: int, seen: np.ndarray, n: int):
-        """(ids int64 [<=n], scores float32, sources list[str]) for one user; ``seen`` sorted or not."""
-        seen_set = set(int(x) for x in seen)
-        ids: list[int] = []
-        scores: list[float] = []
-        sources: list[str] = []
-        taken: set[int] = set()
-        lists = []
-        if country >= 2 and (country, age_bucket) in self.groups:
-            lists.append((*self.groups[(country, age_bucket)], SOURCE_DEMOGRAPHIC))
-        lists.append((self.global_ids, self.global_counts, SOURCE_POPULAR))
-        for vids, counts, source in lists:
-            for v, c in zip(vids.tolist(), counts.tolist()):
-                if len(ids) >= n:
-                    break
-                if v in seen_set or v in taken:
-                    continue
-                ids.append(v)
-                scores.append(c)
-                sources.append(source)
-                taken.add(v)
-        return np.asarray(ids, np.int64), np.asarray(scores, np.float32), sources
+    def recommend(self, country: int, age_bucket: int, seen: np.ndarray, n: int, rules=None):
+        """(ids int64 [<=n], scores float32, sources list[str]) for one user; ``seen`` sorted or not.
+
+        ``rules``: a :class:`ytspark.score.rules.ServingRules` the list goes through (the first ``n``
+        allowed videos); the removals it reports are added to ``self.removed`` / ``self.struck``.
+        """
+        group = self.groups.get((country, age_bucket)) if country >= 2 else None
+        seen = np.asarray(seen, np.int64)
+        # enough of the global list to fill n past the seen and the group's own videos (more with rules)
+        need = n + len(seen) + (len(group[0]) if group is not None else 0)
+        for depth in ((need, len(self.global_ids)) if rules is None else (4 * need + 1000, len(self.global_ids))):
+            parts = [(*group, SOURCE_DEMOGRAPHIC)] if group is not None else []
+            parts.append((self.global_ids[:depth], self.global_counts[:depth], SOURCE_POPULAR))
+            ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
+            scores = np.concatenate([p[1] for p in parts]).astype(np.float32)
+            sources = np.concatenate([np.full(len(p[0]), p[2], dtype=object) for p in parts])
+            _, first = np.unique(ids, return_index=True)  # a video once, where it first appears
+            keep = np.zeros(len(ids), bool)
+            keep[first] = True
+            keep &= ~np.isin(ids, seen)
+            ids, scores, sources = ids[keep], scores[keep], sources[keep]
+            if rules is None:
+                take = np.arange(min(n, len(ids)))
+                ok = None
+            else:
+                ok, removed, struck = rules.apply(ids[None, :], np.array([country]), n)
+                take = np.flatnonzero(ok[0])
+            if len(take) >= n or depth >= len(self.global_ids):
+                break
+        if ok is not None:
+            self.removed = {k: self.removed.get(k, 0) + v for k, v in removed.items()}
+            self.struck = {k: self.struck.get(k, 0) + v for k, v in struck.items()}
+        return ids[take], scores[take], list(sources[take])
 
 
 AGE_SLOTS = 16  # group key = country_idx * AGE_SLOTS + age_bucket_idx (age buckets: OOV 1, then 2..)

@@ -50,9 +50,11 @@ from ytspark.prepare.grouping import sort_by_user
 from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
+from ytspark.score.catalog import publish_partition
 from ytspark.score.fallback import AGE_SLOTS, popular_lists
 from ytspark.score.features import Encoder, as_of_ts, collect_serving_columns, serving_events
 from ytspark.score.rank import VideoMeta
+from ytspark.score.rules import RULES, build_rules, rules_configured
 from ytspark.score.scorer import (
     ARROW_SCHEMA, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_SCHEMA,
     SOURCE, STEPS, RunData, Tally, TallyParam, partition_fn, usable_history, user_vectors,
@@ -78,6 +80,9 @@ def check_score_config(sc: ScoreConfig) -> None:
     for key in ("batch_size", "threads_per_task", "ivf_nlist", "ivf_nprobe", "hnsw_m", "ef_search"):
         if getattr(sc, key) < 1:
             problems.append(f"score.{key} must be >= 1, got {getattr(sc, key)}")
+    for key in ("max_per_channel", "min_video_age_s", "max_video_age_days"):
+        if getattr(sc, key) < 0:
+            problems.append(f"score.{key} must be >= 0 (0 = off), got {getattr(sc, key)}")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -107,26 +112,33 @@ def _vocabs(spark: SparkSession, prepared_dir: str, md, ranker_md) -> dict[str, 
     return out
 
 
-def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]) -> VideoMeta:
+def _videos_table(spark: SparkSession, prepared_dir: str) -> pa.Table:
+    """The prepared videos table's id, channel, category, language (strings) and upload time (one scan)."""
+    df = spark.read.parquet(f"{prepared_dir}/videos").select(
+        F.col(S.VIDEO_ID).cast("string"), F.col(S.CHANNEL_ID).cast("string"), F.col(S.CATEGORY).cast("string"),
+        F.col(S.LANGUAGE).cast("string"), F.col(S.UPLOAD_TS).cast("double"))
+    t = df.toPandas()
+    return pa.Table.from_pandas(t, preserve_index=False) if len(t) else pa.table(
+        {c: pa.array([], pa.float64() if c == S.UPLOAD_TS else pa.string()) for c in df.columns})
+
+
+def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab],
+                videos: pa.Table | None = None) -> VideoMeta:
     """Language/channel/category idx and upload time of every video idx, from the prepared videos table
-    (one scan; ids as :func:`ytspark.prepare.job._video_features` gives them, OOV for unknown values)."""
+    (``videos``, read when None; ids as :func:`ytspark.prepare.job._video_features` gives them, OOV for unknown values)."""
     from ytspark.score.features import _ids
 
+    videos = _videos_table(spark, prepared_dir) if videos is None else videos
     V = len(vocabs["video"])
-    t = spark.read.parquet(f"{prepared_dir}/videos").select(
-        F.col(S.VIDEO_ID).cast("string"), F.col(S.CHANNEL_ID).cast("string"), F.col(S.CATEGORY).cast("string"),
-        F.col(S.LANGUAGE).cast("string"), F.col(S.UPLOAD_TS).cast("double")).toPandas()
     meta = VideoMeta(np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64),
                      np.full(V, np.nan, np.float64))
-    if len(t):
-        col = {c: pa.array(t[c].astype(object).where(t[c].notna(), None), pa.string())
-               for c in (S.VIDEO_ID, S.CHANNEL_ID, S.CATEGORY, S.LANGUAGE)}
-        idx = _ids(col[S.VIDEO_ID], pa.array(vocabs["video"].values, pa.string()))
+    if videos.num_rows:
+        idx = _ids(videos.column(S.VIDEO_ID), pa.array(vocabs["video"].values, pa.string()))
         ok = idx >= 2
         for field, c, vocab in (("channel", S.CHANNEL_ID, "channel"), ("category", S.CATEGORY, "category"),
                                 ("language", S.LANGUAGE, "language")):
-            getattr(meta, field)[idx[ok]] = _ids(col[c], pa.array(vocabs[vocab].values, pa.string()))[ok]
-        meta.upload_ts[idx[ok]] = t[S.UPLOAD_TS].to_numpy(np.float64)[ok]
+            getattr(meta, field)[idx[ok]] = _ids(videos.column(c), pa.array(vocabs[vocab].values, pa.string()))[ok]
+        meta.upload_ts[idx[ok]] = videos.column(S.UPLOAD_TS).to_numpy(zero_copy_only=False).astype(np.float64)[ok]
     return meta
 
 
@@ -155,7 +167,7 @@ def _write_fallback(spark: SparkSession, tmp: str, t: Tally, V: int, run: RunDat
     no_seen = np.zeros(0, np.int64)  # a cold user has no in-vocabulary watch
     country, age = t.cold_groups // AGE_SLOTS, t.cold_groups % AGE_SLOTS
     for uid, c, a in zip(t.cold_ids, country, age):
-        ids, sc, src = popular.recommend(int(c), int(a), no_seen, run.n)
+        ids, sc, src = popular.recommend(int(c), int(a), no_seen, run.n, run.rules)
         out[S.USER_ID] += [uid] * len(ids)
         out[RANK] += list(range(1, len(ids) + 1))
         out[S.VIDEO_ID] += list(run.video_ids[ids])
@@ -168,8 +180,19 @@ def _write_fallback(spark: SparkSession, tmp: str, t: Tally, V: int, run: RunDat
         pa.array(out[SCORE], pa.float32()), pa.array(out[RETRIEVAL_SCORE], pa.float32()),
         pa.array(out[SOURCE], pa.string())], schema=ARROW_SCHEMA)
     t.count(batch, 0, 0, run.n)
+    t.add_counts("removed", popular.removed)
+    t.add_counts("struck", popular.struck)
     pdf = batch.to_pandas().assign(**{MODEL_VERSION: model_version, RUN_DATE: run_date})
     spark.createDataFrame(pdf, RECOMMENDATIONS_SCHEMA).coalesce(1).write.mode("append").parquet(tmp)
+
+
+def _rules_summary(rules, t: Tally) -> dict | None:
+    """The manifest's ``rules``: what was loaded, and per rule the videos it removed from the lists (ranked
+    above a user's last kept video) and among all K candidates (:mod:`.rules`)."""
+    if rules is None:
+        return None
+    return {**rules.info, "removed": {r: int((t.removed or {}).get(r, 0)) for r in RULES},
+            "candidates_removed": {r: int((t.struck or {}).get(r, 0)) for r in RULES}}
 
 
 def _summary(t: Tally, n_catalogue: int) -> dict:
@@ -213,7 +236,9 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
 
     # ---- the serving events (lazy: read by the recall sample and the scoring pass) and their encoding
     events = serving_events(spark, prepared_dir, as_of)
-    meta = _video_meta(spark, prepared_dir, vocabs) if ranker_md is not None else None
+    videos = _videos_table(spark, prepared_dir) if ranker_md is not None or rules_configured(sc) else None
+    meta = _video_meta(spark, prepared_dir, vocabs, videos) if ranker_md is not None else None
+    rules = build_rules(spark, sc, videos, vocabs, as_of)
     encoder = Encoder.of(vocabs, as_of, meta)
     parts = sc.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
 
@@ -250,7 +275,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
                   retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
-                  history_length=H, encoder=encoder, n_videos=V)
+                  history_length=H, encoder=encoder, n_videos=V, rules=rules)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index) if index is not None else b"",
@@ -300,6 +325,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                 "k": sc.k, "n": sc.n, "index": index_info,
                 "covisit_weight": covisit.weight if covisit is not None else 0.0, "model_builds": int(builds.value),
                 "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
+                "rules": _rules_summary(rules, tv), "table": sc.table or None,
             }
             if summary["users_with_list"] != n_users:
                 log.warning("score: %d of %d users got no list (catalogue smaller than their watched set?)",
@@ -309,6 +335,16 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     finally:
         bundle_bc.unpersist()
         run_bc.unpersist()
+    if sc.table:
+        step("table")
+        try:
+            info = publish_partition(spark, sc.table, RECOMMENDATIONS_SCHEMA, f"{out_root.rstrip('/')}/recommendations",
+                                     run_date, final)
+        except Exception as e:
+            raise RuntimeError(f"score: {final} was published, but registering it as partition {RUN_DATE}="
+                               f"{run_date} of score.table '{sc.table}' failed: {e}") from e
+        log.info("score: table %s partition %s %s", sc.table, info["partition"],
+                 "replaced" if info["replaced"] else "added")
     step("done")
     log.info("score wrote %s: %d users, %d rows in %.1fs", final, n_users, summary["rows"], timings["total_s"])
     return manifest

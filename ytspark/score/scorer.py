@@ -41,6 +41,7 @@ from ytspark.score.bundle import worker_models
 from ytspark.score.fallback import PopularLists, group_keys, watcher_counts
 from ytspark.score.features import AFFINITY_GROUPS, SEEN, Encoder, serving_columns, slice_users
 from ytspark.score.rank import Csr, Reranker, TorchRanker, UserBlock, VideoMeta
+from ytspark.score.rules import ServingRules
 
 SOURCE_CANDIDATE = "candidate"
 RANK, SCORE, RETRIEVAL_SCORE, SOURCE = "rank", "score", "retrieval_score", "source"
@@ -87,6 +88,7 @@ class RunData:
     history_length: int = 50
     encoder: Encoder | None = None  # vocabularies and per-video metadata the serving events are encoded with
     n_videos: int = 0  # the video vocabulary's size (coverage bitmap, watcher counts)
+    rules: ServingRules | None = None  # serving rules applied before the top N is cut (ytspark.score.rules)
 
 
 STEPS = ("features", "retrieval", "ranking", "topn")
@@ -109,6 +111,8 @@ class Tally:
     rows_by_source: dict | None = None
     users_by_source: dict | None = None
     seconds: dict | None = None
+    removed: dict | None = None  # serving-rule removals (ytspark.score.rules): ranked above the last kept
+    struck: dict | None = None  # and among all K candidates
     videos: np.ndarray | None = None
     watch_keys: np.ndarray | None = None  # distinct watchers per (group, video): ytspark.score.fallback
     watch_counts: np.ndarray | None = None
@@ -121,7 +125,7 @@ class Tally:
         self.rows += other.rows
         self.users_with_list += other.users_with_list
         self.short_lists += other.short_lists
-        for name in ("rows_by_source", "users_by_source", "seconds"):
+        for name in ("rows_by_source", "users_by_source", "seconds", "removed", "struck"):
             mine, theirs = getattr(self, name) or {}, getattr(other, name) or {}
             setattr(self, name, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {*mine, *theirs}})
         if other.videos is not None:
@@ -150,6 +154,10 @@ class Tally:
             vals, cnt = np.unique(src[sel].astype(str), return_counts=True)
             d = getattr(self, name) or {}
             setattr(self, name, {**d, **{v: d.get(v, 0) + int(c) for v, c in zip(vals, cnt)}})
+
+    def add_counts(self, name: str, counts: dict) -> None:
+        d = getattr(self, name) or {}
+        setattr(self, name, {k: d.get(k, 0) + counts.get(k, 0) for k in {*d, *counts}})
 
     def cover(self, video_idx: np.ndarray, n_videos: int) -> None:
         if self.videos is None:
@@ -222,7 +230,9 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
     if len(rows):
         q = user_vectors(model, _take(cols, rows))
         seen = _csr_rows(cols[SEEN], rows)
-        depth = run.k if ranker is not None else run.n  # the ranker reorders all K; without one the top N
+        rules = run.rules
+        # the ranker reorders all K, and rules fill N from past the top N; otherwise the top N is enough
+        depth = run.k if ranker is not None or rules is not None else run.n
         if index is None:  # exact: one dense pass over the folded table, the co-visitation term included
             ret, cand = dense_topk(q, table, depth, seen, cols[S.CAND_WATCH_HIST][rows], covisit)
         else:
@@ -230,20 +240,27 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
             if covisit is not None:
                 ret, cand = merge_topk(ret, cand, q, table, cols[S.CAND_WATCH_HIST][rows], seen, covisit, depth)
         clock.mark("retrieval")
+        width = cand.shape[1] if rules is not None else min(run.n, cand.shape[1])
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
                               {g: cols[g] for g in AFFINITY_GROUPS if g in cols}).take(rows)
             score = ranker.score(block, cand, ret)
-            order = np.argsort(-ranker.order_key(score, ret), axis=1, kind="stable")[:, :run.n]
+            order = np.argsort(-ranker.order_key(score, ret), axis=1, kind="stable")[:, :width]
             clock.mark("ranking")
         else:
             score = ret
-            order = np.broadcast_to(np.arange(min(run.n, cand.shape[1])), (len(rows), min(run.n, cand.shape[1])))
+            order = np.broadcast_to(np.arange(width), (len(rows), width))
         top_c = np.take_along_axis(cand, order, axis=1)
         top_s = np.take_along_axis(score, order, axis=1)
         top_r = np.take_along_axis(ret, order, axis=1)
-        valid = top_c >= 2
+        if rules is not None:
+            valid, removed, struck = rules.apply(top_c, cols["country_idx"][rows], run.n)
+            if tally is not None:
+                tally.add_counts("removed", removed)
+                tally.add_counts("struck", struck)
+        else:
+            valid = top_c >= 2
         r_idx, pos = np.nonzero(valid)
         out_user.append(users[rows][r_idx])
         out_rank.append((np.cumsum(valid, axis=1)[valid]).astype(np.int32))
@@ -260,7 +277,7 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
     for r in cold:
         off, vals = cols[SEEN]
         ids, sc, src = run.popular.recommend(int(cols["country_idx"][r]), int(cols["age_bucket_idx"][r]),
-                                             vals[off[r]:off[r + 1]], run.n)
+                                             vals[off[r]:off[r + 1]], run.n, run.rules)
         out_user.append(np.full(len(ids), users[r], dtype=object))
         out_rank.append(np.arange(1, len(ids) + 1, dtype=np.int32))
         out_vid.append(ids)
