@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="nightly scoring: FAISS retrieval + ranking for every user, top-N table",
                         description="Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
-                                    "(Parquet + manifest.json + _SUCCESS).")
+                                    "(Parquet + _manifest.json + _SUCCESS); with score.table, also that date's "
+                                    "partition of a catalog table. Serving rules: score.exclude, "
+                                    "score.max_per_channel, score.min_video_age_s, score.max_video_age_days.")
     _common(sc)
     sc.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
     sc.add_argument("--models", help="models root (default: <output>/models)")
