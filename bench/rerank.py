@@ -10,9 +10,9 @@ target's time, the candidate model's top ``score.k`` unseen videos; top 10 in
 retrieval order vs top 10 after reranking (``ytspark.evaluate.systems``, the
 evaluation's "candidate + ranking" path). Measured by (i) the generator's true
 expected watch time of those 10 videos for that user at that time:
-P(click) x mean completion x duration from :mod:`ytspark.generate`'s own
-functions (interest at t, ``_affinity_x``, the click and completion logistics;
-0 for a video not yet uploaded), and (ii) the weighted per-user loss and AUC
+P(click) x mean completion x duration from
+:func:`ytspark.generate.true_engagement` (interest at t, the click and
+completion logistics; 0 for a video not yet uploaded), and (ii) the weighted per-user loss and AUC
 on the held-out impressions (validation and test rows of the ranker's training
 rows, whose ``retrieval_score`` is the candidate logit as of each impression),
 ranker score vs retrieval score as the ordering. Also HR@10 / NDCG@10 of both.
@@ -51,26 +51,22 @@ def run(cmd: list[str]) -> float:
 
 def true_watch_time(cfg, user_ids: np.ndarray, as_of: np.ndarray, videos: np.ndarray, video_values) -> dict:
     """The generator's truth for video ``videos[b, k]`` (vocab idx) shown to user b at as_of[b]: [B, K] arrays
-    ``watch`` (expected watch seconds), ``p_click``, ``duration`` (0 where it cannot be watched)."""
+    ``watch`` (expected watch seconds), ``p_click``, ``duration`` (0 where it cannot be watched: padding, OOV
+    or not uploaded yet), from :func:`ytspark.generate.true_engagement`."""
     from ytspark import generate as G
 
-    ctx = G._context(cfg.generate, G.build_catalog(cfg.generate))
-    vid_num = np.full(len(video_values) + 2, -1, np.int64)
-    vid_num[2:] = [int(v[1:]) for v in video_values]  # "v00042" -> generator index 42
-    out, pc, dur = (np.zeros(videos.shape, np.float64) for _ in range(3))
-    for b, uid in enumerate(user_ids):
-        prof = G._user_profile(ctx, int(str(uid)[1:]))
-        theta = G._theta_at(ctx, prof, float(as_of[b]))
-        for k, idx in enumerate(videos[b]):
-            v = vid_num[idx] if idx >= 2 else -1
-            if v < 0 or ctx["upload"][v] > as_of[b]:
-                continue  # padding, OOV or not uploaded yet: nobody can watch it
-            x = G._affinity_x(ctx, theta, int(v))
-            p_click = G._sigmoid(G.CLICK_BIAS + G.CLICK_SLOPE * x)
-            completion = G._sigmoid(G.COMPLETION_BIAS + G.COMPLETION_SLOPE * x)  # the Beta's mean
-            out[b, k] = p_click * completion * float(ctx["duration"][v])
-            pc[b, k], dur[b, k] = p_click, float(ctx["duration"][v])
-    return {"watch": out, "p_click": pc, "duration": dur}
+    videos = np.asarray(videos)
+    out = {k: np.zeros(videos.shape, np.float64) for k in ("watch", "p_click", "duration")}
+    ids = np.array([None, None] + [str(v) for v in video_values], dtype=object)  # idx 0, 1: padding, OOV
+    b, k = np.nonzero(videos >= 2)
+    if len(b):
+        tr = G.true_engagement(cfg.generate, np.asarray(user_ids, dtype=object)[b], ids[videos[b, k]],
+                               np.asarray(as_of, np.float64)[b])
+        ok = tr["available"].to_numpy()
+        out["watch"][b, k] = tr["expected_watch_seconds"].to_numpy()
+        out["p_click"][b, k] = tr["p_click"].to_numpy()
+        out["duration"][b, k] = np.where(ok, tr["duration"].to_numpy(), 0.0)
+    return out
 
 
 def ordering_metrics(cols: dict, logit: np.ndarray, weight: float = 0.0) -> dict:

@@ -382,3 +382,189 @@ def test_interest_at_reproduces_the_simulated_interest():
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert got.shape == (3, cfg.categories)
     np.testing.assert_allclose(got.sum(1), 1.0)
+
+
+# ------------------------------------------------------------------ closed loop: shown lists -> impressions
+def _shown_lists(cfg: GenerateConfig, per_user: int, seed: int = 0) -> pd.DataFrame:
+    """A nightly-table-like frame: for every user ``per_user`` distinct videos, ranks 1..per_user, extra columns."""
+    rng = np.random.default_rng(seed)
+    uw, vw = G._width(cfg.users, 6), G._width(cfg.videos, 5)
+    rows = []
+    for u in range(cfg.users):
+        for r, v in enumerate(rng.choice(cfg.videos, per_user, replace=False)):
+            rows.append((f"u{u:0{uw}d}", r + 1, f"v{v:0{vw}d}", float(-r), "ann"))
+    return pd.DataFrame(rows, columns=[S.USER_ID, "rank", S.VIDEO_ID, "score", "source"])
+
+
+def _after_window(cfg: GenerateConfig) -> float:
+    return G._window(cfg)[1] + 3600.0
+
+
+def test_true_engagement_is_the_generators_click_and_completion_model():
+    """Known answer: the generator's own scalar path (profile, _theta_at, _affinity_x, the logistics),
+    and the same through the written truth vectors (interest_at + true_affinity)."""
+    cfg = TINY
+    ctx = G._context(cfg, G.build_catalog(cfg))
+    start, end = G._window(cfg)
+    rng = np.random.default_rng(3)
+    u = rng.integers(0, cfg.users, 40)
+    v = rng.integers(0, cfg.videos, 40)
+    t = rng.uniform(start, end, 40)
+    got = G.true_engagement(cfg, [f"u{x:06d}" for x in u], [f"v{x:05d}" for x in v], t)
+    assert list(got.columns) == ["p_click", "completion", "duration", "expected_watch_seconds", "available"]
+    for i in range(40):
+        prof = G._user_profile(ctx, int(u[i]))
+        x = G._affinity_x(ctx, G._theta_at(ctx, prof, float(t[i])), int(v[i]))
+        up = ctx["upload"][v[i]] <= t[i]
+        p = 1.0 / (1.0 + np.exp(-(G.CLICK_BIAS + G.CLICK_SLOPE * x))) if up else 0.0
+        c = 1.0 / (1.0 + np.exp(-(G.COMPLETION_BIAS + G.COMPLETION_SLOPE * x))) if up else 0.0
+        d = float(ctx["duration"][v[i]])
+        np.testing.assert_allclose(got.loc[i, ["p_click", "completion", "duration"]].to_numpy(float), [p, c, d],
+                                   rtol=1e-12)
+        assert got.loc[i, "expected_watch_seconds"] == pytest.approx(p * c * d, rel=1e-12)
+        assert bool(got.loc[i, "available"]) == up
+        # the truth tables' route: interest_start / interest (end) -> interest_at -> true_affinity
+        th = G.interest_at(prof["theta0"], G._theta_at(ctx, prof, end), t[i], cfg)
+        a = G.true_affinity(th, ctx["cat"][[v[i]]], ctx["quality"][[v[i]]])[0]
+        if up:
+            assert got.loc[i, "p_click"] == pytest.approx(
+                1.0 / (1.0 + np.exp(-(G.CLICK_BIAS + G.CLICK_SLOPE * np.log(cfg.categories * a + G.AFF_EPS)))),
+                rel=1e-9)
+    assert (~got["available"]).any() and got["available"].any()  # both branches were exercised
+    # after the window, interests stay at the window end's
+    late = G.true_engagement(cfg, ["u000001"] * 3, ["v00001", "v00002", "v00003"], end + 5 * G.DAY)
+    at_end = G.true_engagement(cfg, ["u000001"] * 3, ["v00001", "v00002", "v00003"], end)
+    pd.testing.assert_frame_equal(late, at_end)
+    with pytest.raises(ValueError, match="video_id"):
+        G.true_engagement(cfg, ["u000001"], ["v99999"], end)
+    with pytest.raises(ValueError, match="user_id"):
+        G.true_engagement(cfg, ["x000001"], ["v00001"], end)
+
+
+def test_shown_lists_are_reproducible_and_seeded():
+    cfg = TINY
+    shown = _shown_lists(cfg, 8)
+    ts = _after_window(cfg)
+    a = G.log_shown_lists(shown, cfg, ts, seed=1)
+    pd.testing.assert_frame_equal(a, G.log_shown_lists(shown, cfg, ts, seed=1), check_exact=True)
+    # input order does not matter, and a user's rows do not depend on the other users
+    shuffled = shown.sample(frac=1.0, random_state=4)
+    pd.testing.assert_frame_equal(a, G.log_shown_lists(shuffled, cfg, ts, seed=1), check_exact=True)
+    some = shown[shown[S.USER_ID].isin(["u000003", "u000050"])]
+    sub = G.log_shown_lists(some, cfg, ts, seed=1)
+    want = a[a[S.USER_ID].isin(["u000003", "u000050"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sub, want, check_exact=True)
+    b = G.log_shown_lists(shown, cfg, ts, seed=2)
+    assert a[S.CLICKED].sum() > 0 and b[S.CLICKED].sum() > 0
+    assert not np.array_equal(a[S.CLICKED].to_numpy(int), b[S.CLICKED].to_numpy(int))
+    pd.testing.assert_frame_equal(a.drop(columns=[S.CLICKED, S.WATCH_SECONDS, S.DEVICE]),
+                                  b.drop(columns=[S.CLICKED, S.WATCH_SECONDS, S.DEVICE]))
+    with pytest.raises(ValueError, match="seed"):
+        G.log_shown_lists(shown, cfg, ts, seed=-1)
+
+
+def test_shown_lists_give_one_impression_per_shown_pair_in_the_events_format():
+    cfg = TINY
+    ctx = G._context(cfg, G.build_catalog(cfg))
+    shown = _shown_lists(cfg, 7)
+    ts = 1_800_000_000.5
+    out = G.log_shown_lists(shown, cfg, ts, seed=9)
+    # the format of the generator's own event rows: columns, dtypes, Python values
+    ref = G._Rows()
+    ref.add(1.0, "u000000", "impression", "v00000", None, None, 10.0, 0, "tv", "US")
+    assert list(out.columns) == list(S.EVENTS_COLUMNS)
+    assert (out.dtypes == ref.frame().dtypes).all()
+    assert set(out[S.CLICKED].map(type)) == {int} and set(out[S.CLICKED]) <= {0, 1}
+    assert out[S.QUERY].isna().all() and (out[S.EVENT_TYPE] == "impression").all()
+    # one row per shown row, the pairing kept; the rank is recoverable from the timestamp
+    assert len(out) == len(shown)
+    rank = np.round(out[S.EVENT_TS].to_numpy() - ts).astype(int) + 1
+    np.testing.assert_array_equal(out[S.EVENT_TS].to_numpy(), ts + (rank - 1) * 1.0)
+    got = set(zip(out[S.USER_ID], out[S.VIDEO_ID], rank))
+    assert got == set(zip(shown[S.USER_ID], shown[S.VIDEO_ID], shown["rank"])) and len(got) == len(shown)
+    vnum = out[S.VIDEO_ID].str[1:].astype(int).to_numpy()
+    np.testing.assert_array_equal(out[S.VIDEO_SECONDS].to_numpy(), ctx["duration"][vnum])
+    for uid, g in out.groupby(S.USER_ID):
+        prof = G._user_profile(ctx, int(uid[1:]))
+        assert (g[S.COUNTRY] == prof["country"]).all() and g[S.DEVICE].nunique() == 1
+    # sorted by user, then time
+    assert out[[S.USER_ID, S.EVENT_TS]].equals(out[[S.USER_ID, S.EVENT_TS]].sort_values([S.USER_ID, S.EVENT_TS]))
+    with pytest.raises(ValueError, match="rank"):
+        G.log_shown_lists(shown.assign(rank=0), cfg, ts, seed=9)
+    with pytest.raises(ValueError, match="video_id"):
+        G.log_shown_lists(shown.assign(video_id="v1"), cfg, ts, seed=9)
+
+
+def test_shown_lists_click_rate_matches_the_true_click_probability():
+    """Empirical click rate vs the mean true p_click, overall and per p_click tercile, within 4 binomial
+    standard errors sqrt(sum p(1 - p)) / n. Half of each list is the user's top true-affinity videos, so
+    the terciles span a wide range of p (a click model ignoring p fails the top and bottom terciles)."""
+    cfg = SMALL
+    ts = _after_window(cfg)
+    rand = _shown_lists(cfg, 25, seed=1)
+    users = [f"u{u:06d}" for u in range(cfg.users)]
+    allv = [f"v{v:05d}" for v in range(cfg.videos)]
+    tops = []
+    for u in users:  # the user's 25 most clickable videos, ranks 26..50
+        p = G.true_engagement(cfg, [u] * cfg.videos, allv, ts)["p_click"].to_numpy()
+        for r, v in enumerate(np.argsort(-p, kind="stable")[:25]):
+            tops.append((u, 26 + r, allv[v]))
+    top = pd.DataFrame(tops, columns=[S.USER_ID, "rank", S.VIDEO_ID])
+    shown = pd.concat([rand[[S.USER_ID, "rank", S.VIDEO_ID]], top]).drop_duplicates([S.USER_ID, S.VIDEO_ID])
+    out = G.log_shown_lists(shown, cfg, ts, seed=5)
+    p = G.true_engagement(cfg, out[S.USER_ID], out[S.VIDEO_ID], ts)["p_click"].to_numpy()
+    y = out[S.CLICKED].to_numpy(int)
+    assert len(y) > 15_000
+
+    def check(mask):
+        n = mask.sum()
+        se = np.sqrt((p[mask] * (1 - p[mask])).sum()) / n
+        assert abs(y[mask].mean() - p[mask].mean()) < 4 * se, (y[mask].mean(), p[mask].mean(), se)
+        return p[mask].mean()
+
+    check(np.ones(len(p), bool))
+    lo, hi = np.quantile(p, [1 / 3, 2 / 3])
+    p_lo, p_hi = check(p <= lo), check(p >= hi)
+    check((p > lo) & (p < hi))
+    assert p_hi > 3 * p_lo  # the terciles are far apart: the check has power
+
+
+def test_shown_lists_watch_seconds_only_when_clicked():
+    """Clicked rows: a watch in [1 s, duration], mean completion matching the true Beta mean within
+    4 standard errors; unclicked rows: watch_seconds missing (the generator's convention, read as 0)."""
+    cfg = SMALL
+    ts = _after_window(cfg)
+    shown = _shown_lists(cfg, 40, seed=2)
+    out = G.log_shown_lists(shown, cfg, ts, seed=6)
+    clicked = out[S.CLICKED].to_numpy(int) == 1
+    ws = out[S.WATCH_SECONDS].to_numpy()
+    assert 300 < clicked.sum() < len(out)
+    np.testing.assert_array_equal(np.isnan(ws), ~clicked)
+    assert (ws[clicked] >= 1.0).all() and (ws[clicked] <= out[S.VIDEO_SECONDS].to_numpy()[clicked]).all()
+    np.testing.assert_array_equal(np.round(ws[clicked], 1), ws[clicked])
+    tr = G.true_engagement(cfg, out[S.USER_ID], out[S.VIDEO_ID], ts)
+    m = tr["completion"].to_numpy()[clicked]
+    comp = ws[clicked] / out[S.VIDEO_SECONDS].to_numpy()[clicked]
+    se = np.sqrt((m * (1 - m) / (G.COMPLETION_CONC + 1)).sum()) / len(m)
+    assert abs(comp.mean() - m.mean()) < 4 * se, (comp.mean(), m.mean(), se)
+
+
+def test_shown_lists_with_watches_log_a_watch_per_click():
+    cfg = TINY
+    ts = _after_window(cfg)
+    shown = _shown_lists(cfg, 10, seed=3)
+    imp = G.log_shown_lists(shown, cfg, ts, seed=7)
+    both = G.log_shown_lists(shown, cfg, ts, seed=7, watches=True)
+    pd.testing.assert_frame_equal(both[both[S.EVENT_TYPE] == "impression"].reset_index(drop=True), imp)
+    w = both[both[S.EVENT_TYPE] == "watch"]
+    c = imp[imp[S.CLICKED] == 1]
+    assert len(w) == len(c) > 0
+    key = [S.USER_ID, S.VIDEO_ID]
+    m = c.merge(w, on=key, suffixes=("_i", "_w"), validate="one_to_one")
+    assert len(m) == len(c)
+    np.testing.assert_array_equal(m[S.WATCH_SECONDS + "_i"], m[S.WATCH_SECONDS + "_w"])
+    assert (m[S.EVENT_TS + "_w"] >= ts + 10 + 2).all() and m[S.CLICKED + "_w"].isna().all()
+    # one user's watches in rank order, each after the previous one has ended
+    for _, g in m.sort_values(S.EVENT_TS + "_i").groupby(S.USER_ID):
+        t = g[S.EVENT_TS + "_w"].to_numpy()
+        assert (np.diff(t) >= np.ceil(g[S.WATCH_SECONDS + "_w"].to_numpy()[:-1]) + 3).all()
