@@ -189,6 +189,7 @@ def _lin(a: float, b: float, n: int = 20) -> list[float]:
 def ranking_quantiles(watches: float) -> dict[str, list[float]]:
     """Boundaries of every RANK_CONTINUOUS feature (strictly increasing; -1 = never, as prepare writes it)."""
     return {"since_last_watch_days": [-1.0, *_lin(0.01, 30, 19)], "n_prev_impressions": _lin(0, 19),
+            "since_impression_days": [-1.0, *_lin(0.01, 30, 19)], "prev_impression_clicked": [0.0, 1.0],
             "channel_watches": _lin(0, max(10.0, watches / 2)), "since_channel_watch_days": [-1.0, *_lin(0.01, 30, 19)],
             "category_watches": _lin(0, max(10.0, watches)), "since_category_watch_days": [-1.0, *_lin(0.01, 30, 19)],
             "video_age_days": _lin(0, 365), "retrieval_score": _lin(-3, 3)}
@@ -516,7 +517,7 @@ def flops_per_user(model_dir: str, ranker_dir: str | None, k: int) -> dict:
             try:
                 src = json.loads((rmd.path / "vocab" / "source.json").read_text())["values"]
                 with torch.no_grad():
-                    fact = rm.factorised(("video_age_days",), {"n_prev_impressions": 0.0},
+                    fact = rm.factorised(("video_age_days",), {},
                                          2 + src.index("candidate") if "candidate" in src else S.OOV)
                 macs = fact.macs_per_pair()
                 pair["serving"] = int(2 * macs["factorised"])

@@ -34,7 +34,8 @@ CONFIGS = {
 
 
 def quantiles(rng: np.random.Generator) -> dict[str, list[float]]:
-    ranges = {"since_last_watch_days": (-1, 30), "n_prev_impressions": (0, 4), "channel_watches": (0, 6),
+    ranges = {"since_last_watch_days": (-1, 30), "n_prev_impressions": (0, 4), "since_impression_days": (-1, 30),
+              "prev_impression_clicked": (0, 1), "channel_watches": (0, 6),
               "since_channel_watch_days": (-1, 60), "category_watches": (0, 8),
               "since_category_watch_days": (-1, 60), "video_age_days": (0, 400), "retrieval_score": (-4, 4)}
     return {f: np.unique(np.round(rng.uniform(lo, hi, 15), 3)).tolist() for f, (lo, hi) in ranges.items()}
@@ -66,13 +67,22 @@ def make_world(seed: int, B: int = 13, K: int = 9, H: int = 6):
         ids = np.concatenate(rows).astype(np.int64)
         aff[g] = Csr(np.concatenate([[0], np.cumsum(lengths)]), ids,
                      rng.integers(1, 7, len(ids)).astype(np.float32), rng.uniform(0, 50, len(ids)).astype(np.float32))
+    cand = rng.integers(2, V, (B, K)).astype(np.int64)
+    # videos shown before the cut-off: some of each user's candidates (the lookups hit) and others
+    shown = [np.unique(np.concatenate([rng.choice(cand[b], int(rng.integers(0, 4))), rng.integers(2, V, 2)]))
+             for b in range(B)]
+    lengths = np.array([len(r) for r in shown])
+    n_shown = int(lengths.sum())
+    imp = Csr(np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(shown).astype(np.int64),
+              rng.integers(1, 5, n_shown).astype(np.float32), rng.uniform(0, 20, n_shown).astype(np.float32),
+              (rng.random(n_shown) < 0.4).astype(np.float32))
     users = UserBlock(hist, rng.integers(0, 6, B).astype(np.int64),
-                      np.where(rng.random(B) < 0.2, -1.0, rng.uniform(0, 30, B)).astype(np.float32), aff)
+                      np.where(rng.random(B) < 0.2, -1.0, rng.uniform(0, 30, B)).astype(np.float32), aff,
+                      impressions=imp)
     upload = AS_OF - rng.uniform(-20, 400, V) * DAY  # some uploads after the cut-off: age 0
     upload[rng.random(V) < 0.15] = np.nan
     meta = VideoMeta(rng.integers(1, 6, V).astype(np.int64), rng.integers(1, SIZES["n_channels"], V).astype(np.int64),
                      rng.integers(1, SIZES["n_categories"], V).astype(np.int64), upload)
-    cand = rng.integers(2, V, (B, K)).astype(np.int64)
     cand[rng.random((B, K)) < 0.1] = -1
     cand[0, -1], cand[1, -2] = 0, 1
     retrieval = rng.normal(0, 2, (B, K)).astype(np.float32)
@@ -110,13 +120,16 @@ def test_factorised_layout_and_multiply_adds():
     f = model.factorised(("video_age_days",), {"n_prev_impressions": 0.0}, SOURCE)
     assert f.segments["user"] == ["watches", "user_language", "since_last_watch_days"]
     assert f.segments["video"] == ["video", "video_language", "channel", "category", "video_age_days"]
-    assert f.pair_names == ("affinity", "same_language", "channel_watches", "since_channel_watch_days",
-                            "category_watches", "since_category_watch_days", "retrieval_score")
-    assert f.pair_width == 17
-    # input width: 8 + 8 + 1 + (6 + 6 + 1) language + 7 channel + 6 category + 6 source + 8 x 3
-    assert model.input_width == 8 + 8 + 1 + 13 + 7 + 6 + 6 + 24 == 73
+    assert f.pair_names == ("affinity", "same_language", "since_impression_days", "prev_impression_clicked",
+                            "channel_watches", "since_channel_watch_days", "category_watches",
+                            "since_category_watch_days", "retrieval_score")
+    assert f.pair_width == 23
+    # input width: 8 + 8 + 1 + (6 + 6 + 1) language + 7 channel + 6 category + 6 source + 10 x 3
+    assert model.input_width == 8 + 8 + 1 + 13 + 7 + 6 + 6 + 30 == 79
     rest = 16 * 4 + 4 * 1
-    assert f.macs_per_pair() == {"factorised": 17 * 16 + 2 * 16 + 8 + rest, "full": 73 * 16 + rest, "rest": rest}
+    assert f.macs_per_pair() == {"factorised": 23 * 16 + 2 * 16 + 8 + rest, "full": 79 * 16 + rest, "rest": rest}
+    serving = model.factorised(("video_age_days",), {}, SOURCE)  # as scoring builds it: impressions per pair
+    assert serving.pair_names[2:5] == ("n_prev_impressions", "since_impression_days", "prev_impression_clicked")
 
 
 # ---------------------------------------------------------------- TorchRanker.score: fast == reference
@@ -205,3 +218,26 @@ def test_user_block_take_keeps_each_users_affinity_rows():
         np.testing.assert_array_equal(t.ids, c.ids[c.offsets[2]:c.offsets[5]])
         assert t.offsets[0] == 0 and len(t.offsets) == 4
     np.testing.assert_array_equal(sub.watch_hist, users.watch_hist[rows])
+
+
+def test_impression_features_are_the_users_own_shown_videos():
+    """Each (user, candidate) pair reads that user's entry for that video, "never shown" (0, -1, 0) without one."""
+    users, meta, cand, retrieval = make_world(3)
+    feats = TorchRanker(None, meta, AS_OF, SOURCE).features(users, cand, retrieval)
+    imp = users.impressions
+    B, K = cand.shape
+    hits = 0
+    for b in range(B):
+        own = {int(v): i for i, v in enumerate(imp.ids[imp.offsets[b]:imp.offsets[b + 1]], int(imp.offsets[b]))}
+        for k in range(K):
+            i, v = b * K + k, int(cand[b, k])
+            want = (imp.counts[own[v]], imp.since[own[v]], imp.flag[own[v]]) if v in own else (0.0, -1.0, 0.0)
+            got = (feats["n_prev_impressions"][i], feats["since_impression_days"][i],
+                   feats["prev_impression_clicked"][i])
+            assert got == pytest.approx(want), (b, k)
+            hits += v in own
+    assert hits >= 5  # some pairs were shown before
+    # taking users in another order keeps each user's own impressions
+    rows = np.arange(B)[::-1]
+    again = TorchRanker(None, meta, AS_OF, SOURCE).features(users.take(rows), cand[rows], retrieval[rows])
+    np.testing.assert_array_equal(again["n_prev_impressions"].reshape(B, K), feats["n_prev_impressions"].reshape(B, K)[rows])

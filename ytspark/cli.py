@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--models", help="models root (default: <output>/models)")
     _run_date(sc)
 
+    sk = sub.add_parser("check-skew", help="compare training ranking rows with the rows serving builds for them",
+                        description="For a seeded sample of the prepared ranking rows (logged impressions), builds "
+                                    "the ranker's inputs with the serving code as of each impression's time and "
+                                    "prints, per feature, how many rows differ and the largest difference "
+                                    "(worst first). Exits 1 when a checked feature differs.")
+    _common(sk)
+    sk.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    sk.add_argument("--sample", type=int, default=500, help="ranking rows to compare (default: 500)")
+    sk.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+
     pl = sub.add_parser("pipeline", help="run the whole nightly pipeline on your logs or generated data",
                         description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
                                     "evaluate, on the given inputs, or on freshly generated synthetic data when "
@@ -376,6 +386,24 @@ def cmd_pipeline(spark, cfg: Config, args: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_check_skew(spark, cfg: Config, args: argparse.Namespace) -> int:
+    """``ytspark check-skew``: print the per-feature table; 1 when a checked feature differs."""
+    from ytspark.score.skew import check_skew
+
+    prepared = getattr(args, "prepared", None) or paths(cfg)["prepared"]
+    table = check_skew(spark, prepared, n=args.sample, seed=args.seed)
+    if table.empty:
+        print(f"check-skew: {prepared} has no training impressions: the impression features are 0 both in "
+              "training and at serving; nothing to compare")
+        return 0
+    with __import__("pandas").option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False))
+    bad = table[(table["note"] == "") & (table["differ"] > 0)]
+    print(f"check-skew: {int(table['rows'].max())} training rows of {prepared}: "
+          + ("no checked feature differs" if bad.empty else f"{len(bad)} feature(s) differ: {list(bad['feature'])}"))
+    return 1 if len(bad) else 0
+
+
 def _print_summary(command: str, result: dict) -> None:
     stages = result if command == "pipeline" else {command: result}
     if "generate" in stages:
@@ -449,6 +477,8 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
             result = cmd_evaluate(spark, cfg, args)
         elif args.command == "score":
             result = cmd_score(spark, cfg, args)
+        elif args.command == "check-skew":
+            return cmd_check_skew(spark, cfg, args)
         else:
             result = cmd_pipeline(spark, cfg, args)
         _print_summary(args.command, result)

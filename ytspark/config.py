@@ -191,6 +191,7 @@ class ScoreConfig:
     run_date: str = ""  # YYYY-MM-DD: events before the end of this UTC day count; empty = today (UTC)
     seed: int = 5
     # Output and serving rules (ytspark/score/rules.py); all off by default.
+    impression_features: bool = True  # the ranker's impression features from logged impressions; false: 0 (ablation)
     table: str = ""  # also publish the run date's partition of this catalog table (e.g. "db.recommendations")
     exclude: str = ""  # table of video_id [, country] never recommended: path/URL or catalog table name
     max_per_channel: int = 0  # at most this many videos of one channel per list (0 = no cap)

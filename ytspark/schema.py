@@ -137,7 +137,9 @@ RANK_CATEGORY = "category_idx"
 RANK_SOURCE = "source_idx"
 RANK_CONTINUOUS = (
     "since_last_watch_days",
-    "n_prev_impressions",
+    "n_prev_impressions",  # impressions of this video to this user before t (prepare/batch_ranking.impression_history)
+    "since_impression_days",  # days since the latest of them (-1 none)
+    "prev_impression_clicked",  # 1 when any of them was clicked
     "channel_watches",
     "since_channel_watch_days",
     "category_watches",

@@ -51,7 +51,7 @@ from ytspark.models.rank_features import RankBatch
 N_SPECIAL = 2  # pad 0 and OOV 1
 # Continuous features of each switchable group, in RANK_CONTINUOUS names.
 GROUP_CONTINUOUS = {
-    "use_recency": ("since_last_watch_days", "n_prev_impressions"),
+    "use_recency": ("since_last_watch_days", "n_prev_impressions", "since_impression_days", "prev_impression_clicked"),
     "use_channel": ("channel_watches", "since_channel_watch_days"),
     "use_category": ("category_watches", "since_category_watch_days"),
     "use_video_age": ("video_age_days",),
@@ -275,11 +275,11 @@ class FactorisedRanker:
       features of ``per_video`` (video_age_days when one as_of holds for the run);
     - constant x_c, folded into the bias: the source embedding of
       ``source_idx`` (serving: always "candidate") and the powers of the
-      features of ``constants`` (serving: n_prev_impressions = 0);
+      features of ``constants`` (any feature known to be constant for the run);
     - pair side x_p (per pair, a few numbers): the affinity dot v·w, the
       same-language flag, and the powers of every other continuous feature
       (channel/category watches and days since, retrieval_score, and
-      video_age_days unless per-video, n_prev_impressions unless constant);
+      the impression features, video_age_days unless per-video);
       the source embedding too when ``source_idx`` is None.
 
     So ``pre = U[user] + P[video] + x_p @ W_p^T`` with U = W_u x_u + W_c x_c + b
@@ -289,13 +289,13 @@ class FactorisedRanker:
 
     Multiply-adds per (user, candidate) pair, h1 the first layer width
     (``hidden[0]``, or 1 when ``hidden=()``), n_p the pair-side width
-    (:attr:`pair_width`: 17 for the full model at serving: 1 affinity + 1
-    same-language + 3 x 5 features; 20 with per-user cut-offs), D the video
+    (:attr:`pair_width`: 26 for the full model at serving: 1 affinity + 1
+    same-language + 3 x 8 features; 29 with per-user cut-offs), D the video
     embedding width, R = Σ_i h_i·h_{i+1} + h_last the rest of the tower:
 
     - factorised: n_p·h1 + 2·h1 (adding U and P) + D (the affinity dot) + R;
     - unfactorised :meth:`RankerModel.forward`: input_width·h1 + R, plus an
-      H·D watch mean per pair; input_width = 155 with D = 32 and vocabularies
+      H·D watch mean per pair; input_width = 161 with D = 32 and vocabularies
       of 50 languages, 5000 channels, 30 categories, 6 sources.
 
     With those sizes (:meth:`macs_per_pair` gives any model's numbers):
@@ -303,11 +303,11 @@ class FactorisedRanker:
     =====================  ===========  =============  =========
     hidden                 factorised   unfactorised   rest R
     =====================  ===========  =============  =========
-    (1024, 512, 256)       675,104      814,336        655,616
-    (256, 128)             37,792       72,576         32,896
-    (128,)                 2,592        19,968         128
-    (64,)                  1,312        9,984          64
-    ()                     51           155            0
+    (1024, 512, 256)       684,320      820,480        655,616
+    (256, 128)             40,096       74,112         32,896
+    (128,)                 3,744        20,736         128
+    (64,)                  1,888        10,368         64
+    ()                     60           161            0
     =====================  ===========  =============  =========
 
     The first layer's cost becomes negligible; what is left is R, which with

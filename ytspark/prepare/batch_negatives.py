@@ -26,8 +26,10 @@ same selection and cap) :func:`candidate_negative_rows`
    (:func:`~ytspark.prepare.batch_ranking.batch_ranking_rows`) on the user's
    watches plus these pseudo impressions at the label's timestamp: nothing at
    or after the label time is used. ``source_idx`` is the "candidate" source,
-   ``retrieval_score`` the logit, ``n_prev_impressions`` 0 (as at serving:
-   nobody was shown these videos).
+   ``retrieval_score`` the logit, and the impression features say "never shown"
+   (``n_prev_impressions`` 0, ``since_impression_days`` -1,
+   ``prev_impression_clicked`` 0): these rows are only built for logs without
+   impressions, where serving finds none either.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from ytspark import schema as S
 from ytspark.prepare.batch_asof import batch_watches
 from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.prepare.candidates import KIND_IMPRESSION, KIND_WATCH, CandidateParams
+from ytspark.prepare.candidates import KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, CandidateParams
 from ytspark.prepare.ranking import RankingParams
 from ytspark.prepare.segments import Users, columns
 
@@ -180,7 +182,7 @@ def _numpy(arr: pa.Array) -> np.ndarray:
 def _rows_with_features(c: dict, w: dict, users: Users, g: np.ndarray, t: np.ndarray, vid: np.ndarray,
                         clicked: np.ndarray, ws: np.ndarray, score: np.ndarray, language: np.ndarray, meta,
                         rp: RankingParams) -> pa.RecordBatch:
-    """batch_ranking_rows over the users' watches plus pseudo impressions; then source, score, n_prev set."""
+    """batch_ranking_rows over the users' watches plus pseudo impressions; then source, score, impression features set."""
     wi = w["index"]
     nw, ni = len(wi), len(vid)
     user_of = np.concatenate([users.event_user[wi], g])
@@ -215,5 +217,8 @@ def _rows_with_features(c: dict, w: dict, users: Users, g: np.ndarray, t: np.nda
     imp_order = order[order >= nw] - nw  # pseudo impression of each output row
     out = {f: rows.column(f) for f in rows.schema.names}
     out["retrieval_score"] = pa.array(score[imp_order].astype(np.float32), pa.float32())
+    # nobody was shown these videos: no earlier impression (serving computes the same from a log without any)
     out["n_prev_impressions"] = pa.array(np.zeros(ni, np.float32), pa.float32())
+    out["since_impression_days"] = pa.array(np.full(ni, NEVER_DAYS, np.float32), pa.float32())
+    out["prev_impression_clicked"] = pa.array(np.zeros(ni, np.float32), pa.float32())
     return pa.RecordBatch.from_arrays([out[f.name] for f in RANKING_ARROW_SCHEMA], schema=RANKING_ARROW_SCHEMA)

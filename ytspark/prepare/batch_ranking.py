@@ -49,13 +49,23 @@ def count_and_last_before(w_key: np.ndarray, w_ts: np.ndarray, q_key: np.ndarray
     return out_count, out_since
 
 
-def _previous_same(key: np.ndarray) -> np.ndarray:
-    """For each element, how many earlier elements have the same key (``groupby.cumcount``)."""
-    order = np.argsort(key, kind="stable")
-    pos = np.arange(len(key))
-    out = np.empty(len(key), np.float32)
-    out[order] = pos - run_start(change_mask(key[order]))
-    return out
+def impression_history(imp_key: np.ndarray, imp_ts: np.ndarray, imp_clicked: np.ndarray, q_key: np.ndarray,
+                       q_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ranker's impression features: per query (key, t), the impressions with the same key strictly
+    before t -> (``n_prev_impressions``, ``since_impression_days``: days since the latest, NEVER_DAYS when
+    none, ``prev_impression_clicked``: 1 when any of them was clicked), float32, in query order.
+
+    Keys combine user and video (e.g. user number * n_videos + video idx). The one definition: prepare
+    asks it for every logged impression (each impression a query at its own time), serving for every
+    (user, candidate) at the run's cut-off (:mod:`ytspark.score.rank`). A clicked impression is one
+    impression; an impression at exactly t is not before t.
+    """
+    imp_key, imp_ts = np.asarray(imp_key, np.int64), np.asarray(imp_ts, np.float64)
+    q_key, q_ts = np.asarray(q_key, np.int64), np.asarray(q_ts, np.float64)
+    count, since = count_and_last_before(imp_key, imp_ts, q_key, q_ts)
+    hit = np.asarray(imp_clicked) > 0
+    clicked, _ = count_and_last_before(imp_key[hit], imp_ts[hit], q_key, q_ts)
+    return count, since, (clicked > 0).astype(np.float32)
 
 
 def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa.RecordBatch:
@@ -102,7 +112,9 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
     since_last = np.where(k > 0, (t - gather(w_ts, np.where(k > 0, w_end - 1, -1), np.nan)) / DAY, NEVER_DAYS)
 
     vid = vid_all[ii]
-    n_prev = _previous_same(g.astype(np.int64) * (int(vid.max(initial=0)) + 1) + vid)
+    clicked = num(S.CLICKED, np.int32)[ii]
+    imp_key = g.astype(np.int64) * (int(vid.max(initial=0)) + 1) + vid
+    n_prev, imp_since, clicked_prev = impression_history(imp_key, t, clicked, imp_key, t)
     feats = {}
     for col in (S.RANK_CHANNEL, S.RANK_CATEGORY):
         v = num(col, np.int64, S.OOV)
@@ -112,7 +124,6 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
     upload = num(S.UPLOAD_TS, np.float64, np.nan)[ii]
     with np.errstate(invalid="ignore"):
         video_age = np.where(np.isnan(upload), NEVER_DAYS, np.maximum(0.0, (t - upload) / DAY))
-    clicked = num(S.CLICKED, np.int32)[ii]
     watch = num(S.WATCH_SECONDS, np.float32, 0.0)[ii] * (clicked > 0)
     weight = np.where(clicked > 0, np.maximum(watch, 1.0), 1.0).astype(np.float32)
 
@@ -131,6 +142,8 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
         S.RANK_SOURCE: i32(np.full(n, p.source_idx)),
         "since_last_watch_days": f32(since_last),
         "n_prev_impressions": f32(n_prev),
+        "since_impression_days": f32(imp_since),
+        "prev_impression_clicked": f32(clicked_prev),
         "channel_watches": f32(feats[S.RANK_CHANNEL][0]),
         "since_channel_watch_days": f32(feats[S.RANK_CHANNEL][1]),
         "category_watches": f32(feats[S.RANK_CATEGORY][0]),

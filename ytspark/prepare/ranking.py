@@ -66,7 +66,10 @@ def user_ranking_rows(user: pd.DataFrame, p: RankingParams) -> pd.DataFrame | No
     since_last = np.where(k > 0, (t - w_ts[np.maximum(k - 1, 0)]) / DAY if len(w_ts) else 0, NEVER_DAYS)
 
     vid = imp[S.VIDEO_IDX].to_numpy(np.int64)
-    n_prev = imp.groupby(S.VIDEO_IDX, sort=False).cumcount().to_numpy(np.float32)
+    # earlier impressions of the same video strictly before t; clicked ones among them
+    imp_clicked = imp[S.CLICKED].fillna(0).to_numpy(np.int32) > 0
+    n_prev, imp_since = _count_and_last_before(vid, t, vid, t)
+    clicked_prev = (_count_and_last_before(vid[imp_clicked], t[imp_clicked], vid, t)[0] > 0).astype(np.float32)
     ch_cnt, ch_since = _count_and_last_before(
         w[S.RANK_CHANNEL].to_numpy(np.int64), w_ts, imp[S.RANK_CHANNEL].to_numpy(np.int64), t)
     cat_cnt, cat_since = _count_and_last_before(
@@ -90,6 +93,8 @@ def user_ranking_rows(user: pd.DataFrame, p: RankingParams) -> pd.DataFrame | No
         S.RANK_SOURCE: np.full(n, p.source_idx, np.int32),
         "since_last_watch_days": since_last.astype(np.float32),
         "n_prev_impressions": n_prev,
+        "since_impression_days": imp_since,
+        "prev_impression_clicked": clicked_prev,
         "channel_watches": ch_cnt,
         "since_channel_watch_days": ch_since,
         "category_watches": cat_cnt,

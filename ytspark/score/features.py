@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark.prepare.batch_asof import inputs_at_end
 from ytspark.prepare.batch_candidates import TOKENS
-from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_USER, KIND_WATCH, CandidateParams
+from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH, CandidateParams
 from ytspark.prepare.job import event_seq
 from ytspark.vocab import Vocab, tokens_column
 
@@ -100,29 +100,34 @@ RAW_USER_COLUMNS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, S.AGE, S.BIRTH_YE
 _USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)
 
 
-def serving_events(spark: SparkSession, prepared_dir: str, as_of: float) -> DataFrame:
+def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impressions: bool = False) -> DataFrame:
     """The prepared watches and searches strictly before ``as_of`` plus one marker row per ``users`` row
     (kind :data:`~ytspark.prepare.candidates.KIND_USER`, ts -1, the user's raw attributes): the input of the
     serving pass, unsorted and not yet encoded.
 
     There is no join: vocabulary ids and demographics are encoded inside the tasks (:class:`Encoder`), so
     the plan is one scan of each table and one shuffle (each broadcast join would be a Spark job of its own).
-    Watches and searches only: no serving feature reads impressions yet (users known only from impressions
-    and absent from ``users`` get no list).
+    ``impressions``: the impressions before ``as_of`` too (kind ``KIND_IMPRESSION``, with ``clicked``), for
+    the ranker's impression features; a user known only from impressions then gets a (fallback) list too.
+    Without them, users known only from impressions and absent from ``users`` get no list.
     """
+    kinds = ("watch", "search", "impression") if impressions else ("watch", "search")
     events = spark.read.parquet(f"{prepared_dir}/events") \
-        .where((F.col(S.EVENT_TS) < F.lit(as_of)) & F.col(S.EVENT_TYPE).isin("watch", "search"))
+        .where((F.col(S.EVENT_TS) < F.lit(as_of)) & F.col(S.EVENT_TYPE).isin(*kinds))
     users = spark.read.parquet(f"{prepared_dir}/users")
     utypes = dict(users.dtypes)
     ev = events.select(
         S.USER_ID, F.col(S.EVENT_TS).cast("double").alias(S.TS),
-        F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH).otherwise(KIND_SEARCH).alias("kind"),
+        F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH).when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
+        .otherwise(KIND_IMPRESSION).alias("kind"),
         event_seq().alias(S.EVENT_SEQ), F.col(S.VIDEO_ID).cast("string").alias(S.VIDEO_ID),
         tokens_column(F.col(S.QUERY)).alias(TOKENS),
+        *([F.col(S.CLICKED).cast("int").alias(S.CLICKED)] if impressions else []),
         *[F.lit(None).cast(utypes.get(c, "string")).alias(c) for c in RAW_USER_COLUMNS])
     marks = users.select(
         S.USER_ID, F.lit(-1.0).alias(S.TS), F.lit(KIND_USER).alias("kind"), F.lit(0).cast("long").alias(S.EVENT_SEQ),
         F.lit(None).cast("string").alias(S.VIDEO_ID), F.lit(None).cast("array<string>").alias(TOKENS),
+        *([F.lit(None).cast("int").alias(S.CLICKED)] if impressions else []),
         *[(F.col(c) if c in utypes else F.lit(None).cast("string")).alias(c) for c in RAW_USER_COLUMNS])
     return ev.unionByName(marks)
 
@@ -169,6 +174,8 @@ class Encoder:
                 S.USER_AGE: pa.array(np.where(np.isnan(age), -1.0, age).astype(np.float32)),
                 **{f"{n}_idx": pa.array(_ids(c[n], getattr(self, n))) for n in _USER_VOCABS},
                 "age_bucket_idx": pa.array(bucket.astype(np.int32))}
+        if S.CLICKED in c:
+            cols[S.CLICKED] = pc.fill_null(c[S.CLICKED].cast(pa.int32()), 0)
         for name, per_video in ((S.RANK_CHANNEL, self.channel), (S.RANK_CATEGORY, self.category)):
             if per_video is not None:
                 cols[name] = pa.array(per_video[np.minimum(vid, len(per_video) - 1)])
@@ -181,15 +188,42 @@ def _ids(column: pa.Array, values: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
+def impression_csr(encoded: pa.Table, as_of: float, n_videos: int):
+    """Per user of ``encoded`` (:meth:`Encoder.encode` rows of whole users, sorted by user), the videos shown
+    before ``as_of`` with the ranker's impression features as of then -> :class:`~ytspark.score.rank.Csr`
+    (ids sorted; counts = n_prev_impressions, since = since_impression_days, flag = prev_impression_clicked),
+    by :func:`ytspark.prepare.batch_ranking.impression_history`, the definition of the training rows."""
+    from ytspark.prepare.batch_ranking import impression_history
+    from ytspark.prepare.segments import Users
+    from ytspark.score.rank import Csr
+
+    ts = encoded[S.TS].to_numpy().astype(np.float64)
+    users = Users.of(encoded[S.USER_ID].combine_chunks(), ts)
+    U = len(users.starts)
+    kind = encoded["kind"].to_numpy()
+    vid = encoded[S.VIDEO_IDX].to_numpy().astype(np.int64)
+    ii = np.flatnonzero((kind == KIND_IMPRESSION) & (vid >= 2) & (ts < as_of))
+    clicked = encoded[S.CLICKED].to_numpy()[ii] if S.CLICKED in encoded.column_names else np.zeros(len(ii))
+    key = users.event_user[ii].astype(np.int64) * n_videos + vid[ii]
+    q = np.unique(key)
+    count, since, flag = impression_history(key, ts[ii], clicked, q, np.full(len(q), float(as_of)))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(q // n_videos, minlength=U))]).astype(np.int64)
+    return Csr(offsets, q % n_videos, count, since, flag)
+
+
+IMPRESSIONS = "impressions"
+
+
 def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_length: int, encoder: Encoder,
-                    affinity: bool = False) -> dict:
+                    affinity: bool = False, impressions: bool = False) -> dict:
     """Columns of every user of ``table`` (:func:`serving_events` rows of whole users, sorted by user and
     ``ROW_ORDER``) as of ``as_of``, encoded by ``encoder``.
 
     Returns ``user_id`` (object [U]); ``watch_hist``, ``search_hist`` [U, H] int64; ``watch_hist_age``
     [U, H] float32; ``n_prior_watches``, ``since_last_watch_days``, ``user_age`` and the demographics [U];
     ``seen``: (offsets [U + 1], sorted video idx); with ``affinity`` "channel"/"category" ->
-    :class:`~ytspark.score.rank.Csr` (ids sorted; watch counts; days since the last watch).
+    :class:`~ytspark.score.rank.Csr` (ids sorted; watch counts; days since the last watch); with
+    ``impressions`` "impressions" -> :func:`impression_csr`.
     """
     from ytspark.score.rank import Csr
 
@@ -197,8 +231,11 @@ def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_leng
     p = CandidateParams(history_length=int(history_length))
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    cols = inputs_at_end(encoder.encode(table), as_of, p, encoder.token, tuple(groups.values()) if affinity else ())
+    encoded = encoder.encode(table)
+    cols = inputs_at_end(encoded, as_of, p, encoder.token, tuple(groups.values()) if affinity else ())
     out = {S.USER_ID: cols[S.USER_ID], SEEN: cols[SEEN]}
+    if impressions:
+        out[IMPRESSIONS] = impression_csr(encoded, as_of, len(encoder.video) + 2)
     for c in (S.CAND_WATCH_HIST, S.CAND_SEARCH_HIST):
         out[c] = cols[c].astype(np.int64)
     for c in (S.CAND_WATCH_AGE, S.CAND_N_WATCHES, S.CAND_SINCE_LAST, S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS):
@@ -210,7 +247,7 @@ def serving_columns(table: pa.Table | pa.RecordBatch, as_of: float, history_leng
 
 
 def collect_serving_columns(events: DataFrame, as_of: float, history_length: int, encoder: Encoder,
-                            affinity: bool = False) -> dict:
+                            affinity: bool = False, impressions: bool = False) -> dict:
     """:func:`serving_columns` of every user of ``events`` (a :func:`serving_events` frame, or a subset of
     its users), built on the driver: for samples and tests, not for a whole catalogue of users."""
     from ytspark.prepare.job import ROW_ORDER
@@ -218,7 +255,7 @@ def collect_serving_columns(events: DataFrame, as_of: float, history_length: int
     pdf = events.toPandas().sort_values([S.USER_ID, *ROW_ORDER], kind="stable").reset_index(drop=True)
     pdf["tokens"] = [None if t is None else [str(x) for x in t] for t in pdf["tokens"]]
     table = pa.Table.from_pandas(pdf, preserve_index=False)
-    return serving_columns(table, as_of, history_length, encoder, affinity)
+    return serving_columns(table, as_of, history_length, encoder, affinity, impressions)
 
 
 def slice_users(cols: dict, a: int, b: int) -> dict:
@@ -228,8 +265,7 @@ def slice_users(cols: dict, a: int, b: int) -> dict:
     out = {}
     for k, v in cols.items():
         if isinstance(v, Csr):
-            lo, hi = int(v.offsets[a]), int(v.offsets[b])
-            out[k] = Csr(v.offsets[a:b + 1] - lo, v.ids[lo:hi], v.counts[lo:hi], v.since[lo:hi])
+            out[k] = v.slice_rows(a, b)
         elif isinstance(v, tuple):
             off, vals = v
             lo, hi = int(off[a]), int(off[b])

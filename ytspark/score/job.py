@@ -44,6 +44,7 @@ from ytspark import storage
 from ytspark.config import Config, ScoreConfig
 from ytspark.models.blend import retrieval_weight
 from ytspark.models.covisit import load_covisitation
+from ytspark.models.ranker import RankerConfig
 from ytspark.models.export import load_candidate
 from ytspark.prepare.candidates import KIND_WATCH
 from ytspark.prepare.grouping import sort_by_user
@@ -53,7 +54,7 @@ from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker
 from ytspark.score.catalog import publish_partition
 from ytspark.score.fallback import AGE_SLOTS, popular_lists
 from ytspark.score.features import Encoder, as_of_ts, collect_serving_columns, serving_events
-from ytspark.score.rank import VideoMeta
+from ytspark.score.rank import IMPRESSION_FEATURES, VideoMeta
 from ytspark.score.rules import RULES, build_rules, rules_configured
 from ytspark.score.scorer import (
     ARROW_SCHEMA, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_SCHEMA,
@@ -235,7 +236,12 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                          f"table has {model.config.n_videos} rows; the model directory is inconsistent, re-export it")
 
     # ---- the serving events (lazy: read by the recall sample and the scoring pass) and their encoding
-    events = serving_events(spark, prepared_dir, as_of)
+    # the ranker's impression features need the impressions before the cut-off (none: "never shown")
+    by_type = pm.get("events_by_type")
+    impressions = sc.impression_features and ranker_cfg is not None and \
+        bool(set(RankerConfig.from_dict(ranker_cfg).quantile_features()) & set(IMPRESSION_FEATURES)) and \
+        (by_type is None or int(by_type.get("impression", 0)) > 0)
+    events = serving_events(spark, prepared_dir, as_of, impressions)
     videos = _videos_table(spark, prepared_dir) if ranker_md is not None or rules_configured(sc) else None
     meta = _video_meta(spark, prepared_dir, vocabs, videos) if ranker_md is not None else None
     rules = build_rules(spark, sc, videos, vocabs, as_of)
@@ -275,7 +281,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
                   retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
-                  history_length=H, encoder=encoder, n_videos=V, rules=rules)
+                  history_length=H, encoder=encoder, n_videos=V, rules=rules, impressions=impressions)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index) if index is not None else b"",
@@ -325,7 +331,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                 "k": sc.k, "n": sc.n, "index": index_info,
                 "covisit_weight": covisit.weight if covisit is not None else 0.0, "model_builds": int(builds.value),
                 "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
-                "rules": _rules_summary(rules, tv), "table": sc.table or None,
+                "rules": _rules_summary(rules, tv), "table": sc.table or None, "impression_features": impressions,
             }
             if summary["users_with_list"] != n_users:
                 log.warning("score: %d of %d users got no list (catalogue smaller than their watched set?)",

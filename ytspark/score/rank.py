@@ -20,25 +20,28 @@ video_age_days                 days from upload to the cut-off (-1 unknown)
 retrieval_score                the candidate model's logit (training rows hold
                                the same, as of each impression:
                                :mod:`ytspark.train.rank_rows`)
-n_prev_impressions             0: impressions are not used at serving (rows
-                               from logged impressions count earlier ones: a
-                               known skew left)
+n_prev_impressions,            this video's impressions to this user before
+since_impression_days,         the cut-off: count, days since the latest (-1
+prev_impression_clicked        never), whether any was clicked
+                               (``prepare.batch_ranking.impression_history``,
+                               the definition of the training rows)
 =============================  ===============================================
 
 :meth:`TorchRanker.score` does not build these columns pair by pair: it runs
 the network through :class:`~ytspark.models.ranker.FactorisedRanker` (the
 first layer split into a user part, once per user; a video part, once per
 video of the whole [V] table, cached per model, video metadata and run date;
-constants folded into the bias: source "candidate", n_prev_impressions 0;
-and a pair part of 17 numbers: affinity dot, same-language flag, quantile
-powers of channel/category watches and days since and of retrieval_score).
+the constant source "candidate" folded into the bias; and a pair part of 26
+numbers: affinity dot, same-language flag, quantile powers of
+channel/category watches and days since, of the three impression features and
+of retrieval_score).
 Per pair that is n_p·h1 + 2·h1 + D multiply-adds for the first layer plus
 the rest of the tower R, instead of input_width·h1 + R plus an H·D watch
-mean (input_width = 155 at D = 32 and typical vocabularies; the
+mean (input_width = 161 at D = 32 and typical vocabularies; the
 FactorisedRanker docstring tabulates both by tower: with the default
 (1024, 512, 256) R dominates and the saving is ~17 %; with one hidden layer
 of 128 it is ~8x). With per-user cut-offs (``UserBlock.as_of``, evaluation)
-video_age_days moves to the pair part (n_p = 20). The channel/category
+video_age_days moves to the pair part (n_p = 29). The channel/category
 powers are computed once per (user, channel) entry and gathered per pair.
 :meth:`TorchRanker.score_reference` (or ``fast=False``) keeps the
 unfactorised path (tests).
@@ -82,6 +85,7 @@ class Csr:
     ids: np.ndarray
     counts: np.ndarray
     since: np.ndarray
+    flag: np.ndarray | None = None  # a third float32 value per entry (impressions: any of them clicked)
 
     def find(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ids/counts/since, found) of each (row, id) pair; position 0 where not found."""
@@ -107,7 +111,32 @@ class Csr:
     def slice_rows(self, a: int, b: int) -> "Csr":
         """Rows a:b (contiguous, no copy of the arrays' untouched parts)."""
         lo, hi = int(self.offsets[a]), int(self.offsets[b])
-        return Csr(self.offsets[a:b + 1] - lo, self.ids[lo:hi], self.counts[lo:hi], self.since[lo:hi])
+        return Csr(self.offsets[a:b + 1] - lo, self.ids[lo:hi], self.counts[lo:hi], self.since[lo:hi],
+                   None if self.flag is None else self.flag[lo:hi])
+
+    def take(self, rows: np.ndarray) -> "Csr":
+        """Rows ``rows`` (any order), re-based."""
+        rows = np.asarray(rows, np.int64)
+        starts, ends = self.offsets[rows].astype(np.int64), self.offsets[rows + 1].astype(np.int64)
+        lengths = ends - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        sel = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
+        return Csr(offsets, self.ids[sel], self.counts[sel], self.since[sel],
+                   None if self.flag is None else self.flag[sel])
+
+    def impression_features(self, rows: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The three impression features of each (row, video id) pair, float32 (never shown: 0, -1, 0)."""
+        pos, found = self.find(rows, ids)
+        if not len(self.ids):
+            found = np.zeros(pos.shape, bool)
+            pos = np.zeros(pos.shape, np.int64)
+        get = lambda vals, miss: np.where(found, vals[pos] if len(vals) else miss, miss).astype(np.float32)  # noqa: E731
+        return {"n_prev_impressions": get(self.counts, 0.0), "since_impression_days": get(self.since, NEVER_DAYS),
+                "prev_impression_clicked": get(self.flag if self.flag is not None else np.zeros(len(self.ids)), 0.0)}
+
+
+IMPRESSION_FEATURES = ("n_prev_impressions", "since_impression_days", "prev_impression_clicked")
+_NEVER_SHOWN = {"n_prev_impressions": 0.0, "since_impression_days": NEVER_DAYS, "prev_impression_clicked": 0.0}
 
 
 def video_age_days(upload_ts: np.ndarray, as_of) -> np.ndarray:
@@ -124,18 +153,22 @@ class UserBlock:
     since_last_watch_days: np.ndarray  # [B] float32
     affinity: Mapping[str, Csr]  # "channel" / "category" -> Csr, or empty without affinity columns
     as_of: np.ndarray | None = None  # [B] float64 per-user cut-off (evaluation); None: the ranker's run date
+    # per user, the videos shown before the cut-off: count, days since the last, any clicked (Csr with flag;
+    # ytspark.prepare.batch_ranking.impression_history); None: nothing was shown (all pairs "never shown")
+    impressions: Csr | None = None
 
     def take(self, rows: np.ndarray) -> "UserBlock":
-        aff = {}
         rows = np.asarray(rows, np.int64)
-        for g, c in self.affinity.items():
-            starts, ends = c.offsets[rows].astype(np.int64), c.offsets[rows + 1].astype(np.int64)
-            lengths = ends - starts
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            sel = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
-            aff[g] = Csr(offsets, c.ids[sel], c.counts[sel], c.since[sel])
+        aff = {g: c.take(rows) for g, c in self.affinity.items()}
         return UserBlock(self.watch_hist[rows], self.language_idx[rows], self.since_last_watch_days[rows], aff,
-                         None if self.as_of is None else self.as_of[rows])
+                         None if self.as_of is None else self.as_of[rows],
+                         None if self.impressions is None else self.impressions.take(rows))
+
+    def impression_features(self, rows: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The impression features of (row, video) pairs; "never shown" everywhere without impressions."""
+        if self.impressions is None:
+            return {f: np.full(np.shape(ids), v, np.float32) for f, v in _NEVER_SHOWN.items()}
+        return self.impressions.impression_features(rows, ids)
 
 
 class Reranker(Protocol):
@@ -179,10 +212,10 @@ def _meta_key(meta: VideoMeta) -> tuple:
 
 @torch.no_grad()
 def _build_tables(model, meta: VideoMeta, source_idx: int, as_of: float | None) -> _VideoTables:
-    """The factorised model (source and n_prev_impressions = 0 folded in; video_age_days video-side as of
-    ``as_of`` unless None) and its video tables over every video idx of ``meta``."""
+    """The factorised model (source folded in; video_age_days video-side as of ``as_of`` unless None; the
+    impression features pair-side) and its video tables over every video idx of ``meta``."""
     per_video = ("video_age_days",) if as_of is not None else ()
-    fact = model.factorised(per_video, {"n_prev_impressions": 0.0}, source_idx)
+    fact = model.factorised(per_video, {}, source_idx)
     V = len(meta.language)
     ids = torch.arange(V, dtype=torch.int64)
     vemb = model.video_emb(ids) if model.config.use_affinity else None
@@ -239,7 +272,7 @@ class TorchRanker:
             S.RANK_CATEGORY: m.category[vid],
             S.RANK_SOURCE: np.full(B * K, self.source_idx, np.int64),
             "since_last_watch_days": users.since_last_watch_days[rows],
-            "n_prev_impressions": np.zeros(B * K, np.float32),
+            **users.impression_features(rows, vid),
             "video_age_days": video_age_days(m.upload_ts[vid], as_of),
             "retrieval_score": np.where(cand >= 2, retrieval, 0.0).astype(np.float32).ravel(),
         }
@@ -299,8 +332,12 @@ class TorchRanker:
         if "same_language" in need:
             ul = np.asarray(users.language_idx[a:b], np.int64)[:, None]
             out["same_language"] = torch.from_numpy(((ul == m.language[vid]) & (ul >= 2)).reshape(-1))
-        if "n_prev_impressions" in need:
-            out["n_prev_impressions"] = torch.zeros(n * K, dtype=torch.float32)
+        if need.intersection(IMPRESSION_FEATURES):
+            block = UserBlock(users.watch_hist[:0], users.language_idx[:0], users.since_last_watch_days[:0], {},
+                              None, None if users.impressions is None else users.impressions.slice_rows(a, b))
+            for f, v in block.impression_features(np.repeat(np.arange(n, dtype=np.int64), K), vid.reshape(-1)).items():
+                if f in need:
+                    out[f] = torch.from_numpy(v)
         if "video_age_days" in need:
             as_of = self.as_of if users.as_of is None else np.repeat(np.asarray(users.as_of[a:b], np.float64), K)
             out["video_age_days"] = torch.from_numpy(video_age_days(m.upload_ts[vid].reshape(-1), as_of))

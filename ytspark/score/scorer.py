@@ -39,7 +39,7 @@ from ytspark.models.features import batch_from_numpy
 from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
 from ytspark.score.fallback import PopularLists, group_keys, watcher_counts
-from ytspark.score.features import AFFINITY_GROUPS, SEEN, Encoder, serving_columns, slice_users
+from ytspark.score.features import AFFINITY_GROUPS, IMPRESSIONS, SEEN, Encoder, serving_columns, slice_users
 from ytspark.score.rank import Csr, Reranker, TorchRanker, UserBlock, VideoMeta
 from ytspark.score.rules import ServingRules
 
@@ -89,6 +89,7 @@ class RunData:
     encoder: Encoder | None = None  # vocabularies and per-video metadata the serving events are encoded with
     n_videos: int = 0  # the video vocabulary's size (coverage bitmap, watcher counts)
     rules: ServingRules | None = None  # serving rules applied before the top N is cut (ytspark.score.rules)
+    impressions: bool = False  # the serving events hold impressions: build the ranker's impression features
 
 
 STEPS = ("features", "retrieval", "ranking", "topn")
@@ -244,7 +245,8 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
         if ranker is not None:
             block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                               cols[S.CAND_SINCE_LAST].astype(np.float32),
-                              {g: cols[g] for g in AFFINITY_GROUPS if g in cols}).take(rows)
+                              {g: cols[g] for g in AFFINITY_GROUPS if g in cols},
+                              impressions=cols.get(IMPRESSIONS)).take(rows)
             score = ranker.score(block, cand, ret)
             order = np.argsort(-ranker.order_key(score, ret), axis=1, kind="stable")[:, :width]
             clock.mark("ranking")
@@ -326,7 +328,8 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
         tally = Tally()
         for table in iter_user_tables(batches):
             clock = _Clock(tally)
-            cols = serving_columns(table, data.as_of, data.history_length, data.encoder, data.affinity)
+            cols = serving_columns(table, data.as_of, data.history_length, data.encoder, data.affinity,
+                                   data.impressions)
             if data.popular is None:
                 keys, counts = watcher_counts(group_keys(cols["country_idx"], cols["age_bucket_idx"]), cols[SEEN],
                                               data.n_videos)
