@@ -41,8 +41,10 @@ def make_rows(rng: np.random.Generator, B: int, H: int = 8, p_click: float = 0.1
         S.RANK_CATEGORY: rng.integers(2, 6, B).astype(np.int32),
         S.RANK_SOURCE: np.full(B, 2, np.int32),
     }
+    shown = ("since_impression_days", "prev_impression_clicked")  # drawn last: the other draws stay as they were
     for c in S.RANK_CONTINUOUS:
-        d[c] = rng.exponential(5.0, B).astype(np.float32)
+        if c not in shown:
+            d[c] = rng.exponential(5.0, B).astype(np.float32)
     d["channel_watches"] = rng.uniform(0.0, 20.0, B).astype(np.float32)
     mean_t = np.array([BASE_SECONDS.get(c, 0.0) for c in range(6)])[d[S.RANK_CATEGORY]] * (0.5 + d["channel_watches"] / 20.0)
     clicked = (rng.random(B) < p_click).astype(np.int32)
@@ -51,6 +53,9 @@ def make_rows(rng: np.random.Generator, B: int, H: int = 8, p_click: float = 0.1
     d[S.RANK_WATCH_SECONDS] = watch
     d[S.RANK_WEIGHT] = np.where(clicked > 0, np.maximum(watch, 1.0), 1.0).astype(np.float32)
     d["true_mean_watch"] = mean_t  # E[T | click]
+    before = d["n_prev_impressions"] >= 5.0  # noise too, consistent with the count: ~37% shown before
+    d["since_impression_days"] = np.where(before, rng.uniform(0, 30, B), -1.0).astype(np.float32)
+    d["prev_impression_clicked"] = (before & (rng.random(B) < 0.3)).astype(np.float32)
     return d
 
 
