@@ -127,6 +127,8 @@ def test_candidate_negatives_on_a_hand_built_log():
     assert by_t[t0 + 40 * DAY] == {7, 6, 5}  # 3, 4, 9 watched: top 4 = 8 7 6 5, 8 is the label
     assert by_t[t0 + 50 * DAY] == {7, 6, 2}  # 3, 4, 9, 8 watched: top 4 = 7 6 5 2, 5 is the label
     assert (negs[S.RANK_WEIGHT] == 1).all() and (out["n_prev_impressions"] == 0).all()
+    # no impressions in the log: "never shown", as serving computes from the same log
+    assert (out["since_impression_days"] == -1).all() and (out["prev_impression_clicked"] == 0).all()
     assert (out[S.RANK_SOURCE] == 3).all()
     np.testing.assert_array_equal(out["retrieval_score"], out[S.RANK_VIDEO].astype(np.float32))
     at40 = out[out[S.RANK_IMPRESSION_TS] == t0 + 40 * DAY]
