@@ -148,3 +148,23 @@ def test_skew_check_reports_a_changed_serving_definition(spark, prepared, monkey
     table = skew.compare(sample, skew.serving_rows(spark, prepared, sample)).set_index("feature")
     assert table.loc["n_prev_impressions", "differ"] > 0 and table.loc["since_impression_days", "differ"] > 0
     assert table.loc["prev_impression_clicked", "differ"] == 0 and table.loc["channel_watches", "differ"] == 0
+
+
+def test_impression_history_at_one_cut_off_equals_the_general_path():
+    """Serving's case (every query at one cut-off after every impression) takes a group-by path: the same
+    values as the general sort-based one, on seeded random impressions."""
+    import ytspark.prepare.batch_ranking as br
+
+    rng = np.random.default_rng(8)
+    n = 5000
+    key = rng.integers(0, 400, n)
+    ts = rng.uniform(0, 30, n).round(1) * DAY  # repeated timestamps
+    clicked = (rng.random(n) < 0.2).astype(np.int32)
+    q = np.unique(np.r_[key, rng.integers(0, 500, 50)])  # shown keys and a few never shown
+    t = np.full(len(q), 31 * DAY)
+    fast = impression_history(key, ts, clicked, q, t)
+    count, since = br.count_and_last_before(key, ts, q, t)
+    slow = (count, since, (br.count_and_last_before(key[clicked > 0], ts[clicked > 0], q, t)[0] > 0).astype(np.float32))
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+    assert (fast[0] == 0).sum() > 5 and fast[2].sum() > 50

@@ -289,6 +289,21 @@ DENSE_TOPK_ROWS = 128  # and at most this many users per block (measured fastest
 _BUFFERS: dict[str, torch.Tensor] = {}
 
 
+_TRANSPOSED: dict = {}
+
+
+def _transposed(table: np.ndarray) -> torch.Tensor:
+    """``table.T`` [D, V] as a contiguous float32 tensor, cached for the last table seen: the users' [n, D]
+    times it writes the [n, V] scores in about half the time of a product with the transposed view
+    (measured: 4.7 against 9.7 ms for 128 users x 50k videos x 65 on one core)."""
+    key = (id(table), table.__array_interface__["data"][0], table.shape)
+    if _TRANSPOSED.get("key") != key:
+        _TRANSPOSED.clear()
+        _TRANSPOSED.update(key=key, ref=table,  # ref: the id stays this table's while cached
+                           t=torch.from_numpy(np.ascontiguousarray(table, np.float32)).T.contiguous())
+    return _TRANSPOSED["t"]
+
+
 def _dense_buffer(cells: int) -> torch.Tensor:
     """This process's score block of at least ``cells`` floats."""
     if "scores" not in _BUFFERS or _BUFFERS["scores"].numel() < cells:
@@ -315,7 +330,7 @@ def dense_topk(user: np.ndarray, table: np.ndarray, k: int, seen: tuple[np.ndarr
     kk = min(int(k), V)
     if B == 0 or kk <= 0 or V <= N_SPECIAL:
         return out_s, out_i
-    T = torch.from_numpy(np.ascontiguousarray(table, np.float32))
+    TT = _transposed(table)
     Q = torch.from_numpy(np.ascontiguousarray(user, np.float32))
     off, vals = np.asarray(seen[0], np.int64), np.asarray(seen[1], np.int64)
     fuse = cv is not None and cv.weight > 0 and hist is not None
@@ -325,7 +340,7 @@ def dense_topk(user: np.ndarray, table: np.ndarray, k: int, seen: tuple[np.ndarr
         b = min(B, a + step)
         n = b - a
         S = buf[:n * V].view(n, V)
-        torch.mm(Q[a:b], T.T, out=S)
+        torch.mm(Q[a:b], TT, out=S)
         flat = S.view(-1)
         if fuse:  # the users' aggregated co-visitation scores, one per touched cell (sorted: cache-friendly)
             r, v, sc = cv.sparse(hist[a:b])

@@ -358,10 +358,28 @@ class FactorisedRanker:
                                      dtype=torch.int64 if name == "source" else torch.float32)
                 bias += (self.encode(name, value) @ cols[name].T)[0]
             self.bias = bias
+            # folded continuous constants: their first-layer columns, for pairs where they differ
+            self.constant_weights = {n: cols[n].T.contiguous() for n in cols
+                                     if side_of[n] == "constant" and n != "source"}
         self.width = int(W.shape[0])
         self.per_video, self.constants, self.source_idx = per_video, constants, source_idx
         self.rest = m.tower[1:]
         self.pair_width = int(self.weights["pair"].shape[0]) if self.weights["pair"] is not None else 0
+
+    def constant_delta(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """[m, h1] to add to the first-layer pre-activations of m pairs whose folded constants (``constants``)
+        take the given raw values ([m] each) instead: sum over f of (encode(v_f) - encode(c_f)) W_f, exact
+        since the first layer is linear in its inputs. Features that are not folded are ignored; None when
+        none is. Serving folds the impression features at "never shown" and corrects the pairs shown before."""
+        out = None
+        for name, v in values.items():
+            w = self.constant_weights.get(name)
+            if w is None:
+                continue
+            v = v.to(torch.float32)
+            d = (self.encode(name, v) - self.encode(name, torch.full_like(v, self.constants[name]))) @ w
+            out = d if out is None else out.add_(d)
+        return out
 
     @property
     def pair_names(self) -> tuple[str, ...]:

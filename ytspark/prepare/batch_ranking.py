@@ -62,10 +62,31 @@ def impression_history(imp_key: np.ndarray, imp_ts: np.ndarray, imp_clicked: np.
     """
     imp_key, imp_ts = np.asarray(imp_key, np.int64), np.asarray(imp_ts, np.float64)
     q_key, q_ts = np.asarray(q_key, np.int64), np.asarray(q_ts, np.float64)
-    count, since = count_and_last_before(imp_key, imp_ts, q_key, q_ts)
     hit = np.asarray(imp_clicked) > 0
+    if len(q_ts) and len(imp_ts) and (q_ts == q_ts[0]).all() and imp_ts.max() < q_ts[0]:
+        return _history_at_one_cut_off(imp_key, imp_ts, hit, q_key, float(q_ts[0]))
+    count, since = count_and_last_before(imp_key, imp_ts, q_key, q_ts)
     clicked, _ = count_and_last_before(imp_key[hit], imp_ts[hit], q_key, q_ts)
     return count, since, (clicked > 0).astype(np.float32)
+
+
+def _history_at_one_cut_off(imp_key: np.ndarray, imp_ts: np.ndarray, hit: np.ndarray, q_key: np.ndarray,
+                            t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`impression_history` when every query is at ``t`` and every impression is before it (serving at
+    its cut-off): a group-by of the impressions by key, the same three values with one sort."""
+    order = np.argsort(imp_key, kind="stable")
+    k = imp_key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    keys = k[starts]
+    n = np.diff(np.r_[starts, len(k)]).astype(np.float32)
+    last = np.maximum.reduceat(imp_ts[order], starts)
+    any_click = np.maximum.reduceat(hit[order].astype(np.int8), starts) > 0
+    pos = np.minimum(np.searchsorted(keys, q_key), len(keys) - 1)
+    found = keys[pos] == q_key
+    count = np.where(found, n[pos], 0.0).astype(np.float32)
+    # the same float64 difference, then float32, as count_and_last_before
+    since = np.where(found, (t - last[pos]) / DAY, NEVER_DAYS).astype(np.float32)
+    return count, since, (found & any_click[pos]).astype(np.float32)
 
 
 def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa.RecordBatch:

@@ -31,17 +31,18 @@ prev_impression_clicked        never), whether any was clicked
 the network through :class:`~ytspark.models.ranker.FactorisedRanker` (the
 first layer split into a user part, once per user; a video part, once per
 video of the whole [V] table, cached per model, video metadata and run date;
-the constant source "candidate" folded into the bias; and a pair part of 26
-numbers: affinity dot, same-language flag, quantile powers of
-channel/category watches and days since, of the three impression features and
-of retrieval_score).
+constants folded into the bias: source "candidate" and the impression features
+at "never shown", the pairs shown before getting the exact correction
+``FactorisedRanker.constant_delta``; and a pair part of 17 numbers: affinity
+dot, same-language flag, quantile powers of channel/category watches and days
+since and of retrieval_score).
 Per pair that is n_p·h1 + 2·h1 + D multiply-adds for the first layer plus
 the rest of the tower R, instead of input_width·h1 + R plus an H·D watch
 mean (input_width = 161 at D = 32 and typical vocabularies; the
 FactorisedRanker docstring tabulates both by tower: with the default
 (1024, 512, 256) R dominates and the saving is ~17 %; with one hidden layer
 of 128 it is ~8x). With per-user cut-offs (``UserBlock.as_of``, evaluation)
-video_age_days moves to the pair part (n_p = 29). The channel/category
+video_age_days moves to the pair part (n_p = 20). The channel/category
 powers are computed once per (user, channel) entry and gathered per pair.
 :meth:`TorchRanker.score_reference` (or ``fast=False``) keeps the
 unfactorised path (tests).
@@ -123,6 +124,13 @@ class Csr:
         sel = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lengths)
         return Csr(offsets, self.ids[sel], self.counts[sel], self.since[sel],
                    None if self.flag is None else self.flag[sel])
+
+    def take_entries(self, pos: np.ndarray) -> dict[str, np.ndarray]:
+        """The impression features of entries ``pos`` (found by :meth:`find`), float32."""
+        flag = self.flag if self.flag is not None else np.zeros(len(self.ids), np.float32)
+        return {"n_prev_impressions": self.counts[pos].astype(np.float32),
+                "since_impression_days": self.since[pos].astype(np.float32),
+                "prev_impression_clicked": flag[pos].astype(np.float32)}
 
     def impression_features(self, rows: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The three impression features of each (row, video id) pair, float32 (never shown: 0, -1, 0)."""
@@ -212,10 +220,11 @@ def _meta_key(meta: VideoMeta) -> tuple:
 
 @torch.no_grad()
 def _build_tables(model, meta: VideoMeta, source_idx: int, as_of: float | None) -> _VideoTables:
-    """The factorised model (source folded in; video_age_days video-side as of ``as_of`` unless None; the
-    impression features pair-side) and its video tables over every video idx of ``meta``."""
+    """The factorised model (source folded in; the impression features folded at "never shown", the pairs
+    shown before corrected by :meth:`~ytspark.models.ranker.FactorisedRanker.constant_delta`; video_age_days
+    video-side as of ``as_of`` unless None) and its video tables over every video idx of ``meta``."""
     per_video = ("video_age_days",) if as_of is not None else ()
-    fact = model.factorised(per_video, {}, source_idx)
+    fact = model.factorised(per_video, dict(_NEVER_SHOWN), source_idx)
     V = len(meta.language)
     ids = torch.arange(V, dtype=torch.int64)
     vemb = model.video_emb(ids) if model.config.use_affinity else None
@@ -363,6 +372,20 @@ class TorchRanker:
                 out[col] = t.fact.encode(col, raw).index_select(0, at)
         return out
 
+    @staticmethod
+    def _shown_before(fact, imp: Csr, vid: np.ndarray, pre: torch.Tensor) -> None:
+        """Add the impression features' correction to the pairs (rows of ``vid`` [n, K]) shown before."""
+        n, K = vid.shape
+        pos, found = imp.find(np.repeat(np.arange(n, dtype=np.int64), K), vid.reshape(-1))
+        at = np.flatnonzero(found)
+        if not len(at):
+            return
+        vals = {f: torch.from_numpy(np.ascontiguousarray(v)) for f, v in
+                imp.take_entries(pos[at]).items()}
+        delta = fact.constant_delta(vals)
+        if delta is not None:
+            pre.index_add_(0, torch.from_numpy(at), delta)
+
     @torch.no_grad()
     def score(self, users: UserBlock, cand: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
         """cand [B, K] int64 video idx (< 2: none), retrieval [B, K] float32 -> exp(logit) [B, K] (-inf at none)."""
@@ -399,6 +422,8 @@ class TorchRanker:
             if need:
                 pre.addmm_(fact.pair_inputs(self._pair_values(need, users, a, b, c, vid, vt, w, t, retrieval, vbuf)),
                            fact.weights["pair"])
+            if users.impressions is not None and fact.constant_weights:
+                self._shown_before(fact, users.impressions.slice_rows(a, b), vid, pre)
             out[a:b] = fact.head(pre).exp_().numpy().reshape(b - a, K)
         out[cand < 2] = -np.inf
         return out
