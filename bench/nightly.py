@@ -517,7 +517,8 @@ def flops_per_user(model_dir: str, ranker_dir: str | None, k: int) -> dict:
             try:
                 src = json.loads((rmd.path / "vocab" / "source.json").read_text())["values"]
                 with torch.no_grad():
-                    fact = rm.factorised(("video_age_days",), {},
+                    from ytspark.score.rank import _NEVER_SHOWN  # as serving builds it
+                    fact = rm.factorised(("video_age_days",), dict(_NEVER_SHOWN),
                                          2 + src.index("candidate") if "candidate" in src else S.OOV)
                 macs = fact.macs_per_pair()
                 pair["serving"] = int(2 * macs["factorised"])

@@ -561,7 +561,9 @@ def test_ranker_features_match_the_users_history(spark, world):
 
 def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, world):
     from ytspark.evaluate.protocol import load_eval_sets
-    from ytspark.evaluate.systems import _affinity_block, candidate_calibration, candidate_topk, ranked_topk
+    from ytspark.evaluate.systems import (
+        _affinity_block, _impression_block, candidate_calibration, candidate_topk, ranked_topk,
+    )
 
     prepared = world["prepared"]
     ranker = _ranker_dir(world["tmp"] / "models_eval", prepared, seed=3)
@@ -594,6 +596,21 @@ def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, wo
         assert got == want, uid
         checked += len(want)
     assert checked > 50
+
+    # the impression features too: every earlier impression of each video, as of each user's target time
+    imp = _impression_block(spark, prepared, vocabs, es.user_ids, as_of)
+    checked = 0
+    for b, uid in enumerate(es.user_ids):
+        i = ev[(ev[S.USER_ID] == uid) & (ev[S.EVENT_TYPE] == "impression") & (ev[S.EVENT_TS] < as_of[b])]
+        want = {vocabs["video"].index(v): (len(g), np.float32((as_of[b] - g[S.EVENT_TS].max()) / DAY),
+                                           float((g[S.CLICKED].fillna(0).astype(int) > 0).any()))
+                for v, g in i.groupby(S.VIDEO_ID) if vocabs["video"].index(v) >= 2}
+        lo, hi = imp.offsets[b], imp.offsets[b + 1]
+        got = {int(x): (int(n), np.float32(d), float(f))
+               for x, n, d, f in zip(imp.ids[lo:hi], imp.counts[lo:hi], imp.since[lo:hi], imp.flag[lo:hi])}
+        assert got == want, uid
+        checked += len(want)
+    assert checked > 20
 
     # the candidate network's reliability bins hold every top-10 slot, and their hits are HR@10's hits
     rows = candidate_calibration(world["model"], prepared, es, 10)

@@ -97,6 +97,35 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
     return out
 
 
+def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray):
+    """:class:`Csr` (with flag) of each user's videos shown strictly before their own ``as_of`` and the
+    ranker's impression features then (:func:`ytspark.prepare.batch_ranking.impression_history`, the
+    definition of the training rows and of serving); None when the log has no impressions."""
+    from pyspark.sql import functions as F
+
+    from ytspark.prepare.batch_ranking import impression_history
+    from ytspark.score.rank import Csr
+    from ytspark.vocab import apply_vocab
+
+    row = {str(u): i for i, u in enumerate(user_ids)}
+    cut = spark.createDataFrame([(str(u), float(t)) for u, t in zip(user_ids, as_of)], [S.USER_ID, "as_of"])
+    ev = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TYPE) == "impression") \
+        .join(F.broadcast(cut), S.USER_ID).where(F.col(S.EVENT_TS) < F.col("as_of"))
+    ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX).where(F.col(S.VIDEO_IDX) >= 2)
+    t = ev.select(S.USER_ID, S.VIDEO_IDX, F.col(S.EVENT_TS).cast("double").alias("ts"),
+                  F.coalesce(F.col(S.CLICKED).cast("int"), F.lit(0)).alias(S.CLICKED)).toPandas()
+    if t.empty:
+        return None
+    V = len(vocabs["video"])
+    r = t[S.USER_ID].map(row).to_numpy(np.int64)
+    key = r * V + t[S.VIDEO_IDX].to_numpy(np.int64)
+    q = np.unique(key)
+    count, since, flag = impression_history(key, t["ts"].to_numpy(np.float64), t[S.CLICKED].to_numpy(), q,
+                                            np.asarray(as_of, np.float64)[q // V])
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(q // V, minlength=len(user_ids)))]).astype(np.int64)
+    return Csr(offsets, q % V, count, since, flag)
+
+
 @torch.no_grad()
 def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
                 retrieve_k: int, blend: bool = True) -> np.ndarray:
@@ -121,7 +150,8 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     as_of = evalset.align(ts[S.USER_ID], np.asarray(ts[S.CAND_LABEL_TS], np.float64))
     block = UserBlock(np.asarray(cols[S.CAND_WATCH_HIST], np.int64), np.asarray(cols["language_idx"], np.int64),
                       np.asarray(cols[S.CAND_SINCE_LAST], np.float32),
-                      _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of)
+                      _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of,
+                      _impression_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of))
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx,
