@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env run test bench clean
+.PHONY: env run test test-fast bench clean
 env:
 	@bash scripts/setup_env.sh
 
@@ -13,6 +13,10 @@ run: env
 
 test: env
 	$(PY) -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
+
+# Local iteration: everything but the cluster, Horovod and fuzz tests (`make test` still runs all of them).
+test-fast: env
+	$(PY) -m pytest -q -rs --durations=10 -m "not cluster and not horovod and not fuzz" $(PYTEST_ARGS)
 
 bench: env
 	$(PY) bench/prepare.py

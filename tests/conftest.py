@@ -41,3 +41,19 @@ def ml_small() -> Path:
     if not (ML_SMALL / "ratings.csv").exists():
         pytest.skip(f"MovieLens not found at {ML_SMALL}")
     return ML_SMALL
+
+
+# Marks from what a test uses, so that `-m` selections are right without hand-kept decorators:
+# spark (any test that gets the session fixture, directly or through another fixture), cluster
+# (test_cluster.py: a standalone master and workers), fuzz (test_fuzz.py); horovod, slow and movielens
+# stay explicit.
+_FILE_MARKS = {"test_cluster.py": "cluster", "test_fuzz.py": "fuzz"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+        mark = _FILE_MARKS.get(item.path.name)
+        if mark:
+            item.add_marker(getattr(pytest.mark, mark))

@@ -93,6 +93,7 @@ SPLITS = ("train", "val", "test")
 # Fixed-length padded arrays (index 0 = padding, 1 = OOV).
 PAD = 0
 OOV = 1
+N_SPECIAL = 2  # ids below this (PAD, OOV) are never in the catalogue: never recommended, sampled or a neighbour
 
 # Candidate-generation rows (one per label watch).
 CAND_LABEL = "label"  # video vocab index of the positive watch

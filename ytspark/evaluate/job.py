@@ -6,7 +6,7 @@ point refitted for the test target) and returns an :class:`Evaluation`.
 Other systems join with ``add_system(ev, name, {"val": topk, "test": topk},
 cfg.evaluate)`` (lists in ``ev.sets[split].user_ids`` order; see
 ``EvalSet.align``), then ``write_evaluation(out_dir, ev, curves)`` writes
-the report. ``run_evaluate`` does all three.
+the report. ``ytspark.cli.cmd_evaluate`` assembles them.
 """
 from __future__ import annotations
 
@@ -109,14 +109,3 @@ def write_evaluation(out_dir: str, ev: Evaluation, curves: dict[str, list[dict]]
     extra = {"Validation target": [{"system": n, **m} for n, m in ev.table("val").items()], **ev.details}
     return write_report(out_dir, ev.table(MAIN_SPLIT), curves, hr, extra, "ytspark evaluation (test target)",
                         [n for n in notes if n], calibration)
-
-
-def run_evaluate(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: str,
-                 systems: dict[str, dict[str, np.ndarray]] | None = None,
-                 curves: dict[str, list[dict]] | None = None) -> Evaluation:
-    """Baselines plus ``systems`` (name -> split -> top-K), then the report in ``out_dir``."""
-    ev = run_baselines(spark, cfg, prepared_dir)
-    for name, by_split in (systems or {}).items():
-        add_system(ev, name, by_split, cfg.evaluate)
-    write_evaluation(out_dir, ev, curves, prepared_dir)
-    return ev

@@ -32,7 +32,7 @@ from ytspark import storage
 from ytspark.vocab import Vocab, apply_vocab
 
 EVAL_SPLITS = ("val", "test")
-N_SPECIAL = 2  # pad and OOV: never in the catalogue
+N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 COUNT = "count"
 _DUP = "__dup"
 

@@ -57,7 +57,7 @@ from ytspark import schema as S
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
-N_SPECIAL = 2  # pad 0 and OOV 1
+N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ytspark import schema as S
 from ytspark.models.metrics import hit_rate_ndcg
 
-N_SPECIAL = 2  # pad 0 and OOV 1 are never sources nor neighbours
+N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 ARRAYS = ("covisit_indptr", "covisit_indices", "covisit_values")
 
 

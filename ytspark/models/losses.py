@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-N_SPECIAL = 2  # pad 0, OOV 1: never predicted, never sampled
+from ytspark import schema as S
+
+N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
 class Sampler(Protocol):

@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-N_SPECIAL = 2
+from ytspark import schema as S
+
+N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
 def _tensor(x) -> torch.Tensor:
