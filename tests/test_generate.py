@@ -568,3 +568,43 @@ def test_shown_lists_with_watches_log_a_watch_per_click():
     for _, g in m.sort_values(S.EVENT_TS + "_i").groupby(S.USER_ID):
         t = g[S.EVENT_TS + "_w"].to_numpy()
         assert (np.diff(t) >= np.ceil(g[S.WATCH_SECONDS + "_w"].to_numpy()[:-1]) + 3).all()
+
+
+# ------------------------------------------------------------------ the truth as an evaluation metric
+def test_truth_config_round_trip_and_truth_metrics_of_lists(spark, small, tmp_path):
+    """The world's config is written beside its events and read back; evaluation's truth metrics of a
+    list equal the generator's truth of those (user, video) pairs at each user's own target time."""
+    from helpers import make_config
+
+    from ytspark.evaluate.protocol import load_eval_sets
+    from ytspark.evaluate.truth import truth_metrics
+    from ytspark.prepare import read_inputs, run_prepare
+    from ytspark.vocab import Vocab
+
+    assert G.truth_config(spark, f"{small['out']}/events") == SMALL
+    assert G.truth_config(spark, f"{tmp_path}/events") is None  # no config beside it: real logs
+    cfg = make_config(f'data.events="{small["out"]}/events"', f'data.users="{small["out"]}/users"',
+                      f'data.videos="{small["out"]}/videos"', 'data.format="parquet"')
+    prepared = str(tmp_path / "prepared")
+    run_prepare(spark, cfg, read_inputs(spark, cfg), prepared)
+    es = load_eval_sets(spark, prepared)["test"]
+    vocab = Vocab.load(spark, f"{prepared}/vocab/video.json")
+    rng = np.random.default_rng(0)
+    lists = {"random": np.stack([rng.choice(np.arange(2, es.n_items), 10, replace=False) for _ in range(len(es))])}
+    # the best 10 by the truth at each user's target time, and the same lists shifted by one user (misaligned)
+    rows = pd.read_parquet(os.path.join(prepared, "candidates", "test")).set_index(S.USER_ID)["label_ts"]
+    ts = rows.loc[es.user_ids].to_numpy(np.float64)
+    videos = np.asarray(vocab.values, dtype=object)
+    best, want_watch = [], []
+    for uid, t in zip(es.user_ids, ts):
+        tr = G.true_engagement(SMALL, np.full(len(videos), uid), videos, t)["expected_watch_seconds"].to_numpy()
+        top = np.argsort(-tr, kind="stable")[:10]
+        best.append(top + 2)
+        want_watch.append(tr[top].sum())
+    lists["best"] = np.stack(best)
+    lists["best, shifted"] = np.roll(lists["best"], 1, axis=0)
+    got = truth_metrics(spark, prepared, lists, es)
+    assert got["best"]["true_watch_s@10"] == pytest.approx(np.mean(want_watch), rel=1e-4)
+    assert got["best"]["true_watch_s@10"] > got["best, shifted"]["true_watch_s@10"] > 0
+    assert got["best"]["true_watch_s@10"] > 2 * got["random"]["true_watch_s@10"]
+    assert all(0 < got[n]["true_p_click@10"] < 1 for n in lists)

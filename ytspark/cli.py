@@ -327,6 +327,12 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
                     "rows": evaluate_ranker(load_ranker(models)[0], val)["calibration"],
                     "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
         curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
+    from ytspark.evaluate.truth import truth_metrics
+
+    split = "test" if "test" in ev.sets else next(iter(ev.sets))
+    for name, m in truth_metrics(spark, prepared, {n: by[split] for n, by in ev.topk.items() if split in by},
+                                 ev.sets[split]).items():  # generated data: the ranker's objective, by the truth
+        ev.metrics[name][split].update(m)
     report = write_evaluation(p["evaluation"], ev, curves, prepared, calibration)
     return {"report": report, "evaluation": p["evaluation"], "table": ev.table()}
 
@@ -437,9 +443,19 @@ def _print_summary(command: str, result: dict) -> None:
         e = stages["evaluate"]
         print(f"evaluation report -> {e['report']}")
         cols = ("hr@10", "hr@50", "hr@100", "ndcg@10", "mrr", "coverage@10")
-        print("  " + f"{'system':<30}" + "".join(f"{c:>12}" for c in cols))
+        truth = ("true_watch_s@10", "true_p_click@10")
+        has_truth = any(truth[0] in m for m in e["table"].values())
+        shown = cols + (truth if has_truth else ())
+        print("  " + f"{'system':<34}" + "".join(f"{c:>{16 if c in truth else 12}}" for c in shown))
         for name, m in e["table"].items():
-            print("  " + f"{name:<30}" + "".join(f"{m.get(c, float('nan')):>12.4f}" for c in cols))
+            print("  " + f"{name:<34}" + "".join(
+                f"{m.get(c, float('nan')):>16.1f}" if c == truth[0] else
+                f"{m.get(c, float('nan')):>16.4f}" if c in truth else f"{m.get(c, float('nan')):>12.4f}" for c in shown))
+        print("  hr/ndcg/mrr: the next watch (what candidate generation optimises)"
+              + ("; true_watch_s@10 / true_p_click@10: the generator's expected watch seconds of the top 10 and "
+                 "click probability of its videos (what the ranking network optimises: watch time)" if has_truth
+                 else "; the ranking network optimises expected watch time, which needs logged impressions "
+                      "(BENCHMARKS.md)"))
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:

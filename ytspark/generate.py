@@ -8,6 +8,8 @@
 * ``<out_dir>/_truth/user_interest``  user_id, interest (array<float> over categories,
   at the end of the window), interest_start (at the start)
 * ``<out_dir>/_truth/video_topic``    video_id, category (int index), quality, popularity
+* ``<out_dir>/_truth/generate_config.json``  the GenerateConfig (the world is a function of it:
+  :func:`truth_config` reads it back, :func:`true_engagement` rebuilds the truth from it)
 
 and returns the row counts. :func:`true_affinity` turns the two truth tables into
 the affinity that drives clicks and watch completion, so evaluation can measure
@@ -52,6 +54,7 @@ below says which property it serves:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import logging
@@ -79,6 +82,8 @@ __all__ = [
     "build_catalog",
     "true_engagement",
     "log_shown_lists",
+    "truth_config",
+    "TRUTH_CONFIG",
     "EVENTS_SCHEMA",
     "USERS_SCHEMA",
     "VIDEOS_SCHEMA",
@@ -802,6 +807,22 @@ def _context(cfg: GenerateConfig, cat: dict[str, Any]) -> dict[str, Any]:
     return ctx
 
 
+TRUTH_CONFIG = "_truth/generate_config.json"  # under the output: the GenerateConfig the world was built from
+
+
+def truth_config(spark: SparkSession, events_path: str) -> GenerateConfig | None:
+    """The GenerateConfig of the world whose events table is ``events_path`` (``<out>/events``), read from
+    ``<out>/_truth/generate_config.json``; None for any other input (real logs, MovieLens)."""
+    root = events_path.rstrip("/")
+    if not root.endswith("/events") and root != "events":
+        return None
+    path = f"{root[:-len('events')].rstrip('/') or '.'}/{TRUTH_CONFIG}"
+    if not storage.exists(spark, path):
+        return None
+    fields = {f.name for f in dataclasses.fields(GenerateConfig)}
+    return GenerateConfig(**{k: v for k, v in storage.read_json(spark, path).items() if k in fields})
+
+
 def _write(spark: SparkSession, df: DataFrame, path: str) -> None:
     t = time.time()
     with storage.atomic_dir(spark, path) as tmp:
@@ -843,6 +864,8 @@ def generate(spark: SparkSession, cfg: GenerateConfig, out_dir: str) -> dict[str
     users_all.unpersist()
     _write(spark, ids.mapInPandas(events_fn, EVENTS_SCHEMA), f"{out}/events")
     bc.unpersist()
+    # the world is a function of its config: evaluation rebuilds the truth from it (true_engagement)
+    storage.write_json(spark, f"{out}/{TRUTH_CONFIG}", dataclasses.asdict(cfg))
     log.info("generate: %d users, %d videos in %.1fs", cfg.users, cfg.videos, time.time() - t0)
 
     # Event counts from what was written (users and videos are one row per id by construction).
