@@ -597,12 +597,16 @@ def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, wo
         checked += len(want)
     assert checked > 50
 
-    # the impression features too: every earlier impression of each video, as of each user's target time
+    # the impression features too: every impression of each video before the request time, the start of the
+    # target's UTC day (the nightly table's cut-off: the target's own impression, in the visit that led to
+    # it, is not seen)
     imp = _impression_block(spark, prepared, vocabs, es.user_ids, as_of)
     checked = 0
     for b, uid in enumerate(es.user_ids):
-        i = ev[(ev[S.USER_ID] == uid) & (ev[S.EVENT_TYPE] == "impression") & (ev[S.EVENT_TS] < as_of[b])]
-        want = {vocabs["video"].index(v): (len(g), np.float32((as_of[b] - g[S.EVENT_TS].max()) / DAY),
+        mine = ev[ev[S.USER_ID] == uid]
+        req = (as_of[b] // DAY) * DAY
+        i = mine[(mine[S.EVENT_TYPE] == "impression") & (mine[S.EVENT_TS] < req)]
+        want = {vocabs["video"].index(v): (len(g), np.float32((req - g[S.EVENT_TS].max()) / DAY),
                                            float((g[S.CLICKED].fillna(0).astype(int) > 0).any()))
                 for v, g in i.groupby(S.VIDEO_ID) if vocabs["video"].index(v) >= 2}
         lo, hi = imp.offsets[b], imp.offsets[b + 1]
