@@ -468,7 +468,8 @@ def test_failed_run_leaves_previous_table_intact_and_rerun_is_identical(spark, w
 
 # ------------------------------------------------------------------ the ranker hook
 
-def _ranker_dir(root: Path, prepared: str, seed: int, blend: dict | None = None) -> str:
+def _ranker_dir(root: Path, prepared: str, seed: int, blend: dict | None = None,
+                calibration: dict | None = None) -> str:
     from ytspark.models.ranker import RankerConfig, RankerModel
 
     vocab = {n: json.loads(Path(prepared, "vocab", f"{n}.json").read_text()) for n in S.VOCAB_NAMES}
@@ -477,10 +478,11 @@ def _ranker_dir(root: Path, prepared: str, seed: int, blend: dict | None = None)
     cfg = RankerConfig.from_vocab_sizes(size, embed_dim=8, hidden=(16,))
     torch.manual_seed(seed)
     model = RankerModel(cfg, quant)
-    meta = {"model_config": cfg.to_dict(), **({"blend": blend} if blend else {})}
+    meta = {"model_config": cfg.to_dict(), **({"blend": blend} if blend else {}),
+            **({"calibration": calibration} if calibration else {})}
     out = write_model_dir(root, "ranker", state_dict=model.state_dict(), meta=meta,
                           json_files={**{f"vocab/{n}.json": v for n, v in vocab.items()}, "quantiles.json": quant},
-                          version=f"rank-{seed}" + ("-blend" if blend else ""))
+                          version=f"rank-{seed}" + ("-blend" if blend else "") + ("-cal" if calibration else ""))
     return str(out)
 
 
@@ -503,6 +505,27 @@ def test_ranker_reorders_the_top_k_by_expected_watch_time(spark, world, scored):
     base = scored["df"]
     assert set(cand[S.USER_ID]) == set(base[base["source"] == "candidate"][S.USER_ID])
     assert not (cand["score"].to_numpy() == cand["retrieval_score"].to_numpy()).all()
+
+
+def test_calibrated_ranker_writes_watch_seconds_and_keeps_the_order(spark, world):
+    """The same ranker with a calibration map in MODEL.json: the same lists in the same order, the written
+    score = the map applied to exp(logit) (ytspark.models.score_calibration)."""
+    from ytspark.models import score_calibration
+    from ytspark.score import run_score
+
+    cal = {"method": "binned-isotonic", "x_log_pred": [-3.0, 0.0, 3.0], "y_watch_s": [2.0, 20.0, 50.0], "n": 1}
+    out = {}
+    for name, c in (("raw", None), ("calibrated", cal)):
+        ranker = _ranker_dir(world["tmp"] / f"models_{name}", world["prepared"], seed=4, calibration=c)
+        run_score(spark, world["cfg"], world["prepared"], world["model"], RUN_DATE, str(world["tmp"] / f"o_{name}"),
+                  ranker_dir=ranker)
+        out[name] = _read(spark, str(world["tmp"] / f"o_{name}" / "recommendations" / f"run_date={RUN_DATE}"))
+    raw, calibrated = out["raw"], out["calibrated"]
+    pd.testing.assert_frame_equal(raw[[S.USER_ID, "rank", S.VIDEO_ID]], calibrated[[S.USER_ID, "rank", S.VIDEO_ID]])
+    cand = (raw["source"] == "candidate").to_numpy()
+    want = score_calibration.apply(cal, raw["score"].to_numpy()[cand])
+    np.testing.assert_allclose(calibrated["score"].to_numpy()[cand], want, rtol=1e-5)
+    assert not np.allclose(calibrated["score"].to_numpy()[cand], raw["score"].to_numpy()[cand])
 
 
 def test_ranker_blend_orders_by_logit_plus_weighted_retrieval_score(spark, world):

@@ -323,9 +323,14 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
 
             val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
             if len(val[S.USER_ID]):
-                calibration["ranking network: watch time per impression (validation)"] = {
-                    "rows": evaluate_ranker(load_ranker(models)[0], val)["calibration"],
-                    "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
+                ranker_model, rmd = load_ranker(models)
+                res = evaluate_ranker(ranker_model, val, cal=rmd.meta.get("calibration"))
+                calibration["ranking network: watch time per impression (validation), exp(logit)"] = {
+                    "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
+                if "calibration_served" in res:  # the written score: exp(logit) through the export's map
+                    calibration["ranking network: watch time per impression (validation), served score"] = {
+                        "rows": res["calibration_served"], "x": "mean served score, s",
+                        "y": "mean observed watch time, s"}
         curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
     from ytspark.evaluate.truth import truth_metrics
 

@@ -281,7 +281,8 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
                   retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
-                  history_length=H, encoder=encoder, n_videos=V, rules=rules, impressions=impressions)
+                  history_length=H, encoder=encoder, n_videos=V, rules=rules, impressions=impressions,
+                  ranker_calibration=ranker_md.meta.get("calibration") if ranker_md is not None else None)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
     bundle = Bundle(key=key, candidate_config=model.config.to_dict(), candidate_quantiles=model.norm.to_dict(),
                     candidate_weights=state_bytes(md), index=ix.serialize(index) if index is not None else b"",

@@ -186,6 +186,13 @@ class Reranker(Protocol):
         """cand [B, K] int64 video idx (-1 = none), retrieval [B, K] float32 -> scores [B, K] float32."""
         ...
 
+    def served(self, score: np.ndarray) -> np.ndarray:
+        """The ``score`` column written for :meth:`score` values: calibrated expected watch seconds per
+        impression (:func:`ytspark.models.score_calibration.apply`; the raw exp(logit) without a calibration)."""
+        from ytspark.models import score_calibration
+
+        return score_calibration.apply(self.calibration, score)
+
     def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
         """[B, K] serving order key from :meth:`score` and the retrieval scores; higher is first."""
         ...
@@ -252,11 +259,19 @@ class TorchRanker:
     """
 
     def __init__(self, model: torch.nn.Module, meta: VideoMeta, as_of: float, source_idx: int,
-                 retrieval_weight: float = 0.0, fast: bool = True):
+                 retrieval_weight: float = 0.0, fast: bool = True, calibration: dict | None = None):
         self.model, self.meta, self.as_of, self.source_idx = model, meta, float(as_of), int(source_idx)
         self.retrieval_weight = float(retrieval_weight)
+        self.calibration = calibration  # the ranker's MODEL.json "calibration" (ytspark.models.score_calibration)
         self.fast = bool(fast)
         self._meta_fp: tuple | None = None
+
+    def served(self, score: np.ndarray) -> np.ndarray:
+        """The ``score`` column written for :meth:`score` values: calibrated expected watch seconds per
+        impression (:func:`ytspark.models.score_calibration.apply`; the raw exp(logit) without a calibration)."""
+        from ytspark.models import score_calibration
+
+        return score_calibration.apply(self.calibration, score)
 
     def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
         from ytspark.models.blend import blend_key

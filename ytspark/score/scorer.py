@@ -90,6 +90,7 @@ class RunData:
     n_videos: int = 0  # the video vocabulary's size (coverage bitmap, watcher counts)
     rules: ServingRules | None = None  # serving rules applied before the top N is cut (ytspark.score.rules)
     impressions: bool = False  # the serving events hold impressions: build the ranker's impression features
+    ranker_calibration: dict | None = None  # the ranker's score -> watch seconds map (ytspark.models.score_calibration)
 
 
 STEPS = ("features", "retrieval", "ranking", "topn")
@@ -255,6 +256,8 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
             order = np.broadcast_to(np.arange(width), (len(rows), width))
         top_c = np.take_along_axis(cand, order, axis=1)
         top_s = np.take_along_axis(score, order, axis=1)
+        if ranker is not None and hasattr(ranker, "served"):  # the written score: calibrated watch seconds
+            top_s = ranker.served(top_s)
         top_r = np.take_along_axis(ret, order, axis=1)
         if rules is not None:
             valid, removed, struck = rules.apply(top_c, cols["country_idx"][rows], run.n)
@@ -324,7 +327,8 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
         models = worker_models(model_key, lambda: bundle_bc.value, data.threads, on_build)
         ranker = None
         if models.ranker is not None:
-            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.retrieval_weight)
+            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.retrieval_weight,
+                                 calibration=data.ranker_calibration)
         tally = Tally()
         for table in iter_user_tables(batches):
             clock = _Clock(tally)

@@ -30,9 +30,11 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.config import Config
+from ytspark.models import score_calibration
 from ytspark.models.blend import check_blend, choose_weight, paper_blend, slate_metrics
 from ytspark.models.rank_features import rank_batch_from_numpy
-from ytspark.models.rank_metrics import auc, calibration, weighted_per_user_loss
+from ytspark.models.rank_metrics import auc, weighted_per_user_loss
+from ytspark.models.rank_metrics import calibration as calibration_table
 from ytspark.models.ranker import RankerConfig, RankerModel, weighted_logistic_loss
 from ytspark.train.data import read_json, read_split
 
@@ -64,9 +66,10 @@ def predict_watch_time(model: RankerModel, cols: dict) -> np.ndarray:
     return np.exp(predict_logit(model, cols))
 
 
-def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = None) -> dict:
+def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = None, cal: dict | None = None) -> dict:
     """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows
-    (``logit``: the model's :func:`predict_logit` of ``cols`` when already computed)."""
+    (``logit``: the model's :func:`predict_logit` of ``cols`` when already computed; ``cal``: the ranker's
+    calibration map, whose served score gets its own summary, ``calibration_served``)."""
     logit = predict_logit(model, cols) if logit is None else logit
     pred = np.exp(logit)
     clicked = np.asarray(cols[S.RANK_CLICKED])
@@ -75,11 +78,12 @@ def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = N
     logits = torch.from_numpy(np.asarray(logit, np.float32))
     loss = float(weighted_logistic_loss(logits, torch.from_numpy(clicked.astype(np.float32)),
                                         torch.from_numpy(np.asarray(cols[S.RANK_WEIGHT], np.float32))))
-    cal = calibration(pred, watch)
     return {"auc": auc(logit, clicked), "weighted_per_user_loss": wpul["weighted_per_user_loss"],
             "one_minus_wpul": 1.0 - wpul["weighted_per_user_loss"], "loss": loss,
             "mean_pred_watch": float(pred.mean()), "mean_watch": float(watch.mean()),
-            "calibration": [list(map(float, c)) for c in cal]}
+            "calibration": [list(map(float, c)) for c in calibration_table(pred, watch)],
+            **({"calibration_served": [list(map(float, c)) for c in calibration_table(
+                score_calibration.apply(cal, pred), watch)]} if cal else {})}
 
 
 class RankerTask:
@@ -164,10 +168,18 @@ class RankerTask:
                              np.asarray(cols["retrieval_score"], np.float64), cols[S.RANK_CLICKED],
                              cols[S.RANK_WATCH_SECONDS])
 
+    def calibration(self, model: RankerModel) -> dict | None:
+        """The serving score's map to watch seconds per impression, fitted on the validation rows
+        (:mod:`ytspark.models.score_calibration`); None without validation rows."""
+        if not int(self.counts.get("val", 0)):
+            return None
+        cols = read_split(self.val_path(), FIELDS)
+        return score_calibration.fit(np.exp(predict_logit(model, cols)), np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64))
+
     def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
         files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
         files["quantiles.json"] = self.quantiles
-        meta = {"blend": self.blend(model), "model_config": self.config.to_dict(),
+        meta = {"blend": self.blend(model), "calibration": self.calibration(model), "model_config": self.config.to_dict(),
                 "train_config": {"ranker": asdict(self.cfg.ranker), "train": asdict(self.cfg.train)},
                 "prepared": self.prepared, "vocab_sizes": self.manifest["vocab_sizes"], "monitor": self.monitor,
                 "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end"),
