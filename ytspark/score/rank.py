@@ -135,12 +135,11 @@ class Csr:
     def impression_features(self, rows: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
         """The three impression features of each (row, video id) pair, float32 (never shown: 0, -1, 0)."""
         pos, found = self.find(rows, ids)
-        if not len(self.ids):
-            found = np.zeros(pos.shape, bool)
-            pos = np.zeros(pos.shape, np.int64)
-        get = lambda vals, miss: np.where(found, vals[pos] if len(vals) else miss, miss).astype(np.float32)  # noqa: E731
-        return {"n_prev_impressions": get(self.counts, 0.0), "since_impression_days": get(self.since, NEVER_DAYS),
-                "prev_impression_clicked": get(self.flag if self.flag is not None else np.zeros(len(self.ids)), 0.0)}
+        out = {f: np.full(pos.shape, v, np.float32) for f, v in _NEVER_SHOWN.items()}
+        if len(self.ids) and found.any():
+            for f, v in self.take_entries(pos[found]).items():
+                out[f][found] = v
+        return out
 
 
 IMPRESSION_FEATURES = ("n_prev_impressions", "since_impression_days", "prev_impression_clicked")
@@ -187,11 +186,8 @@ class Reranker(Protocol):
         ...
 
     def served(self, score: np.ndarray) -> np.ndarray:
-        """The ``score`` column written for :meth:`score` values: calibrated expected watch seconds per
-        impression (:func:`ytspark.models.score_calibration.apply`; the raw exp(logit) without a calibration)."""
-        from ytspark.models import score_calibration
-
-        return score_calibration.apply(self.calibration, score)
+        """The ``score`` column written for :meth:`score` values (e.g. calibrated watch seconds)."""
+        ...
 
     def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
         """[B, K] serving order key from :meth:`score` and the retrieval scores; higher is first."""
@@ -356,12 +352,6 @@ class TorchRanker:
         if "same_language" in need:
             ul = np.asarray(users.language_idx[a:b], np.int64)[:, None]
             out["same_language"] = torch.from_numpy(((ul == m.language[vid]) & (ul >= 2)).reshape(-1))
-        if need.intersection(IMPRESSION_FEATURES):
-            block = UserBlock(users.watch_hist[:0], users.language_idx[:0], users.since_last_watch_days[:0], {},
-                              None, None if users.impressions is None else users.impressions.slice_rows(a, b))
-            for f, v in block.impression_features(np.repeat(np.arange(n, dtype=np.int64), K), vid.reshape(-1)).items():
-                if f in need:
-                    out[f] = torch.from_numpy(v)
         if "video_age_days" in need:
             as_of = self.as_of if users.as_of is None else np.repeat(np.asarray(users.as_of[a:b], np.float64), K)
             out["video_age_days"] = torch.from_numpy(video_age_days(m.upload_ts[vid].reshape(-1), as_of))

@@ -128,8 +128,7 @@ class Tally:
         self.users_with_list += other.users_with_list
         self.short_lists += other.short_lists
         for name in ("rows_by_source", "users_by_source", "seconds", "removed", "struck"):
-            mine, theirs = getattr(self, name) or {}, getattr(other, name) or {}
-            setattr(self, name, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {*mine, *theirs}})
+            self.add_counts(name, getattr(other, name) or {})
         if other.videos is not None:
             self.videos = other.videos.copy() if self.videos is None else (self.videos | other.videos)
         for name in ("watch_keys", "watch_counts", "cold_ids", "cold_groups"):
@@ -256,7 +255,7 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
             order = np.broadcast_to(np.arange(width), (len(rows), width))
         top_c = np.take_along_axis(cand, order, axis=1)
         top_s = np.take_along_axis(score, order, axis=1)
-        if ranker is not None and hasattr(ranker, "served"):  # the written score: calibrated watch seconds
+        if ranker is not None:  # the written score (TorchRanker: calibrated watch seconds)
             top_s = ranker.served(top_s)
         top_r = np.take_along_axis(ret, order, axis=1)
         if rules is not None:
