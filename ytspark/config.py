@@ -384,7 +384,7 @@ def _is_datetime(text: str) -> bool:
         return False
 
 
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")  # [catalog.][db.]table
 
 
 def _finite_number(v: Any) -> bool:
@@ -535,7 +535,7 @@ def validate(cfg: Config) -> None:
     if sc.run_date and not _is_date(sc.run_date):
         c.bad("score.run_date", "empty (today, UTC) or a date YYYY-MM-DD (--run-date sets it)")
     c.at_least(0, "score.max_per_channel", "score.min_video_age_s", "score.max_video_age_days")
-    if sc.table and not _TABLE_NAME.fullmatch(sc.table):
+    if sc.table and not TABLE_NAME.fullmatch(sc.table):
         c.bad("score.table", "empty (folder output only) or a catalog table name such as db.recommendations")
     if sc.max_video_age_days > 0 and sc.min_video_age_s > sc.max_video_age_days * 86400:
         c.bad("score.min_video_age_s", f"<= score.max_video_age_days * 86400 = {sc.max_video_age_days * 86400:g}")

@@ -151,9 +151,13 @@ class Encoder:
     @classmethod
     def of(cls, vocabs: dict[str, Vocab], as_of: float, meta=None) -> "Encoder":
         arr = {n: pa.array(vocabs[n].values, pa.string()) for n in ("video", "token", *_USER_VOCABS)}
-        ref_year = dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
-        return cls(**arr, ref_year=ref_year, channel=None if meta is None else np.asarray(meta.channel, np.int32),
+        return cls(**arr, ref_year=cls.of_year(as_of), channel=None if meta is None else np.asarray(meta.channel, np.int32),
                    category=None if meta is None else np.asarray(meta.category, np.int32))
+
+    @staticmethod
+    def of_year(as_of: float) -> int:
+        """The reference year of ages from birth years: the year of the last instant before ``as_of``."""
+        return dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
 
     def encode(self, table: pa.Table) -> pa.Table:
         """:func:`serving_events` rows -> the columns :func:`~ytspark.prepare.batch_asof.inputs_at_end` reads,

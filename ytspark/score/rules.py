@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import logging
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -44,14 +43,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
-from ytspark.config import ScoreConfig
+from ytspark.config import TABLE_NAME, ScoreConfig
 from ytspark.prepare.candidates import DAY
 
 log = logging.getLogger(__name__)
 
 RULES = ("excluded", "video_age", "channel_cap")
 EXCLUDE_COUNTRY = "country"
-_TABLE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*){0,2}")
 
 
 def rules_configured(sc: ScoreConfig) -> bool:
@@ -138,7 +136,7 @@ def read_exclusions(spark: SparkSession, source: str):
     """The exclusion table as a Spark DataFrame of (video_id string, country string or null)."""
     from ytspark.sources import InputError, detect_format, error_line, _spark_errors
 
-    if _TABLE_NAME.fullmatch(source) and "/" not in source and spark.catalog.tableExists(source):
+    if TABLE_NAME.fullmatch(source) and spark.catalog.tableExists(source):
         df = spark.table(source)
     else:
         fmt = detect_format(spark, source, "auto")

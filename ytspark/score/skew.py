@@ -19,6 +19,8 @@ hand-built logs.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -59,11 +61,12 @@ def serving_rows(spark: SparkSession, prepared_dir: str, sample: pd.DataFrame) -
     pdf = events.toPandas().sort_values([S.USER_ID, *ROW_ORDER], kind="stable").reset_index(drop=True)
     pdf["tokens"] = [None if t is None else [str(x) for x in t] for t in pdf["tokens"]]
     by_user = {u: g for u, g in pdf.groupby(S.USER_ID, sort=False)}
+    encoder = Encoder.of(vocabs, float(sample[S.RANK_IMPRESSION_TS].max()), meta)  # vocabularies encoded once
     out: dict[str, list] = {}
     for uid, vid, t in zip(sample[S.USER_ID], sample[S.RANK_VIDEO], sample[S.RANK_IMPRESSION_TS]):
         g = by_user[uid]
         table = pa.Table.from_pandas(g[g[S.TS] < t], preserve_index=False)
-        enc = Encoder.of(vocabs, float(t), meta)
+        enc = replace(encoder, ref_year=Encoder.of_year(float(t)))
         cols = serving_columns(table, float(t), H, enc, affinity=True, impressions=True)
         block = UserBlock(cols[S.CAND_WATCH_HIST], cols[S.RANK_USER_LANGUAGE].astype(np.int64),
                           cols[S.CAND_SINCE_LAST].astype(np.float32), {a: cols[a] for a in AFFINITY_GROUPS},
