@@ -3,14 +3,15 @@
     make run
     .venv/bin/python bench/objective.py --output out [--results bench/results/objective.json]
 
-The nightly order is ranker logit + w x retrieval logit (``ytspark.models.blend``):
-w = 0 is the paper's order by expected watch time, large w the candidate
-model's order (the next watch). For each w the ranked validation lists
+The three serving objectives (``ranker.objective``, ``ytspark.models.blend``):
+"watch_time" (w = 0, the paper's order by expected watch time), "blend" (ranker
+logit + w x retrieval logit, one row per w of ``ranker.blend_weights``) and
+"next_watch" (the candidate model's order, the retrieval row). For each w the ranked validation lists
 (``ytspark.evaluate.systems.ranked_topk``, features as of each target) get
 HR@10 / NDCG@10 against the validation watch and, on a generated world, the
 generator's true watch seconds and click probability of the top 10
 (``ytspark.evaluate.truth``); "retrieval" is the candidate model's own order.
-The w the export chose (``ranker.blend = "auto"``, by the ranker's own
+The w the export chose (``ranker.blend_weight = -1``, by the ranker's own
 criterion on the validation rows) is marked.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     from ytspark.evaluate.protocol import load_eval_sets
     from ytspark.evaluate.systems import candidate_topk, ranked_topk
     from ytspark.evaluate.truth import truth_metrics
-    from ytspark.models.blend import retrieval_weight
+    from ytspark.models.blend import ServingOrder, retrieval_weight
     from ytspark.models.export import read_model_dir
     from ytspark.session import get_spark
 
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     lists = {}
     for w in sorted({*cfg.ranker.blend_weights, chosen}):
-        lists[f"w={w:g}"] = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k, weight=w)
+        lists[f"w={w:g}"] = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k,
+                                        order=ServingOrder("blend", w))
     lists["retrieval"] = candidate_topk(models, prepared, es, 10)
     truth = truth_metrics(spark, prepared, lists, es)
     rows = []

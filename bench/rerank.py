@@ -92,7 +92,7 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     from ytspark.evaluate.metrics import ranking_metrics
     from ytspark.evaluate.protocol import load_eval_sets
     from ytspark.evaluate.systems import candidate_topk, ranked_topk
-    from ytspark.models.blend import retrieval_weight
+    from ytspark.models.blend import ServingOrder, retrieval_weight
     from ytspark.models.export import read_model_dir
     from ytspark.train.data import read_split
     from ytspark.train.ranker_task import load_ranker, load_split, predict_logit
@@ -109,8 +109,10 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     for split, es in sets.items():
         t = time.time()
         cand = candidate_topk(models, prepared, es, 10)
-        ranked = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k)
-        tops = [cand, ranked] + ([ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k, blend=False)]
+        ranked = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k,
+                             objective=cfg.ranker.objective, blend_weight=cfg.ranker.blend_weight)
+        tops = [cand, ranked] + ([ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k,
+                                              order=ServingOrder("watch_time"))]
                                  if weight else [])
         r = {"users": len(es), "seconds": round(time.time() - t, 1)}
         for name, top in zip(systems, tops):
@@ -175,7 +177,7 @@ def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str)
         lines.append("")
     b = res.get("blend") or {}
     if b.get("criterion"):
-        lines += [f"Serving blend (`ranker.blend = auto`, ytspark/models/blend.py): key = ranker logit + w x retrieval "
+        lines += [f"Serving blend (`ranker.objective = blend`, `blend_weight = -1`, ytspark/models/blend.py): key = ranker logit + w x retrieval "
                   f"logit, w chosen on the validation rows by {b['criterion']}: "
                   + ", ".join(f"w={w}: {v:.4f}" for w, v in b["by_weight"].items())
                   + f" -> **w = {b['retrieval_weight']:g}**.\n"]

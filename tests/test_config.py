@@ -183,8 +183,9 @@ BAD = [
     ("ranker.negatives_seed", ["ranker.negatives_seed=-1"]),
     ("ranker.hard_negatives", ["ranker.hard_negatives=21"]),
     ("ranker.hard_negatives", ["ranker.hard_negatives=-1"]),
-    ("ranker.blend", ["ranker.blend=mean"]),
-    ("ranker.blend_weights", ["ranker.blend_weights=[]"]),  # blend = auto chooses among them
+    ("ranker.objective", ["ranker.objective=mean"]),
+    ("ranker.blend_weight", ["ranker.blend_weight=-0.5"]),  # -1 = chosen on validation, else >= 0
+    ("ranker.blend_weights", ["ranker.blend_weights=[]"]),  # objective blend, blend_weight -1 chooses among them
     ("ranker.blend_weights", ["ranker.blend_weights=[0.0, -1.0]"]),
     ("evaluate.ks", ["evaluate.ks=[]"]),
     ("evaluate.ks", ["evaluate.ks=[0, 10]"]),
@@ -239,6 +240,12 @@ def test_shipped_profiles_pass(profile):
     validate(load_config(profile))
 
 
+def test_the_replaced_blend_key_says_what_replaces_it():
+    with pytest.raises(ConfigError, match=r"'ranker.blend' was replaced: use ranker.objective \('auto' -> 'blend'"):
+        load_config(None, ["ranker.blend=auto"])
+    assert load_config(None).ranker.objective == "blend" and load_config(None).ranker.blend_weight == -1.0
+
+
 def test_the_paper_profile_restores_the_papers_towers():
     cfg = load_config("paper")
     assert cfg.candidate.hidden == cfg.ranker.hidden == (1024, 512, 256)
@@ -247,7 +254,8 @@ def test_the_paper_profile_restores_the_papers_towers():
 
 @pytest.mark.parametrize("overrides", [
     ["score.run_date=2026-12-01"], ['score.run_date=""'], ["score.k=20", "score.n=20"], ["candidate.dropout=0.99"],
-    ["candidate.hidden=[]"], ["candidate.covisit_weights=[]"], ["ranker.blend=ranker", "ranker.blend_weights=[]"],
+    ["candidate.hidden=[]"], ["candidate.covisit_weights=[]"], ["ranker.objective=watch_time", "ranker.blend_weights=[]"],
+    ["ranker.objective=blend", "ranker.blend_weight=0.5", "ranker.blend_weights=[]"], ["ranker.objective=next_watch"],
     ["spark.log_level=info"], ['spark.driver_memory="4096"'], ["spark.driver_memory=512m"],
     ["validate.max_reject_share=0"], ["validate.max_reject_share=1"], [ATTN, "candidate.attn_heads=4"],
     ["candidate.attn_heads=3"],  # only read with recency = attention
@@ -289,7 +297,7 @@ def test_allowed_values_agree_with_the_stages():
     """config.py's copies of the enumerations are the ones the stages check (those modules are too heavy to import)."""
     from ytspark import config as C
     from ytspark import sources
-    from ytspark.models.blend import BLEND_MODES
+    from ytspark.models.blend import OBJECTIVES
     from ytspark.models.candidate import RECENCY_MODES
     from ytspark.prepare.candidates import SAMPLINGS
     from ytspark.score.index import KINDS
@@ -299,13 +307,13 @@ def test_allowed_values_agree_with_the_stages():
     assert C.TRAIN_LAUNCHERS == LAUNCHERS
     assert C.CANDIDATE_RECENCY == RECENCY_MODES
     assert C.PREPARE_SAMPLINGS == SAMPLINGS
-    assert C.RANKER_BLENDS == BLEND_MODES
+    assert C.RANKER_OBJECTIVES == OBJECTIVES
     assert C.DATA_FORMATS == ("auto", *sources.FORMATS)
 
 
 def test_validate_refuses_whatever_the_stage_checks_refuse():
     """Every value the late checks (score job, blend, co-visitation, sampling) refuse is refused at start-up."""
-    from ytspark.models.blend import check_blend
+    from ytspark.models.blend import check_objective
     from ytspark.models.covisit import check_params
     from ytspark.prepare.candidates import check_sampling
     from ytspark.score.job import check_score_config
@@ -313,7 +321,7 @@ def test_validate_refuses_whatever_the_stage_checks_refuse():
     def late(cfg):
         c = cfg.candidate
         check_score_config(cfg.score)
-        check_blend(cfg.ranker.blend, cfg.ranker.blend_weights)
+        check_objective(cfg.ranker.objective, cfg.ranker.blend_weight, cfg.ranker.blend_weights)
         check_params(c.covisit_window, c.covisit_top_m, c.covisit_recent_k, c.covisit_decay, c.covisit_weights)
         check_sampling(cfg.prepare.example_sampling)
 

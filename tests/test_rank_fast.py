@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ytspark import schema as S
+from ytspark.models.blend import ServingOrder
 from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.ranker import RankerConfig, RankerModel
 from ytspark.prepare.candidates import DAY
@@ -138,7 +139,7 @@ def test_factorised_layout_and_multiply_adds():
 def test_serving_score_fast_equals_reference_and_orders_alike(name):
     model = make_model(3, **CONFIGS[name])
     users, meta, cand, retrieval = make_world(4)
-    ranker = TorchRanker(model, meta, AS_OF, SOURCE, retrieval_weight=0.7)
+    ranker = TorchRanker(model, meta, AS_OF, SOURCE, order=ServingOrder("blend", 0.7))
     fast = ranker.score(users, cand, retrieval)
     ref = ranker.score_reference(users, cand, retrieval)
     assert fast.dtype == np.float32 and fast.shape == cand.shape

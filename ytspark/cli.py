@@ -310,13 +310,16 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
 
             t = time.time()
             add_system(ev, "ytspark candidate + ranking",
-                       {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k) for s in ev.sets},
+                       {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k,
+                                       objective=cfg.ranker.objective, blend_weight=cfg.ranker.blend_weight)
+                        for s in ev.sets},
                        cfg.evaluate)
             ev.timings["ytspark candidate + ranking"] = round(time.time() - t, 1)
             for name, other in _compare(getattr(args, "compare_ranker", []), "ranker"):
                 t = time.time()
                 add_system(ev, f"ytspark candidate + ranking ({name})",
-                           {s: ranked_topk(spark, models, other, prepared, ev.sets[s], k, cfg.score.k)
+                           {s: ranked_topk(spark, models, other, prepared, ev.sets[s], k, cfg.score.k,
+                                           objective=cfg.ranker.objective, blend_weight=cfg.ranker.blend_weight)
                             for s in ev.sets}, cfg.evaluate)
                 ev.timings[f"ytspark candidate + ranking ({name})"] = round(time.time() - t, 1)
             from ytspark.models.export import read_model_dir

@@ -40,7 +40,9 @@ PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.prepare.candidates.SAMPLING
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
 SCORE_INDEXES = ("flat", "ivf", "hnsw")  # ytspark.score.index.KINDS
-RANKER_BLENDS = ("auto", "ranker")  # ytspark.models.blend.BLEND_MODES
+RANKER_OBJECTIVES = ("watch_time", "next_watch", "blend")  # ytspark.models.blend.OBJECTIVES
+# Keys that were replaced, with what to write instead (a profile or --set that still uses one fails with this).
+RENAMED = {"ranker.blend": "use ranker.objective ('auto' -> 'blend', 'ranker' -> 'watch_time')"}
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE")  # SparkContext.setLogLevel
 
 
@@ -215,9 +217,12 @@ class RankerTrainConfig:
     negatives: int = 20  # logs without impressions: unclicked rows per label, drawn from the top score.k
     negatives_seed: int = 13  # seeds that draw (a hash of user, label time and video)
     hard_negatives: int = 0  # of those, the best-scored unwatched retrievals always taken
-    # Serving order = ranker logit + w * retrieval logit. "auto": w from blend_weights, chosen on the
-    # validation rows by the ranker's own criterion (ytspark.models.blend); "ranker": w = 0 (the paper).
-    blend: str = "auto"
+    # The serving objective (ytspark.models.blend), read where lists are ordered (score, evaluate):
+    # "watch_time": ranker logit (the paper); "next_watch": retrieval logit (the candidate model's order);
+    # "blend": ranker logit + w * retrieval logit, w = blend_weight, or (blend_weight = -1) the weight the
+    # ranker's export chose among blend_weights on its validation rows by the ranker's own criterion.
+    objective: str = "blend"
+    blend_weight: float = -1.0
     blend_weights: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -289,6 +294,8 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         full = f"{prefix}{key}"
+        if full in RENAMED:
+            raise ConfigError(f"config key '{full}' was replaced: {RENAMED[full]}")
         if key not in names:
             raise ConfigError(
                 f"unknown config key '{full}'; valid keys here: {', '.join(sorted(prefix + n for n in names))}"
@@ -509,8 +516,10 @@ def validate(cfg: Config) -> None:
     c.at_least(0, "ranker.negatives_seed")
     if not 0 <= rk.hard_negatives <= rk.negatives:
         c.bad("ranker.hard_negatives", f"in [0, ranker.negatives = {rk.negatives}]")
-    c.one_of("ranker.blend", RANKER_BLENDS)
-    c.each_at_least(0, "ranker.blend_weights", non_empty=rk.blend == "auto")
+    c.one_of("ranker.objective", RANKER_OBJECTIVES)
+    if not (rk.blend_weight == -1.0 or (math.isfinite(rk.blend_weight) and rk.blend_weight >= 0)):
+        c.bad("ranker.blend_weight", "-1 (the weight chosen on validation among ranker.blend_weights) or >= 0")
+    c.each_at_least(0, "ranker.blend_weights", non_empty=rk.objective == "blend" and rk.blend_weight == -1.0)
     # [evaluate]
     ev = cfg.evaluate
     c.each_at_least(1, "evaluate.ks", non_empty=True)

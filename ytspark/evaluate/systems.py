@@ -23,7 +23,7 @@ import torch
 from ytspark import schema as S
 from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
-from ytspark.models.blend import retrieval_weight
+from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import CoVisitation, load_covisitation
 from ytspark.models.export import load_candidate, read_model_dir
 from ytspark.models.features import batch_from_numpy
@@ -143,10 +143,12 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
 
 @torch.no_grad()
 def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
-                retrieve_k: int, blend: bool = True, weight: float | None = None) -> np.ndarray:
+                retrieve_k: int, order: ServingOrder | None = None, objective: str = "blend",
+                blend_weight: float = -1.0) -> np.ndarray:
     """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
-    in the serving order (the ranker's blend; ``blend=False``: by expected watch time alone, the paper's;
-    ``weight``: this retrieval weight instead of the ranker's, e.g. to trace the blend's trade-off)."""
+    in the serving order of ``objective`` and ``blend_weight`` (``ranker.objective``, ``ranker.blend_weight``:
+    :func:`ytspark.models.blend.serving_order` with the ranker's MODEL.json), or ``order`` when given (e.g.
+    one blend weight after another, to trace the blend's trade-off)."""
     from ytspark.score.job import _video_meta, _vocabs
     from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
@@ -171,7 +173,7 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx,
-                         float(weight) if weight is not None else retrieval_weight(rmd.meta) if blend else 0.0)
+                         order if order is not None else serving_order(objective, blend_weight, rmd.meta))
     key = scorer.order_key(scorer.score(block, cand, logits), logits)  # pad slots (0) -inf
     order = np.argsort(-key, axis=1, kind="stable")[:, :k]
     top = np.take_along_axis(cand, order, axis=1)

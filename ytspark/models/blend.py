@@ -1,4 +1,17 @@
-"""The serving order of ranked candidates: ranker logit + w * retrieval logit, w chosen on validation rows.
+"""The serving order of ranked candidates, by the serving objective (``ranker.objective``).
+
+Three objectives, one key each (higher first), read from the configuration where the order is made
+(the nightly ``score`` job and evaluate's "candidate + ranking"), so one trained pair of models serves any
+of them:
+
+* ``watch_time``: the ranker's logit alone, i.e. expected watch time per impression (the paper's order);
+* ``next_watch``: the candidate model's retrieval logit alone (u·v + b, plus its fused co-visitation term),
+  the order of the network trained for the next watch. The ranker is not retrained for clicks: on logged
+  impressions its label is a click weighted by watch time on what was shown, not the next watch over the
+  catalogue, and the candidate model already is the next-watch model; the ranker still computes the
+  written ``score`` (calibrated expected watch seconds) of each listed video;
+* ``blend``: ranker logit + w * retrieval logit, with w = ``ranker.blend_weight`` when >= 0, else the
+  weight the ranker's export chose on its validation rows (below, MODEL.json ``blend``).
 
 The paper serves by the ranker's expected watch time alone (w = 0). That is
 right when the ranker's label (clicks weighted by watch time on logged
@@ -8,8 +21,8 @@ impressions, e.g. MovieLens, where the ranker learns from the candidate
 model's own retrievals of labels it was trained on, so its retrieval scores
 look more trustworthy in training than at serving) the candidate model's
 logit is still the strongest single signal of the next watch, and the ranker
-should only move what it has evidence for. One weight per (candidate model,
-ranker) pair is chosen on held-out rows:
+should only move what it has evidence for. The export chooses one weight per
+(candidate model, ranker) pair on held-out rows, among ``ranker.blend_weights``:
 
     key = log E[watch time] + w * (u·v + b)      (w = 0: the paper's exp(logit))
 
@@ -28,6 +41,7 @@ Ties go to the smaller weight (the ranker's own order).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -35,16 +49,47 @@ import pandas as pd
 
 from ytspark.models.rank_metrics import weighted_per_user_loss
 
-BLEND_MODES = ("auto", "ranker")
+OBJECTIVES = ("watch_time", "next_watch", "blend")
+AUTO = -1.0  # ranker.blend_weight: the weight chosen on validation (MODEL.json "blend")
 CRITERIA = {"candidate_negatives": "ndcg@10", "impressions": "weighted_per_user_loss"}
 
 
-def check_blend(mode: str, weights: Sequence[float]) -> None:
-    """Raise ValueError naming the config key when ``ranker.blend`` / ``ranker.blend_weights`` are unusable."""
-    if mode not in BLEND_MODES:
-        raise ValueError(f"ranker.blend must be one of {BLEND_MODES}, got '{mode}'")
-    if mode == "auto" and (not weights or any(not np.isfinite(w) or w < 0 for w in weights)):
-        raise ValueError(f"ranker.blend_weights must be a non-empty list of finite weights >= 0, got {list(weights)}")
+def check_objective(objective: str, blend_weight: float, weights: Sequence[float]) -> None:
+    """Raise ValueError naming the config key when ``ranker.objective`` / ``blend_weight`` / ``blend_weights``
+    are unusable."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"ranker.objective must be one of {OBJECTIVES}, got '{objective}'")
+    if not (blend_weight == AUTO or (np.isfinite(blend_weight) and blend_weight >= 0)):
+        raise ValueError(f"ranker.blend_weight must be {AUTO:g} (chosen on validation) or a finite weight >= 0, "
+                         f"got {blend_weight}")
+    auto = objective == "blend" and blend_weight == AUTO
+    if (auto and not weights) or any(not np.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"ranker.blend_weights must be a{' non-empty' if auto else ''} list of finite weights >= 0 "
+                         f"(objective 'blend' with blend_weight {AUTO:g} chooses among them), got {list(weights)}")
+
+
+@dataclass(frozen=True)
+class ServingOrder:
+    """How ranked candidates are ordered: an objective of :data:`OBJECTIVES` and, for "blend", its weight."""
+
+    objective: str = "watch_time"
+    weight: float = 0.0
+
+    def key(self, ranker_logit: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
+        """The order key (higher first) of candidates with these ranker and retrieval logits."""
+        if self.objective == "next_watch":
+            return np.asarray(retrieval, np.float64)
+        return blend_key(ranker_logit, retrieval, self.weight if self.objective == "blend" else 0.0)
+
+
+def serving_order(objective: str, blend_weight: float, meta: dict | None) -> ServingOrder:
+    """The :class:`ServingOrder` of ``ranker.objective`` and ``ranker.blend_weight`` for a ranker whose MODEL.json
+    meta is ``meta`` (its validation choice is the "blend" weight when ``blend_weight`` is :data:`AUTO`)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"ranker.objective must be one of {OBJECTIVES}, got '{objective}'")
+    if objective != "blend":
+        return ServingOrder(objective, 0.0)
+    return ServingOrder("blend", float(blend_weight) if blend_weight >= 0 else retrieval_weight(meta or {}))
 
 
 def blend_key(ranker_logit: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
@@ -87,15 +132,16 @@ def paper_blend(rows: int = 0) -> dict:
     return {"retrieval_weight": 0.0, "criterion": None, "by_weight": {}, "rows": int(rows)}
 
 
-def choose_weight(mode: str, rows_mode: str, weights: Sequence[float], user_ids, ranker_logit: np.ndarray,
+def choose_weight(rows_mode: str, weights: Sequence[float], user_ids, ranker_logit: np.ndarray,
                   retrieval: np.ndarray, clicked: np.ndarray, watch_seconds: np.ndarray) -> dict:
     """The blend of one ranker: {"retrieval_weight", "criterion", "by_weight": {w: value}, "rows"}.
 
-    ``mode`` "ranker" (or no rows, or rows without real retrieval scores) gives w = 0 untried.
+    No weights, no rows, or rows without real retrieval scores give w = 0 untried.
     """
-    check_blend(mode, weights)
+    if any(not np.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"ranker.blend_weights must be a list of finite weights >= 0, got {list(weights)}")
     n = len(ranker_logit)
-    if mode == "ranker" or n == 0 or rows_mode not in CRITERIA:
+    if not len(weights) or n == 0 or rows_mode not in CRITERIA:
         return paper_blend(n)
     criterion = CRITERIA[rows_mode]
     by_weight: dict[float, float] = {}

@@ -30,8 +30,8 @@ one linear unit: the logit.
 Trained with :func:`weighted_logistic_loss` (clicked rows weighted by watch
 seconds, unclicked by 1), the odds exp(logit) learn Σ T_i / (N - k) over
 impressions alike in their features (k of N clicked): E[T] / (1 - P(click)),
-≈ E[T] when clicks are rare. Serving order: :meth:`RankerModel.expected_watch_time` (with the blend of
-:mod:`ytspark.models.blend`). Serving score: that value through the export's calibration
+≈ E[T] when clicks are rare. Serving order: :meth:`RankerModel.expected_watch_time` (or the retrieval
+logit, or a blend of both: ``ranker.objective``, :mod:`ytspark.models.blend`). Serving score: that value through the export's calibration
 (:mod:`ytspark.models.score_calibration`, MODEL.json ``calibration``): logged impressions are clicked
 often enough that the odds overstate E[T] (x2-3 in most deciles and x10 in the top one on the embedded
 default's validation rows), so a binned isotonic map from the log odds to the observed watch seconds per

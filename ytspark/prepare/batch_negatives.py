@@ -17,7 +17,7 @@ same selection and cap) :func:`candidate_negative_rows`
    are batched. Validation and test targets (``full_slates``) get every other
    video of the pool instead: the whole list serving would rerank, so the
    held-out rows measure what reranking does to the top of the list
-   (:mod:`ytspark.models.blend` chooses the serving blend on them). A label the model did
+   (:mod:`ytspark.models.blend` chooses the blend weight on them). A label the model did
    not retrieve gives no rows: forcing it in as a positive with its low
    retrieval score teaches the ranker that a high retrieval score means "not
    watched" (measured on MovieLens: the retrieval score's AUC on such rows

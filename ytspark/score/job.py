@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config, ScoreConfig
-from ytspark.models.blend import retrieval_weight
+from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
 from ytspark.models.ranker import RankerConfig
 from ytspark.models.export import load_candidate
@@ -280,7 +280,8 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
-                  retrieval_weight=retrieval_weight(ranker_md.meta) if ranker_md is not None else 0.0,
+                  order=serving_order(cfg.ranker.objective, cfg.ranker.blend_weight, ranker_md.meta)
+                  if ranker_md is not None else ServingOrder(),
                   history_length=H, encoder=encoder, n_videos=V, rules=rules, impressions=impressions,
                   ranker_calibration=ranker_md.meta.get("calibration") if ranker_md is not None else None)
     key = "|".join([md.version, ranker_md.version if ranker_md else "-", repr(index_info), str(sc.threads_per_task)])
@@ -332,6 +333,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
                 "k": sc.k, "n": sc.n, "index": index_info,
                 "covisit_weight": covisit.weight if covisit is not None else 0.0, "model_builds": int(builds.value),
                 "partitions": parts, "timings": timings, "config": {"score": cfg.to_dict()["score"]},
+                "order": {"objective": run.order.objective, "retrieval_weight": run.order.weight},
                 "rules": _rules_summary(rules, tv), "table": sc.table or None, "impression_features": impressions,
             }
             if summary["users_with_list"] != n_users:

@@ -247,17 +247,19 @@ def _build_tables(model, meta: VideoMeta, source_idx: int, as_of: float | None) 
 class TorchRanker:
     """:class:`Reranker` over a RankerModel; score = expected watch time exp(logit).
 
-    The order is :func:`ytspark.models.blend.blend_key`: logit + ``retrieval_weight`` x retrieval
-    logit (the weight the ranker's export chose on validation; 0 = the paper's order by score).
+    The order is ``order`` (:class:`ytspark.models.blend.ServingOrder`, from ``ranker.objective``): by the
+    logit (watch_time, the default here), the retrieval logit (next_watch) or logit + w x retrieval logit (blend).
 
     :meth:`score` runs the factorised network (module docstring); ``fast=False`` (or
     :meth:`score_reference`) runs the unfactorised one on the :meth:`features` columns.
     """
 
     def __init__(self, model: torch.nn.Module, meta: VideoMeta, as_of: float, source_idx: int,
-                 retrieval_weight: float = 0.0, fast: bool = True, calibration: dict | None = None):
+                 order=None, fast: bool = True, calibration: dict | None = None):
+        from ytspark.models.blend import ServingOrder
+
         self.model, self.meta, self.as_of, self.source_idx = model, meta, float(as_of), int(source_idx)
-        self.retrieval_weight = float(retrieval_weight)
+        self.order = order if order is not None else ServingOrder()
         self.calibration = calibration  # the ranker's MODEL.json "calibration" (ytspark.models.score_calibration)
         self.fast = bool(fast)
         self._meta_fp: tuple | None = None
@@ -270,10 +272,8 @@ class TorchRanker:
         return score_calibration.apply(self.calibration, score)
 
     def order_key(self, score: np.ndarray, retrieval: np.ndarray) -> np.ndarray:
-        from ytspark.models.blend import blend_key
-
         with np.errstate(divide="ignore", invalid="ignore"):
-            key = blend_key(np.log(score), retrieval, self.retrieval_weight)
+            key = self.order.key(np.log(score), retrieval)
         return np.where(score > 0, key, -np.inf)  # pad slots (score -inf -> no log) stay last
 
     def features(self, users: UserBlock, cand: np.ndarray, retrieval: np.ndarray) -> dict[str, np.ndarray]:

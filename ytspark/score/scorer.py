@@ -22,7 +22,7 @@ metadata) from a second broadcast; counts and step seconds go back in a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import time
 from typing import Callable, Iterator
 
@@ -33,6 +33,7 @@ from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import types as T
 
 from ytspark import schema as S
+from ytspark.models.blend import ServingOrder
 from ytspark.models.candidate import CandidateModel
 from ytspark.models.covisit import CoVisitation, dense_topk, merge_topk
 from ytspark.models.features import batch_from_numpy
@@ -84,7 +85,7 @@ class RunData:
     video_meta: VideoMeta | None = None
     source_idx: int = S.OOV
     affinity: bool = False
-    retrieval_weight: float = 0.0  # the ranker's serving blend (ytspark.models.blend)
+    order: ServingOrder = field(default_factory=ServingOrder)  # ranker.objective (ytspark.models.blend)
     history_length: int = 50
     encoder: Encoder | None = None  # vocabularies and per-video metadata the serving events are encoded with
     n_videos: int = 0  # the video vocabulary's size (coverage bitmap, watcher counts)
@@ -326,7 +327,7 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
         models = worker_models(model_key, lambda: bundle_bc.value, data.threads, on_build)
         ranker = None
         if models.ranker is not None:
-            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.retrieval_weight,
+            ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.order,
                                  calibration=data.ranker_calibration)
         tally = Tally()
         for table in iter_user_tables(batches):

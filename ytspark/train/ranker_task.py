@@ -31,7 +31,7 @@ from torch import nn
 from ytspark import schema as S
 from ytspark.config import Config
 from ytspark.models import score_calibration
-from ytspark.models.blend import check_blend, choose_weight, paper_blend, slate_metrics
+from ytspark.models.blend import check_objective, choose_weight, paper_blend, slate_metrics
 from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.rank_metrics import auc, weighted_per_user_loss
 from ytspark.models.rank_metrics import calibration as calibration_table
@@ -110,7 +110,7 @@ class RankerTask:
         if self.rows_mode == "candidate_negatives":
             self.monitor = "slate_ndcg@10"
         r = cfg.ranker
-        check_blend(r.blend, r.blend_weights)
+        check_objective(r.objective, r.blend_weight, r.blend_weights)
         self.config = RankerConfig.from_vocab_sizes(self.manifest["vocab_sizes"], embed_dim=r.embed_dim,
                                                     hidden=tuple(r.hidden), use_affinity=r.use_affinity,
                                                     dropout=r.dropout, use_source=self.rank_rows is not None)
@@ -159,12 +159,14 @@ class RankerTask:
         return m
 
     def blend(self, model: RankerModel) -> dict:
-        """The serving blend of ``model`` (:func:`ytspark.models.blend.choose_weight` on the validation rows)."""
+        """The blend weight of ``model`` chosen on the validation rows (:func:`ytspark.models.blend.choose_weight`),
+        whatever ``ranker.objective``: the "blend" objective's weight when ``ranker.blend_weight`` is -1, and the
+        trade-off table of every weight tried."""
         r = self.cfg.ranker
-        if r.blend == "ranker" or not self.rank_rows or not int(self.counts.get("val", 0)):
+        if not self.rank_rows or not int(self.counts.get("val", 0)):
             return paper_blend()
         cols = read_split(self.val_path(), FIELDS)
-        return choose_weight(r.blend, self.rows_mode, r.blend_weights, cols[S.USER_ID], predict_logit(model, cols),
+        return choose_weight(self.rows_mode, r.blend_weights, cols[S.USER_ID], predict_logit(model, cols),
                              np.asarray(cols["retrieval_score"], np.float64), cols[S.RANK_CLICKED],
                              cols[S.RANK_WATCH_SECONDS])
 
