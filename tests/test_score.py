@@ -547,6 +547,29 @@ def test_ranker_blend_orders_by_logit_plus_weighted_retrieval_score(spark, world
     assert score_sorted < key_sorted  # the blend moved some list away from the score-only order
 
 
+@pytest.mark.parametrize("objective,column", [("next_watch", "retrieval_score"), ("watch_time", "score")])
+def test_the_serving_objective_picks_the_order(spark, world, objective, column):
+    """The same ranker (its MODEL.json chose w = 3) served with ranker.objective = next_watch orders by the
+    retrieval score, with watch_time by the ranker's score; the manifest says which order was served."""
+    from dataclasses import replace
+
+    from ytspark.score import run_score
+
+    ranker = _ranker_dir(world["tmp"] / f"models_{objective}", world["prepared"], seed=2,
+                         blend={"retrieval_weight": 3.0})
+    out = str(world["tmp"] / f"out_{objective}")
+    cfg = replace(world["cfg"], ranker=replace(world["cfg"].ranker, objective=objective))
+    m = run_score(spark, cfg, world["prepared"], world["model"], RUN_DATE, out, ranker_dir=ranker)
+    assert m["order"] == {"objective": objective, "retrieval_weight": 0.0}
+    cand = _read(spark, f"{out}/recommendations/run_date={RUN_DATE}").query("source == 'candidate'")
+    lists = [g.sort_values("rank") for _, g in cand.groupby(S.USER_ID)]
+    assert len(lists) > 0
+    for g in lists:
+        assert (np.diff(g[column].to_numpy(np.float64)) <= 1e-5 * np.abs(g[column].to_numpy()[:-1]) + 1e-6).all()
+    other = "score" if column == "retrieval_score" else "retrieval_score"
+    assert not all((np.diff(g[other].to_numpy()) <= 0).all() for g in lists)  # the two orders differ
+
+
 def test_ranker_features_match_the_users_history(spark, world):
     """Channel/category counts and days since, as the ranking rows of prepare define them."""
     from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, as_of_ts
