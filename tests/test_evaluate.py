@@ -240,3 +240,108 @@ def test_baselines_on_movielens(spark, ml_small, tmp_path):
     pop, als = ev.metrics["popularity"]["test"], ev.metrics["als"]["test"]
     assert pop["n"] == als["n"] == 610
     assert 0.02 < pop["hr@10"] < 0.07 and als["hr@10"] > pop["hr@10"] and als["hr@50"] > pop["hr@50"]
+
+
+# ------------------------------------------------------------------ both objectives: impressions and list shape
+
+def test_user_auc_and_watch_ndcg_by_hand():
+    from ytspark.models.rank_metrics import impression_metrics, user_auc, watch_ndcg, weighted_per_user_loss
+
+    # user a: scores 3, 2, 1 with the 10 s watch in the middle: DCG 10/log2(3), ideal 10 -> 1/log2(3);
+    #   pairs (clicked 2 vs 3: wrong, vs 1: right) -> 1 of 2
+    # user b: two rows tied at 1.0, the watched one first or second at random: mean discount (1 + 1/log2 3) / 2;
+    #   one pair, tied -> half
+    # user c: nothing watched: left out of both
+    users = ["a", "a", "a", "b", "b", "c"]
+    scores = [3.0, 2.0, 1.0, 1.0, 1.0, 0.5]
+    clicked = [0, 1, 0, 1, 0, 0]
+    watch = [0.0, 10.0, 0.0, 5.0, 0.0, 0.0]
+    n = watch_ndcg(users, scores, watch)
+    assert n["n_users"] == 2
+    assert n["watch_ndcg"] == pytest.approx((1 / math.log2(3) + (1 + 1 / math.log2(3)) / 2) / 2)
+    assert user_auc(users, scores, clicked) == pytest.approx((1 + 0.5) / 3)
+    assert user_auc(users, scores, clicked) == pytest.approx(
+        1 - weighted_per_user_loss(users, scores, clicked, np.ones(6))["weighted_per_user_loss"])
+    m = impression_metrics(users, scores, clicked, watch)
+    # wpul: a's pairs weigh 10 each (1 wrong of 2), b's one pair 5 (tied: half) -> (10 + 2.5) / 25
+    assert m["wpul"] == pytest.approx(12.5 / 25) and m["impressions"] == 6 and m["impression_users"] == 2
+    perfect = impression_metrics(users, [0, 9, 0, 2, 1, 0], clicked, watch)
+    assert perfect["watch_ndcg"] == pytest.approx(1.0) and perfect["auc"] == 1.0 and perfect["wpul"] == 0.0
+
+
+def test_watch_ndcg_of_a_larger_slate_matches_a_brute_force():
+    from ytspark.models.rank_metrics import watch_ndcg
+
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 30, 600).astype(str)
+    scores = np.round(rng.normal(size=600), 1)  # ties are common
+    watch = np.where(rng.random(600) < 0.2, rng.uniform(1, 100, 600), 0.0)
+    vals = []
+    for u in np.unique(users):
+        s, t = scores[users == u], watch[users == u]
+        if t.sum() == 0:
+            continue
+        # expected DCG over random tie-breaks, by averaging 200 shuffled tie orders would be noisy: exact instead
+        order = np.argsort(-s, kind="stable")
+        disc = 1 / np.log2(np.arange(len(s)) + 2)
+        dcg = 0.0
+        for v in np.unique(s[order]):
+            pos = np.flatnonzero(s[order] == v)
+            dcg += t[order][pos].sum() * disc[pos].mean()
+        vals.append(dcg / (np.sort(t)[::-1] * disc).sum())
+    assert watch_ndcg(users, scores, watch)["watch_ndcg"] == pytest.approx(np.mean(vals))
+
+
+def test_list_concentration_by_channel_and_exposure_gini_by_hand():
+    from ytspark.evaluate.metrics import exposure_gini, top_channel_share
+
+    channel_of = np.array([-1, -1, 0, 0, 1, 2, -1])  # videos 2, 3 on channel 0; 4, 5 their own; 6 unknown
+    topk = np.array([[2, 3, 4],    # channel 0 twice of 3 -> 2/3
+                     [4, 5, 6],    # 1 and 2 of the 2 known -> 1/2
+                     [6, 0, 0]])   # nothing known: left out
+    assert top_channel_share(topk, channel_of, 3) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert top_channel_share(topk, channel_of, 1) == pytest.approx(1.0)
+    assert math.isnan(top_channel_share(topk, np.full(7, -1), 3))  # no channels (MovieLens): n/a
+    # exposure over the 5 catalogue videos: 2:1, 3:1, 4:2, 5:1, 6:2 -> sorted 1,1,1,2,2 (sum 7)
+    # Gini = 2 * (1 + 2 + 3 + 8 + 10) / (5 * 7) - 6 / 5
+    assert exposure_gini(topk, 7, 3) == pytest.approx(2 * 24 / 35 - 6 / 5)
+    assert exposure_gini(np.array([[2], [3], [4], [5], [6]]), 7, 1) == pytest.approx(0.0)
+    assert exposure_gini(np.array([[2], [2]]), 7, 1) == pytest.approx(4 / 5)  # one video takes every slot
+    es = _evalset(labels=[2, 4, 6], seen=[[], [], []], counts=[0, 0, 1, 1, 1, 1, 1])
+    m = ranking_metrics(topk, es, ks=(1, 3), coverage_k=3, channel_of=channel_of)
+    assert m["top_channel@3"] == pytest.approx((2 / 3 + 1 / 2) / 2) and m["gini@3"] == pytest.approx(2 * 24 / 35 - 6 / 5)
+
+
+def test_held_out_matrix_and_scores_from_a_block():
+    from ytspark.evaluate.impressions import HeldOut
+
+    h = HeldOut(rows=np.array([0, 0, 2]), video=np.array([3, 5, 4]), clicked=np.array([1, 0, 0]),
+                watch_seconds=np.array([7.0, 0.0, 0.0]))
+    shown, at = h.matrix(3)
+    assert shown.tolist() == [[3, 5], [0, 0], [4, 0]] and shown.ravel()[at].tolist() == [3, 5, 4]
+    table = np.arange(3 * 6, dtype=np.float64).reshape(3, 6)  # score of (user b, video v) = 6b + v
+    assert h.scores(lambda a, b: table[a:b], 3, chunk=2).tolist() == [3.0, 5.0, 16.0]
+
+
+@pytest.mark.spark
+def test_held_out_impressions_are_the_target_days_without_known_labels(spark, tmp_path):
+    """u1's test target is D (day 5): the held-out rows are the target day's impressions, without the clicked
+    one of B (watched before: its label is in every system's fit data); the day before and after are out."""
+    from helpers import impression
+
+    from ytspark.evaluate.impressions import load_held_out
+    from ytspark.evaluate.protocol import load_eval_sets, load_video_vocab
+
+    log = PROTOCOL_LOG + [impression("u1", 4.95, "D", 1, 80.0), impression("u1", 4.96, "E", 0),
+                          impression("u1", 4.97, "B", 1, 50.0), impression("u1", 4.98, "C", 0),
+                          impression("u1", 4.0, "E", 0), impression("u1", 5.1, "A", 0),
+                          impression("u2", 2.0, "A", 0)]  # u2's target is day 3: the UTC day before
+    _, prepared = _prepare(spark, tmp_path, log)
+    test = load_eval_sets(spark, prepared)["test"]
+    idx = load_video_vocab(spark, prepared).index
+    h = load_held_out(spark, prepared, test)
+    assert h.rows.tolist() == [0, 0, 0]  # u1 is row 0
+    assert h.video.tolist() == [idx("D"), idx("E"), idx("C")]
+    assert h.clicked.tolist() == [1, 0, 0] and h.watch_seconds.tolist() == [80.0, 0.0, 0.0]
+    assert load_held_out(spark, str(_prepare(spark, tmp_path / "none", PROTOCOL_LOG)[1]),
+                         test) is None  # no impressions

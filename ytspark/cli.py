@@ -273,7 +273,7 @@ def _covisit_weight(models: str) -> float:
 
 
 def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
-    from ytspark.evaluate.job import add_system, run_baselines, write_evaluation
+    from ytspark.evaluate.job import MAIN_SPLIT, add_impression_scores, add_system, run_baselines, write_evaluation
     from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
 
     p = paths(cfg)
@@ -285,22 +285,24 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
         if not _has_model(models, "candidate"):
             raise FileNotFoundError(f"no candidate model under {models}: run `ytspark train-candidates` first, "
                                     "or pass --no-model for baselines only")
-        t = time.time()
         k = max(cfg.evaluate.topk, max(cfg.evaluate.ks))
-        add_system(ev, "ytspark candidate", {s: candidate_topk(models, prepared, ev.sets[s], k) for s in ev.sets},
-                   cfg.evaluate)
-        ev.timings["ytspark candidate"] = round(time.time() - t, 1)
+
+        def add(name: str, system) -> None:
+            """``system(evalset, held)`` -> top-K, or (top-K, held-out impression scores) for the main split."""
+            t = time.time()
+            out = {s: system(ev.sets[s], ev.held_out if s == MAIN_SPLIT else None) for s in ev.sets}
+            scores = {s: o[1] for s, o in out.items() if isinstance(o, tuple)}
+            add_system(ev, name, {s: o[0] if isinstance(o, tuple) else o for s, o in out.items()}, cfg.evaluate)
+            if MAIN_SPLIT in scores:
+                add_impression_scores(ev, name, scores[MAIN_SPLIT])
+            ev.timings[name] = round(time.time() - t, 1)
+
+        add("ytspark candidate", lambda es, h: candidate_topk(models, prepared, es, k, held=h))
         if _covisit_weight(models) > 0:  # the fused source's share, measured in the same run
-            t = time.time()
-            add_system(ev, "ytspark candidate network alone",
-                       {s: candidate_topk(models, prepared, ev.sets[s], k, covisit=False) for s in ev.sets},
-                       cfg.evaluate)
-            ev.timings["ytspark candidate network alone"] = round(time.time() - t, 1)
+            add("ytspark candidate network alone",
+                lambda es, h: candidate_topk(models, prepared, es, k, covisit=False, held=h))
         for name, other in _compare(getattr(args, "compare", [])):
-            t = time.time()
-            add_system(ev, f"ytspark candidate ({name})",
-                       {s: candidate_topk(other, prepared, ev.sets[s], k) for s in ev.sets}, cfg.evaluate)
-            ev.timings[f"ytspark candidate ({name})"] = round(time.time() - t, 1)
+            add(f"ytspark candidate ({name})", lambda es, h, other=other: candidate_topk(other, prepared, es, k, held=h))
         calibration["candidate network: P(next watch) of the top 10 (test)"] = {
             "rows": candidate_calibration(models, prepared, ev.sets["test"], 10), "x": "mean softmax probability",
             "y": "observed hit rate"}
@@ -308,20 +310,11 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
             from ytspark import schema as S
             from ytspark.train.ranker_task import evaluate_ranker, load_ranker, load_split
 
-            t = time.time()
-            add_system(ev, "ytspark candidate + ranking",
-                       {s: ranked_topk(spark, models, models, prepared, ev.sets[s], k, cfg.score.k,
-                                       objective=cfg.ranker.objective, blend_weight=cfg.ranker.blend_weight)
-                        for s in ev.sets},
-                       cfg.evaluate)
-            ev.timings["ytspark candidate + ranking"] = round(time.time() - t, 1)
-            for name, other in _compare(getattr(args, "compare_ranker", []), "ranker"):
-                t = time.time()
-                add_system(ev, f"ytspark candidate + ranking ({name})",
-                           {s: ranked_topk(spark, models, other, prepared, ev.sets[s], k, cfg.score.k,
-                                           objective=cfg.ranker.objective, blend_weight=cfg.ranker.blend_weight)
-                            for s in ev.sets}, cfg.evaluate)
-                ev.timings[f"ytspark candidate + ranking ({name})"] = round(time.time() - t, 1)
+            r = cfg.ranker
+            for name, other in [("", models), *_compare(getattr(args, "compare_ranker", []), "ranker")]:
+                add("ytspark candidate + ranking" + (f" ({name})" if name else ""),
+                    lambda es, h, other=other: ranked_topk(spark, models, other, prepared, es, k, cfg.score.k,
+                                                           objective=r.objective, blend_weight=r.blend_weight, held=h))
             from ytspark.models.export import read_model_dir
 
             val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
@@ -450,20 +443,37 @@ def _print_summary(command: str, result: dict) -> None:
     if "evaluate" in stages:
         e = stages["evaluate"]
         print(f"evaluation report -> {e['report']}")
-        cols = ("hr@10", "hr@50", "hr@100", "ndcg@10", "mrr", "coverage@10")
-        truth = ("true_watch_s@10", "true_p_click@10")
-        has_truth = any(truth[0] in m for m in e["table"].values())
-        shown = cols + (truth if has_truth else ())
-        print("  " + f"{'system':<34}" + "".join(f"{c:>{16 if c in truth else 12}}" for c in shown))
-        for name, m in e["table"].items():
-            print("  " + f"{name:<34}" + "".join(
-                f"{m.get(c, float('nan')):>16.1f}" if c == truth[0] else
-                f"{m.get(c, float('nan')):>16.4f}" if c in truth else f"{m.get(c, float('nan')):>12.4f}" for c in shown))
-        print("  hr/ndcg/mrr: the next watch (what candidate generation optimises)"
-              + ("; true_watch_s@10 / true_p_click@10: the generator's expected watch seconds of the top 10 and "
-                 "click probability of its videos (what the ranking network optimises: watch time)" if has_truth
-                 else "; the ranking network optimises expected watch time, which needs logged impressions "
-                      "(BENCHMARKS.md)"))
+        print(evaluation_table(e["table"]))
+
+
+# The closing table's columns: (metric key, header, format); a missing or NaN value prints n/a.
+TABLE_COLUMNS = (("hr@10", "hr@10", "{:.4f}"), ("hr@50", "hr@50", "{:.4f}"), ("ndcg@10", "ndcg@10", "{:.4f}"),
+                 ("coverage@10", "cover@10", "{:.4f}"), ("gini@10", "gini@10", "{:.3f}"),
+                 ("top_channel@10", "top_ch@10", "{:.3f}"), ("wpul", "wpul", "{:.4f}"), ("auc", "auc", "{:.4f}"),
+                 ("watch_ndcg", "watch_ndcg", "{:.4f}"), ("true_watch_s@10", "true_watch_s", "{:,.0f}"),
+                 ("true_p_click@10", "true_p_click", "{:.4f}"))
+
+
+def evaluation_table(table: dict[str, dict]) -> str:
+    """The evaluation's test table as printed at the end of ``pipeline`` and ``evaluate``: both objectives'
+    metrics per system, then one line saying what each stage optimises."""
+    import math
+
+    def cell(m: dict, key: str, fmt: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+    width = max([34, *(len(n) + 2 for n in table)])
+    lines = ["  " + f"{'system':<{width}}" + "".join(f"{h:>{max(len(h) + 2, 9)}}" for _, h, _ in TABLE_COLUMNS)]
+    for name, m in table.items():
+        lines.append("  " + f"{name:<{width}}" + "".join(
+            f"{cell(m, key, fmt):>{max(len(h) + 2, 9)}}" for key, h, fmt in TABLE_COLUMNS))
+    lines.append("  candidate generation optimises the next watch (hr, ndcg); the ranking network expected watch time "
+                 "per impression (wpul, lower is better; auc; watch_ndcg on each user's held-out impressions of the "
+                 "target day; true_watch_s / true_p_click of the top 10 from a generated world's truth); cover, "
+                 "gini and top_ch describe the lists (catalogue share, exposure inequality, top channel's share). "
+                 "n/a: no impressions, channels or truth in this data")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:

@@ -105,8 +105,9 @@ def fit_als(interactions: DataFrame, n_items: int, p: AlsParams, blocks: int = 4
     return AlsFactors(uf[S.USER_ID].to_numpy(object), users_m, items, has)
 
 
-def als_factor_topk(f: AlsFactors, evalset: EvalSet, k: int, chunk_users: int = 1024) -> tuple[np.ndarray, int]:
-    """(int64 [B, k] top-K from the factors, number of users without factors who got the popularity list)."""
+def als_score_block(f: AlsFactors, evalset: EvalSet):
+    """(``score_block(a, b)`` of ALS for ``evalset``'s users: u·v, videos without factors UNSCORED, users
+    without factors the popularity scores; the number of those users)."""
     pos = {u: i for i, u in enumerate(f.user_ids)}
     row = np.fromiter((pos.get(u, -1) for u in evalset.user_ids), np.int64, len(evalset))
     cold = row < 0
@@ -120,12 +121,19 @@ def als_factor_topk(f: AlsFactors, evalset: EvalSet, k: int, chunk_users: int = 
         s[cold[a:b]] = pop
         return s
 
-    return topk_excluding(block, evalset, k, chunk_users), int(cold.sum())
+    return block, int(cold.sum())
+
+
+def als_factor_topk(f: AlsFactors, evalset: EvalSet, k: int, chunk_users: int = 1024) -> tuple[np.ndarray, int]:
+    """(int64 [B, k] top-K from the factors, number of users without factors who got the popularity list)."""
+    block, n_cold = als_score_block(f, evalset)
+    return topk_excluding(block, evalset, k, chunk_users), n_cold
 
 
 def als_topk(spark: SparkSession, prepared_dir: str, evalset: EvalSet, k: int, params: AlsParams,
-             chunk_users: int = 1024, interactions: DataFrame | None = None) -> tuple[np.ndarray, dict]:
-    """Fit ALS on the fit watches of ``evalset.split`` and return (top-K [B, k], info with timings).
+             chunk_users: int = 1024, interactions: DataFrame | None = None
+             ) -> tuple[np.ndarray, dict, AlsFactors]:
+    """Fit ALS on the fit watches of ``evalset.split`` and return (top-K [B, k], info with timings, factors).
 
     ``interactions`` (``indexed_interactions`` of that split) may be passed
     to reuse a cached frame across a grid.
@@ -138,7 +146,7 @@ def als_topk(spark: SparkSession, prepared_dir: str, evalset: EvalSet, k: int, p
     topk, n_cold = als_factor_topk(factors, evalset, k, chunk_users)
     t2 = time.time()
     info = {**asdict(params), "fit_s": round(t1 - t0, 2), "retrieval_s": round(t2 - t1, 2), "cold_users": n_cold}
-    return topk, info
+    return topk, info, factors
 
 
 def tune_als(spark: SparkSession, prepared_dir: str, val_set: EvalSet, grid: Sequence[AlsParams], k: int,
@@ -161,7 +169,7 @@ def tune_als(spark: SparkSession, prepared_dir: str, val_set: EvalSet, grid: Seq
         inter.count()
         rows, best, best_topk = [], None, None
         for p in grid:
-            topk, info = als_topk(spark, prepared_dir, val_set, k, p, chunk_users, inter)
+            topk, info, _ = als_topk(spark, prepared_dir, val_set, k, p, chunk_users, inter)
             m = ranking_metrics(topk, val_set, ks, system="als")
             rows.append({**info, **{key: m[key] for key in (select, *[f"hr@{x}" for x in ks], f"ndcg@{ks[0]}")}})
             log.info("ALS %s: val %s=%.4f (fit %.1fs)", p, select, m[select], info["fit_s"])

@@ -6,6 +6,8 @@ entries (index >= 2; pad 0 marks an empty slot), HR@K = rank < K,
 NDCG@K = 1/log2(rank + 2) with rank 0-based (1/log2(r + 1) for a 1-based r),
 MRR = 1/(rank + 1) within the list, else 0. Unlike the torch helper, a list
 that contains a seen video or a duplicate raises: a system must exclude them.
+Beside them, what the lists are made of: coverage of the catalogue, the Gini
+of exposure over videos and the share of the top channel in a list.
 """
 from __future__ import annotations
 
@@ -71,14 +73,48 @@ def popularity_percentiles(item_counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def top_channel_share(topk: np.ndarray, channel_of: np.ndarray, k: int = 10) -> float:
+    """Concentration of lists by channel: the mean over lists of the share of the list's most frequent channel
+    among its top ``k`` videos of known channel (``channel_of`` [n_items] int, < 0 unknown). 1/k when every
+    video of a list is from another channel, 1 when all are from one. Lists without a video of known channel
+    are left out; NaN when none has one (a catalogue without channels, e.g. MovieLens)."""
+    head = np.asarray(topk)[:, :k]
+    ch = np.where(head >= N_SPECIAL, np.asarray(channel_of)[head], -1)
+    known = (ch >= 0).sum(axis=1)
+    srt = np.sort(ch, axis=1)
+    # the longest run of one channel in each sorted row (unknowns, -1, never count)
+    best = np.zeros(len(ch), np.int64)
+    run = np.zeros(len(ch), np.int64)
+    for j in range(ch.shape[1]):
+        same = srt[:, j] == srt[:, j - 1] if j else np.zeros(len(ch), bool)
+        run = np.where(srt[:, j] < 0, 0, np.where(same, run + 1, 1))
+        best = np.maximum(best, run)
+    ok = known > 0
+    return float((best[ok] / known[ok]).mean()) if ok.any() else float("nan")
+
+
+def exposure_gini(topk: np.ndarray, n_items: int, k: int = 10) -> float:
+    """Gini coefficient of how often each catalogue video (index >= 2) appears in the top ``k`` lists:
+    0 when every video appears equally often, (n - 1) / n when one video takes every slot. NaN without slots."""
+    head = np.asarray(topk)[:, :k]
+    x = np.sort(np.bincount(head[head >= N_SPECIAL], minlength=n_items)[N_SPECIAL:].astype(np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return float("nan")
+    return float(2.0 * (np.arange(1, n + 1) * x).sum() / (n * total) - (n + 1.0) / n)
+
+
 def ranking_metrics(topk: np.ndarray, evalset: EvalSet, ks: Sequence[int] = (10, 50, 100),
-                    coverage_k: int = 10, system: str = "system") -> dict[str, float]:
+                    coverage_k: int = 10, system: str = "system",
+                    channel_of: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of per-user lists ``topk`` (int [B, K], row b for ``evalset.user_ids[b]``, best first).
 
     Returns ``hr@K`` and ``ndcg@K`` for K in ``ks``, ``mrr`` (over the K
     returned), ``coverage@c`` (distinct videos in the top ``coverage_k`` over
     the catalogue size), ``pop_pct@c`` (mean popularity percentile of the top
-    ``coverage_k`` videos under ``evalset.item_counts``), ``n`` (targets) and
+    ``coverage_k`` videos under ``evalset.item_counts``), ``gini@c``
+    (:func:`exposure_gini`), ``top_channel@c`` (:func:`top_channel_share`, with
+    ``channel_of`` [n_items], the channel of each video index, < 0 unknown), ``n`` (targets) and
     ``unreachable`` (share of targets that are OOV or already seen).
     Raises ValueError on seen or duplicate videos, or K < max(ks).
     """
@@ -100,6 +136,9 @@ def ranking_metrics(topk: np.ndarray, evalset: EvalSet, ks: Sequence[int] = (10,
     out[f"coverage@{coverage_k}"] = len(np.unique(real)) / max(evalset.n_catalogue, 1)
     pct = popularity_percentiles(evalset.item_counts)
     out[f"pop_pct@{coverage_k}"] = float(pct[real].mean()) if real.size else float("nan")
+    out[f"gini@{coverage_k}"] = exposure_gini(topk, evalset.n_items, coverage_k)
+    if channel_of is not None:
+        out[f"top_channel@{coverage_k}"] = top_channel_share(topk, channel_of, coverage_k)
     rows = np.repeat(np.arange(len(evalset)), np.diff(evalset.seen_indptr))
     label_seen = np.isin(_row_keys(np.arange(len(labels)), labels, evalset.n_items),
                          _row_keys(rows, evalset.seen_indices, evalset.n_items))

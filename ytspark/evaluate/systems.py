@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ytspark import schema as S
+from ytspark.evaluate.impressions import HeldOut
 from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
 from ytspark.models.blend import ServingOrder, serving_order
@@ -57,12 +58,16 @@ def retrieval_scores(model, u: torch.Tensor, cols: dict, covisit: CoVisitation |
 
 
 @torch.no_grad()
-def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int, covisit: bool = True) -> np.ndarray:
+def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int, covisit: bool = True,
+                   held: HeldOut | None = None):
     """int64 [B, k] top-K of the candidate model over the whole catalogue, seen videos excluded
-    (with its fused co-visitation source, as served; ``covisit=False``: the network alone)."""
+    (with its fused co-visitation source, as served; ``covisit=False``: the network alone). With ``held``:
+    (top-K, float64 [N] the same scores of the held-out impressions)."""
     model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
     cv = load_covisitation(read_model_dir(model_dir, "candidate")) if covisit else None
-    return topk_excluding(retrieval_scores(model, u, cols, cv), evalset, k)
+    block = retrieval_scores(model, u, cols, cv)
+    top = topk_excluding(block, evalset, k)
+    return top if held is None else (top, held.scores(block, len(evalset)))
 
 
 def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray) -> dict:
@@ -144,11 +149,12 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
 @torch.no_grad()
 def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
                 retrieve_k: int, order: ServingOrder | None = None, objective: str = "blend",
-                blend_weight: float = -1.0) -> np.ndarray:
+                blend_weight: float = -1.0, held: HeldOut | None = None):
     """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
     in the serving order of ``objective`` and ``blend_weight`` (``ranker.objective``, ``ranker.blend_weight``:
     :func:`ytspark.models.blend.serving_order` with the ranker's MODEL.json), or ``order`` when given (e.g.
-    one blend weight after another, to trace the blend's trade-off)."""
+    one blend weight after another, to trace the blend's trade-off). With ``held``: (top-K, float64 [N] the
+    serving order key of each held-out impression, with the same features)."""
     from ytspark.score.job import _video_meta, _vocabs
     from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
@@ -166,7 +172,7 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     vocabs = _vocabs(spark, prepared_dir, read_model_dir(model_dir, "candidate"), rmd)
     ts = read_split(f"{prepared_dir.rstrip('/')}/candidates/{evalset.split}", [S.USER_ID, S.CAND_LABEL_TS])
     as_of = evalset.align(ts[S.USER_ID], np.asarray(ts[S.CAND_LABEL_TS], np.float64))
-    block = UserBlock(np.asarray(cols[S.CAND_WATCH_HIST], np.int64), np.asarray(cols["language_idx"], np.int64),
+    users = UserBlock(np.asarray(cols[S.CAND_WATCH_HIST], np.int64), np.asarray(cols["language_idx"], np.int64),
                       np.asarray(cols[S.CAND_SINCE_LAST], np.float32),
                       _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of,
                       _impression_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of))
@@ -174,10 +180,17 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
         2 + CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx,
                          order if order is not None else serving_order(objective, blend_weight, rmd.meta))
-    key = scorer.order_key(scorer.score(block, cand, logits), logits)  # pad slots (0) -inf
-    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(cand, order, axis=1)
-    return np.where(np.take_along_axis(key, order, axis=1) > -np.inf, top, 0)
+    key = scorer.order_key(scorer.score(users, cand, logits), logits)  # pad slots (0) -inf
+    best = np.argsort(-key, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(cand, best, axis=1)
+    top = np.where(np.take_along_axis(key, best, axis=1) > -np.inf, top, 0)
+    if held is None:
+        return top
+    shown, at = held.matrix(len(evalset))
+    ret = np.zeros(shown.shape, np.float32)
+    for a in range(0, len(evalset), 1024):
+        ret[a:a + 1024] = np.take_along_axis(block(a, min(a + 1024, len(evalset))), shown[a:a + 1024], 1)
+    return top, scorer.order_key(scorer.score(users, shown, ret), ret).ravel()[at].astype(np.float64)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Ranking metrics over impressions: the paper's weighted per-user loss, AUC, watch-time calibration.
+"""Ranking metrics over impressions: the paper's weighted per-user loss, AUC, watch-weighted NDCG, calibration.
 
 Weighted per-user loss (paper 4.2, generalised from one page to all of a
 user's held-out impressions): every (positive, negative) pair of one user's
@@ -140,3 +140,64 @@ def calibration(pred_watch, watch_seconds, n_bins: int = 10) -> list[tuple[int, 
         if len(idx):
             out.append((b, float(p[idx].mean()), float(w[idx].mean()), int(len(idx))))
     return out
+
+
+def user_auc(user_ids, scores, clicked) -> float:
+    """AUC within users: the share of (clicked, unclicked) pairs of one user's impressions that ``scores`` [N]
+    order right, ties half, pooled over users (users without both are left out; NaN when none has both).
+
+    It is 1 - :func:`weighted_per_user_loss` with every watch time 1: the same pairs, unweighted. Unlike the
+    pooled :func:`auc` it never compares two users' scores, so a system whose scores carry a per-user offset
+    (a softmax logit) is judged on the order it gives each user.
+    """
+    y = _array(clicked, "clicked", np.float64)
+    return 1.0 - weighted_per_user_loss(user_ids, scores, clicked, np.ones(len(y)))["weighted_per_user_loss"]
+
+
+def watch_ndcg(user_ids, scores, watch_seconds) -> dict[str, float]:
+    """Watch-time-weighted NDCG of each user's impressions ordered by ``scores`` [N] (higher first).
+
+    Per user: DCG = Σ_i T_i / log2(i + 2) over the user's rows in score order (i 0-based; T = watch seconds,
+    0 for an unclicked row), divided by the DCG of the rows in T order (the best possible). Tied scores
+    share the mean discount of the positions they span (the expected DCG over random tie-breaks: a constant
+    scorer gets the average order). Returns {"watch_ndcg": mean over users with some watch time, "n_users":
+    those users}; NaN when there are none.
+    """
+    users = _array(user_ids, "user_ids")
+    s = _array(scores, "scores", np.float64)
+    t = _array(watch_seconds, "watch_seconds", np.float64)
+    _check_scores(s, len(users))
+    if len(t) != len(users):
+        raise ValueError(f"watch_ndcg: watch_seconds has {len(t)} rows, expected {len(users)}")
+    if not len(users):
+        return {"watch_ndcg": float("nan"), "n_users": 0}
+    code, uniq = pd.factorize(users, sort=False)
+    code = code.astype(np.int64)
+    first = np.zeros(len(uniq) + 1, np.int64)
+    np.cumsum(np.bincount(code, minlength=len(uniq)), out=first[1:])
+
+    def discounts(order: np.ndarray) -> np.ndarray:
+        pos = np.arange(len(order)) - first[code[order]]
+        return 1.0 / np.log2(pos + 2.0)
+
+    order = np.lexsort((-s, code))  # by user, then score descending
+    disc = discounts(order)
+    c_o, s_o = code[order], s[order]
+    new = np.r_[True, (c_o[1:] != c_o[:-1]) | (s_o[1:] != s_o[:-1])]
+    group = np.cumsum(new) - 1  # one id per (user, tied score) run
+    mean_disc = np.bincount(group, weights=disc) / np.bincount(group)
+    dcg = np.bincount(c_o, weights=t[order] * mean_disc[group], minlength=len(uniq))
+    ideal = np.lexsort((-t, code))
+    idcg = np.bincount(code[ideal], weights=t[ideal] * discounts(ideal), minlength=len(uniq))
+    ok = idcg > 0
+    return {"watch_ndcg": float((dcg[ok] / idcg[ok]).mean()) if ok.any() else float("nan"), "n_users": int(ok.sum())}
+
+
+def impression_metrics(user_ids, scores, clicked, watch_seconds) -> dict[str, float]:
+    """The ranking stage's own metrics of ``scores`` [N] on held-out impressions: {"wpul": the paper's
+    weighted per-user loss (lower is better), "auc": :func:`user_auc`, "watch_ndcg": :func:`watch_ndcg`,
+    "impressions": N, "impression_users": users with a clicked and an unclicked row}."""
+    w = weighted_per_user_loss(user_ids, scores, clicked, watch_seconds)
+    return {"wpul": w["weighted_per_user_loss"], "auc": user_auc(user_ids, scores, clicked),
+            "watch_ndcg": watch_ndcg(user_ids, scores, watch_seconds)["watch_ndcg"],
+            "impressions": int(len(_array(scores, "scores"))), "impression_users": w["n_users"]}
