@@ -25,9 +25,12 @@ top-N table into impression events in the ``events`` format, clicks and watch ti
 drawn from that same truth. Both take the ``GenerateConfig`` the world was
 generated with (the world is rebuilt from its seed, exactly).
 
-Size: about 1.9 watches, 0.25 searches and 4.5 impressions per visit, so
-``visits_per_user`` 12 gives ~77 events per user (~23 watches, ~50 impressions); the
-default config writes ~385k events, ``users=1_000_000`` ~77M.
+Size: about 1.7 watches, 0.25 searches and 5.3 impressions per visit, so
+``visits_per_user`` 12 gives ~87 events per user (~21 watches, ~63 impressions); the
+default config writes ~435k events, ``users=1_000_000`` ~87M. Home-feed impressions
+are clicked ~12% of the time (a video the user came for is in the slate only with
+``P_INTENT_SHOWN``; the rest of the slate is clicked with a small, affinity-driven
+probability).
 
 How it runs (so it scales): the catalogue (channels, videos) is small and built on
 the driver with numpy, then broadcast. Users are ``spark.range(users)`` spread over
@@ -48,8 +51,8 @@ below says which property it serves:
 5. fresh uploads get a burst exp(-(t - upload)/tau); nothing is watched before upload
                                                           -> example age, video age
 6. searches carry category words and steer the next watch -> search tokens
-7. impression slates with clicks and watch time driven by true affinity
-                                                          -> ranking, weighted LR
+7. impression slates with clicks and watch time driven by true affinity, a home-feed
+   click rate, watch time that grows far slower than duration  -> ranking, weighted LR
 8. every user has >= MIN_VISITS visits, each with >= 1 watch -> temporal split exists
 """
 from __future__ import annotations
@@ -98,7 +101,8 @@ DAY = 86400.0
 # ------------------------------------------------------------------ behaviour knobs
 # Module constants rather than config keys: they define *what* the synthetic world
 # is, GenerateConfig only its size and seed.
-SLATE_SIZE = 6  # impressions shown per home-page visit (7)
+SLATE_SIZE = 8  # impressions shown per home-page visit (7)
+P_INTENT_SHOWN = 0.35  # a video the user came for is in the home slate this often, else reached elsewhere (7)
 P_SEARCH_VISIT = 0.3  # share of visits that start with a search (6)
 P_SEARCH_HIT = 0.9  # first watch after a search is from the searched category (6)
 P_SEQ_WITHIN = 0.5  # next watch in the same visit follows the last watch's channel (4)
@@ -116,10 +120,14 @@ VISIT_MARGIN = 6 * 3600.0  # visits start at least this long before the window e
 DRIFT_MAX = 0.6  # interest mixes up to this far toward a second interest vector (3)
 DIRICHLET_CONCENTRATION = 0.3  # alpha_0 = this * categories: < 1 per category, peaky interests (1)
 # Affinity a = interest[category] * quality; x = log(categories * a + AFF_EPS) is ~0 for
-# an average pair, positive for a favourite category. Click and completion are logistic in x (7).
+# an average pair, positive for a favourite category. Click and completion are logistic in x
+# and in log(duration / DURATION_REF): a long video is clicked a little less and abandoned
+# sooner, so expected watch time grows far slower than duration and affinity decides (7).
 AFF_EPS = 0.05
-CLICK_BIAS, CLICK_SLOPE = -2.3, 1.5
+DURATION_REF = 600.0
+CLICK_BIAS, CLICK_SLOPE, CLICK_DURATION_SLOPE = -3.8, 1.5, 0.4
 COMPLETION_BIAS, COMPLETION_SLOPE, COMPLETION_CONC = -0.3, 0.8, 6.0
+COMPLETION_DURATION_SLOPE = 0.9
 MAX_DURATION = 3 * 3600.0
 USERS_PER_CHUNK = 1000  # users simulated per pandas batch yielded by a partition
 
@@ -565,14 +573,19 @@ def _affinity_x(ctx, theta, v: int) -> float:
     return math.log(ctx["K"] * theta[ctx["cat"][v]] * ctx["quality"][v] + AFF_EPS)
 
 
-def _click_probability(x):
-    """P(click) of a recommended (not user-chosen) impression with log-affinity x (7); no position effect."""
-    return _sigmoid(CLICK_BIAS + CLICK_SLOPE * x)
+def _log_duration(duration):
+    return np.log(np.asarray(duration, dtype=np.float64) / DURATION_REF)
 
 
-def _completion_mean(x):
+def _click_probability(x, duration):
+    """P(click) of a recommended (not user-chosen) impression with log-affinity x of a video this long (7);
+    no position effect."""
+    return _sigmoid(CLICK_BIAS + CLICK_SLOPE * x - CLICK_DURATION_SLOPE * _log_duration(duration))
+
+
+def _completion_mean(x, duration):
     """Mean of the Beta completion (watch_seconds / duration) of a watch with log-affinity x (7)."""
-    return 1.0 / (1.0 + np.exp(-(COMPLETION_BIAS + COMPLETION_SLOPE * x)))
+    return _sigmoid(COMPLETION_BIAS + COMPLETION_SLOPE * x - COMPLETION_DURATION_SLOPE * _log_duration(duration))
 
 
 def _watch_from_completion(duration, comp):
@@ -581,8 +594,8 @@ def _watch_from_completion(duration, comp):
 
 
 def _watch_seconds(ctx, theta, v: int, rng) -> float:
-    """duration x completion, completion ~ Beta with mean rising with true affinity (7)."""
-    mean = _completion_mean(_affinity_x(ctx, theta, v))
+    """duration x completion, completion ~ Beta with mean rising with true affinity, falling with duration (7)."""
+    mean = float(_completion_mean(_affinity_x(ctx, theta, v), ctx["duration"][v]))
     comp = rng.beta(mean * COMPLETION_CONC, (1.0 - mean) * COMPLETION_CONC)
     return float(_watch_from_completion(float(ctx["duration"][v]), comp))
 
@@ -698,10 +711,13 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
         if not intent:  # catalogue exhausted for this user: a re-watch
             intent.append(_interest_watch(ctx, prof, tcum, t0, rng))
             taken.add(intent[0])
+        # each intent is in the slate with P_INTENT_SHOWN; one not shown is still watched (from
+        # a subscription or the watch page: no impression row)
+        shown = [bool(rng.random() < P_INTENT_SHOWN) for _ in intent]
         fillers: list[int] = []
         mix_cum = np.cumsum(0.5 * theta + 0.5 * ctx["cat_weight"])
         for _ in range(4 * SLATE_SIZE):
-            if len(intent) + len(fillers) >= SLATE_SIZE:
+            if sum(shown) + len(fillers) >= SLATE_SIZE:
                 break
             c = _draw_cum(mix_cum, rng)
             v = -1
@@ -712,15 +728,17 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
             if v >= 0 and v not in taken:
                 fillers.append(v)
                 taken.add(v)
-        clicked_fill = [rng.random() < _click_probability(_affinity_x(ctx, theta, v)) for v in fillers]
-        slate = intent + fillers
-        pos = rng.permutation(len(slate))  # slot of each slate entry
+        clicked_fill = [rng.random() < _click_probability(_affinity_x(ctx, theta, v), dur[v]) for v in fillers]
+        slate = intent + fillers  # every video of the visit; in_slate: the ones the slate showed
+        in_slate = shown + [True] * len(fillers)
+        pos = np.full(len(slate), -1)
+        pos[np.flatnonzero(in_slate)] = rng.permutation(int(sum(in_slate)))  # slot of each shown entry
         # Watches after the slate, seconds apart: intent in order, then clicked fillers.
         order = list(range(len(intent))) + sorted(
             (len(intent) + i for i, c in enumerate(clicked_fill) if c), key=lambda k: pos[k]
         )
         ws_of: dict[int, float] = {}
-        t = t0 + len(slate) + float(rng.integers(2, 20))
+        t = t0 + int(sum(in_slate)) + float(rng.integers(2, 20))
         for k in order:
             if t >= end:  # would fall outside the window: not clicked after all
                 break
@@ -731,6 +749,8 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
             t += math.ceil(ws_of[k]) + float(rng.integers(3, 30))
         busy_until = max(busy_until, t)
         for k, v in enumerate(slate):
+            if not in_slate[k]:
+                continue
             ws = ws_of.get(k)
             rows.add(
                 t0 + float(pos[k]), uid, "impression", f"v{v:0{vw}d}", None, ws, float(dur[v]),
@@ -918,9 +938,9 @@ def _pair_truth(ctx: dict[str, Any], uidx: np.ndarray, vidx: np.ndarray, t: np.n
     cat = ctx["cat"][vidx]
     x = np.log(ctx["K"] * theta[codes, cat] * ctx["quality"][vidx] + AFF_EPS)
     available = ctx["upload"][vidx] <= t  # nothing is watched before its upload (5)
-    p_click = np.where(available, _click_probability(x), 0.0)
-    completion = np.where(available, _completion_mean(x), 0.0)
     duration = ctx["duration"][vidx].astype(np.float64)
+    p_click = np.where(available, _click_probability(x, duration), 0.0)
+    completion = np.where(available, _completion_mean(x, duration), 0.0)
     return {"p_click": p_click, "completion": completion, "duration": duration, "available": available,
             "profiles": profs}
 
@@ -933,9 +953,11 @@ def true_engagement(cfg: GenerateConfig, user_ids, video_ids, ts) -> pd.DataFram
     input order:
 
     * ``p_click``: probability that the shown video is clicked, the click model of
-      the generator's recommended slate entries, sigmoid(CLICK_BIAS + CLICK_SLOPE x)
-      with x = log(K x true affinity + AFF_EPS). It has no position effect.
-    * ``completion``: mean of the Beta completion (watch_seconds / duration) once clicked.
+      the generator's recommended slate entries, sigmoid(CLICK_BIAS + CLICK_SLOPE x
+      - CLICK_DURATION_SLOPE log(duration / DURATION_REF)) with x = log(K x true affinity
+      + AFF_EPS). It has no position effect.
+    * ``completion``: mean of the Beta completion (watch_seconds / duration) once clicked,
+      sigmoid(COMPLETION_BIAS + COMPLETION_SLOPE x - COMPLETION_DURATION_SLOPE log(duration / DURATION_REF)).
     * ``duration``: the video's duration in seconds.
     * ``expected_watch_seconds``: p_click x completion x duration, the expected watch
       time of the impression (the 0.1 s rounding and the 1 s floor of drawn watches aside).
