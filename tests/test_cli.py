@@ -31,3 +31,19 @@ def test_missing_input_is_one_clear_line_and_nonzero(tmp_path):
     assert r.returncode == 1
     assert f"input path '{tmp_path / 'missing'}' does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_closing_table_prints_both_objectives_and_n_a_where_the_data_has_none():
+    from ytspark.cli import TABLE_COLUMNS, evaluation_table
+
+    table = {"als": {"hr@10": 0.2, "hr@50": 0.4, "ndcg@10": 0.1, "coverage@10": 0.15, "gini@10": 0.8,
+                     "top_channel@10": float("nan"), "wpul": 0.3, "auc": 0.7, "watch_ndcg": 0.65},
+             "ytspark candidate + ranking": {"hr@10": 0.25, "true_watch_s@10": 1234.4, "true_p_click@10": 0.1}}
+    lines = evaluation_table(table).splitlines()
+    assert lines[0].split() == ["system"] + [h for _, h, _ in TABLE_COLUMNS]
+    als = lines[1].split()
+    assert als[:10] == ["als", "0.2000", "0.4000", "0.1000", "0.1500", "0.800", "n/a", "0.3000", "0.7000", "0.6500"]
+    assert als[10:] == ["n/a", "n/a"]  # no truth (real logs, MovieLens)
+    ranked = lines[2].split()
+    assert ranked[-2:] == ["1,234", "0.1000"] and ranked.count("n/a") == 8
+    assert "optimises the next watch" in lines[3] and "expected watch time per impression" in lines[3]
