@@ -70,6 +70,8 @@ def add_impression_scores(ev: Evaluation, name: str, scores) -> None:
     if h is None or es is None or not len(h):
         return
     s = scores if isinstance(scores, np.ndarray) else h.scores(scores, len(es))
+    s = np.nan_to_num(np.asarray(s, np.float64), nan=-np.inf)
+    s[np.isneginf(s)] = np.min(s[np.isfinite(s)], initial=0.0) - 1.0  # "never recommended": below every other
     m = impression_metrics(h.rows, s, h.clicked, h.watch_seconds)
     ev.metrics[name][MAIN_SPLIT].update(m)
     log.info("evaluate %s on held-out impressions: wpul=%.4f auc=%.4f watch_ndcg=%.4f", name, m["wpul"], m["auc"],
