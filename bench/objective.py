@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     from ytspark.evaluate.metrics import ranking_metrics
     from ytspark.evaluate.protocol import load_eval_sets
-    from ytspark.evaluate.systems import candidate_topk, ranked_topk
+    from ytspark.evaluate.systems import candidate_topk, ranked_candidates
     from ytspark.evaluate.truth import truth_metrics
     from ytspark.models.blend import ServingOrder, retrieval_weight
     from ytspark.models.export import read_model_dir
@@ -53,9 +53,9 @@ def main(argv=None) -> int:
     chosen = retrieval_weight(read_model_dir(models, "ranker").meta)
     t0 = time.time()
     lists = {}
+    ranked = ranked_candidates(spark, models, models, prepared, es, cfg.score.k)  # scored once, ordered per w
     for w in sorted({*cfg.ranker.blend_weights, chosen}):
-        lists[f"w={w:g}"] = ranked_topk(spark, models, models, prepared, es, 10, cfg.score.k,
-                                        order=ServingOrder("blend", w))
+        lists[f"w={w:g}"] = ranked.topk(ServingOrder("blend", w), 10)
     lists["retrieval"] = candidate_topk(models, prepared, es, 10)
     truth = truth_metrics(spark, prepared, lists, es)
     rows = []

@@ -623,6 +623,20 @@ def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, wo
         assert set(r) <= set(c) and not set(r) & set(es.seen(b))  # a reordering of the retrieved, unseen top K
     assert (ranked != cand[:, :5]).any()  # the ranker did reorder
 
+    # held-out impressions are scored with the key that orders the lists: shown each user's own ranked top 5,
+    # the keys come back in the list's order
+    from ytspark.evaluate.impressions import HeldOut
+
+    rows, vids = np.repeat(np.arange(len(es)), 5), ranked.ravel()
+    keep = vids >= 2
+    held = HeldOut(rows[keep], vids[keep], np.zeros(keep.sum(), np.int64), np.zeros(keep.sum()))
+    again, keys = ranked_topk(spark, world["model"], ranker, prepared, es, 5, 12, held=held)
+    np.testing.assert_array_equal(again, ranked)
+    assert keys.shape == (keep.sum(),) and np.isfinite(keys).all()
+    for b in range(len(es)):
+        k = keys[held.rows == b]
+        assert (np.diff(k) <= 1e-5 * (1 + np.abs(k[:-1]))).all(), b
+
     # channel/category affinity as of each user's own target time, against a brute force over the events
     test_rows = pd.read_parquet(Path(prepared, "candidates", "test"))
     as_of = es.align(test_rows[S.USER_ID].to_numpy(), test_rows[S.CAND_LABEL_TS].to_numpy(np.float64))

@@ -146,15 +146,43 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
     return Csr(offsets, q % V, count, since, flag)
 
 
+class RankedCandidates:
+    """The candidate model's top ``retrieve_k`` per user (seen excluded), scored once by the ranking network
+    with the features scoring builds as of each target (:func:`ranked_candidates`); :meth:`topk` orders them
+    by any :class:`ServingOrder` without scoring again, :meth:`impression_keys` scores held-out impressions."""
+
+    def __init__(self, evalset: EvalSet, cand: np.ndarray, logits: np.ndarray, score: np.ndarray, scorer, users,
+                 block, meta: dict):
+        self.evalset, self.cand, self.logits, self.score = evalset, cand, logits, score
+        self.scorer, self.users, self.block, self.meta = scorer, users, block, meta
+
+    def order(self, objective: str = "blend", blend_weight: float = -1.0) -> ServingOrder:
+        """The order of ``ranker.objective`` / ``ranker.blend_weight`` for this ranker (its MODEL.json)."""
+        return serving_order(objective, blend_weight, self.meta)
+
+    def topk(self, order: ServingOrder, k: int) -> np.ndarray:
+        """int64 [B, k]: the candidates in ``order`` (pad 0 where a user has fewer)."""
+        self.scorer.order = order
+        key = self.scorer.order_key(self.score, self.logits)  # pad slots (0) -inf
+        best = np.argsort(-key, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(self.cand, best, axis=1)
+        return np.where(np.take_along_axis(key, best, axis=1) > -np.inf, top, 0)
+
+    def impression_keys(self, held: HeldOut, order: ServingOrder) -> np.ndarray:
+        """float64 [N]: the serving key in ``order`` of each held-out impression, with the same features."""
+        n = len(self.evalset)
+        shown, at = held.matrix(n)
+        ret = np.zeros(shown.shape, np.float32)
+        for a in range(0, n, 1024):
+            ret[a:a + 1024] = np.take_along_axis(self.block(a, min(a + 1024, n)), shown[a:a + 1024], 1)
+        self.scorer.order = order
+        return self.scorer.order_key(self.scorer.score(self.users, shown, ret), ret).ravel()[at].astype(np.float64)
+
+
 @torch.no_grad()
-def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
-                retrieve_k: int, order: ServingOrder | None = None, objective: str = "blend",
-                blend_weight: float = -1.0, held: HeldOut | None = None):
-    """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
-    in the serving order of ``objective`` and ``blend_weight`` (``ranker.objective``, ``ranker.blend_weight``:
-    :func:`ytspark.models.blend.serving_order` with the ranker's MODEL.json), or ``order`` when given (e.g.
-    one blend weight after another, to trace the blend's trade-off). With ``held``: (top-K, float64 [N] the
-    serving order key of each held-out impression, with the same features)."""
+def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet,
+                      retrieve_k: int) -> RankedCandidates:
+    """The nightly scoring path at each user's target time, up to the order (module docstring)."""
     from ytspark.score.job import _video_meta, _vocabs
     from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
@@ -162,9 +190,8 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
     from ytspark.train.ranker_task import load_ranker
 
     model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
-    K = max(k, retrieve_k)
     block = retrieval_scores(model, u, cols, load_covisitation(read_model_dir(model_dir, "candidate")))
-    cand = topk_excluding(block, evalset, K)
+    cand = topk_excluding(block, evalset, retrieve_k)
     logits = np.zeros(cand.shape, np.float32)
     for a in range(0, len(evalset), 1024):
         logits[a:a + 1024] = np.take_along_axis(block(a, min(a + 1024, len(evalset))), cand[a:a + 1024], 1)
@@ -178,19 +205,22 @@ def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evals
                       _impression_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of))
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
         2 + CANDIDATE_SOURCES.index("candidate")
-    scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx,
-                         order if order is not None else serving_order(objective, blend_weight, rmd.meta))
-    key = scorer.order_key(scorer.score(users, cand, logits), logits)  # pad slots (0) -inf
-    best = np.argsort(-key, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(cand, best, axis=1)
-    top = np.where(np.take_along_axis(key, best, axis=1) > -np.inf, top, 0)
-    if held is None:
-        return top
-    shown, at = held.matrix(len(evalset))
-    ret = np.zeros(shown.shape, np.float32)
-    for a in range(0, len(evalset), 1024):
-        ret[a:a + 1024] = np.take_along_axis(block(a, min(a + 1024, len(evalset))), shown[a:a + 1024], 1)
-    return top, scorer.order_key(scorer.score(users, shown, ret), ret).ravel()[at].astype(np.float64)
+    scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
+    return RankedCandidates(evalset, cand, logits, scorer.score(users, cand, logits), scorer, users, block, rmd.meta)
+
+
+def ranked_topk(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet, k: int,
+                retrieve_k: int, order: ServingOrder | None = None, objective: str = "blend",
+                blend_weight: float = -1.0, held: HeldOut | None = None):
+    """int64 [B, k]: the candidate model's top ``retrieve_k`` (seen excluded) reordered by the ranking network,
+    in the serving order of ``objective`` and ``blend_weight`` (``ranker.objective``, ``ranker.blend_weight``:
+    :func:`ytspark.models.blend.serving_order` with the ranker's MODEL.json), or ``order`` when given. With
+    ``held``: (top-K, float64 [N] the serving key of each held-out impression, with the same features).
+    Several orders of the same candidates: :func:`ranked_candidates` once, then ``.topk(order, k)``."""
+    rc = ranked_candidates(spark, model_dir, ranker_dir, prepared_dir, evalset, max(k, retrieve_k))
+    order = order if order is not None else rc.order(objective, blend_weight)
+    top = rc.topk(order, k)
+    return top if held is None else (top, rc.impression_keys(held, order))
 
 
 @torch.no_grad()
