@@ -168,6 +168,7 @@ class RankedCandidates:
         top = np.take_along_axis(self.cand, best, axis=1)
         return np.where(np.take_along_axis(key, best, axis=1) > -np.inf, top, 0)
 
+    @torch.no_grad()
     def impression_keys(self, held: HeldOut, order: ServingOrder) -> np.ndarray:
         """float64 [N]: the serving key in ``order`` of each held-out impression, with the same features."""
         n = len(self.evalset)
