@@ -29,6 +29,31 @@ def dataset_url(path: str) -> str:
     return url if urlparse(url).scheme else "file://" + url
 
 
+def petastorm_filesystem(url: str):
+    """The filesystem Petastorm should read ``url`` with: None for local, ``file://`` and ``hdfs://`` (Petastorm's own
+    resolver: pyarrow's local filesystem and libhdfs), else the fsspec filesystem of :mod:`ytspark.storage` (s3fs for
+    ``s3://``/``s3a://``) in pyarrow's legacy wrapper, which is what Petastorm 0.12's legacy ParquetDataset takes."""
+    scheme = urlparse(url).scheme
+    if scheme in ("", "file", "hdfs", "viewfs"):
+        return None
+    import pyarrow.filesystem as legacy
+
+    class FsspecForPetastorm(legacy.DaskFileSystem):
+        """pyarrow's legacy wrapper of an fsspec filesystem, with the isdir/isfile it leaves unimplemented
+        (its S3FSWrapper calls s3fs internals that are coroutines in current s3fs)."""
+
+        def isdir(self, path):
+            return self.fs.isdir(str(path))
+
+        def isfile(self, path):
+            return self.fs.isfile(str(path))
+
+    fs, _ = storage.filesystem(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyarrow.filesystem is deprecated, and the only kind Petastorm 0.12 reads
+        return FsspecForPetastorm(fs)
+
+
 def read_json(path: str):
     """Read a JSON file (manifest, vocabulary, quantiles) from a local path or URL (:mod:`ytspark.storage`)."""
     return storage.load_json(path)
@@ -45,12 +70,13 @@ def _reader(path: str, fields: Sequence[str], rank: int, size: int, *, num_epoch
             workers: int, shuffle: bool):
     from petastorm import make_batch_reader
 
+    url = dataset_url(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # petastorm 0.12 on pyarrow 14: legacy dataset API warnings
-        return make_batch_reader(dataset_url(path), schema_fields=list(fields), cur_shard=rank, shard_count=size,
+        return make_batch_reader(url, schema_fields=list(fields), cur_shard=rank, shard_count=size,
                                  num_epochs=num_epochs, shuffle_row_groups=shuffle, seed=seed,
                                  workers_count=max(1, workers), reader_pool_type="thread",
-                                 hdfs_driver="libhdfs")
+                                 hdfs_driver="libhdfs", filesystem=petastorm_filesystem(url))
 
 
 def _columns(batch, fields: Sequence[str]) -> dict[str, np.ndarray]:
