@@ -396,8 +396,13 @@ def test_no_shared_disk_horovod_training_on_the_executors_and_score(spark, priva
     events = tmp_path / "eventlog"  # written by the driver (on this side), read here
     events.mkdir()
     common = ["--prepared", f"file://{shared_dir}/prepared", "--output", out, "--set", 'score.run_date="2026-11-23"']
+    # Both workers are host 127.0.0.1, so Spark would read the other executor's shuffle files straight from
+    # "its" disk (spark.shuffle.readHostLocalDisk), as executors of one real host may; here that disk is
+    # private, as between real hosts, so shuffle blocks go over the network as they do between hosts.
+    separate_hosts = "--conf spark.shuffle.readHostLocalDisk=false"
     private_cluster.submit("train_candidates", [*common, "--set", "candidate.epochs=1", "--set", "candidate.hidden=[64]"],
-                           submit_args=f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{events}")
+                           submit_args=f"{separate_hosts} --conf spark.eventLog.enabled=true "
+                                       f"--conf spark.eventLog.dir=file://{events}")
     ranks = _horovod_tasks(events)
     assert len(ranks) == 1 and sorted(next(iter(ranks.values()))) == ["0", "1"], ranks  # one rank per executor
     cand = shared_dir / "out" / "models" / "candidate"
@@ -406,7 +411,7 @@ def test_no_shared_disk_horovod_training_on_the_executors_and_score(spark, priva
     assert (cand / "_work" / "checkpoint.pt").exists() and (cand / "_work" / "metrics.csv").exists()
     assert not list(cand.glob(".tmp-*")) and not (shared_dir / "file:").exists()
 
-    private_cluster.submit("score", [*common, "--set", "score.partitions=4"])
+    private_cluster.submit("score", [*common, "--set", "score.partitions=4"], submit_args=separate_hosts)
     table = shared_dir / "out" / "recommendations" / "run_date=2026-11-23"
     assert (table / "_SUCCESS").exists()
     t = pq.read_table(str(table), columns=["user_id", "model_version"])

@@ -337,6 +337,7 @@ def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     _, pfinal = filesystem(final)
     ptmp, pfinal = ptmp.rstrip("/"), pfinal.rstrip("/")
     if _renames(fs):
+        fs.makedirs(ptmp, exist_ok=True)
         fs.pipe_file(f"{ptmp}/{MARKER}", b"")
         parent = os.path.dirname(pfinal)
         if parent:
