@@ -5,9 +5,9 @@ the client, the same code paths as on AWS (``AWS_ENDPOINT_URL`` points botocore 
 - a model export killed while it copies the staged directory into place (S3 has no rename): the half-copied
   version has no ``_SUCCESS``, so no reader accepts it, and ``LATEST`` stays on the previous model;
 - training with the prepared data and the models root on S3 (Petastorm reads through s3fs), killed mid-epoch
-  (the loop's ``YTSPARK_FAULT_STEP`` hook), resumed from the checkpoint on S3 to the same step count; one rank,
+  (the loop's ``YTSPARK_FAULT_STEP`` hook), resumed from the checkpoint on S3 to the same step count: one rank
   through the launcher's code (``launcher.train`` -> ``worker.run``), and two Horovod ranks under ``horovodrun``
-  whose spec and result also travel through S3;
+  (rank 1 killed) whose spec and result also travel through S3;
 - ``ytspark train-candidates --models s3://...`` (the CLI, its own process) publishes there, and ``score`` reads the
   model back from there.
 """
@@ -198,15 +198,29 @@ def test_killed_training_resumes_from_the_checkpoint_on_s3(bucket, prepared):
 
 @pytest.mark.slow
 @pytest.mark.horovod
-def test_two_horovod_ranks_train_to_s3(bucket, prepared):
+def test_horovod_rank_killed_resumes_from_s3_with_two_ranks(bucket, prepared, monkeypatch):
+    """Two Horovod ranks (horovodrun; spec and result also travel through S3), data and models on S3: rank 1
+    dies mid-epoch 2, the launcher says --resume, and two ranks resume from the S3 checkpoint to the same step."""
+    from ytspark.train.launcher import TrainingFailed
+
     if not Path(sys.executable).with_name("horovodrun").exists():
         pytest.skip("horovodrun is not installed (make env builds Horovod)")
     data, models = f"{bucket}/prepared", f"{bucket}/models"
     _upload(prepared, data)
-    cfg = make_config(*SMALL, "candidate.epochs=1", "train.launcher=\"horovodrun\"", "train.num_proc=2",
+    cfg = make_config(*SMALL, "candidate.epochs=2", "train.launcher=\"horovodrun\"", "train.num_proc=2",
                       "train.threads_per_proc=1")
-    result = train(cfg, "candidate", data, models)
-    assert result["global_step"] == steps_per_epoch(3200, 64, 2)
+    steps = steps_per_epoch(3200, 64, 2)
+    monkeypatch.setenv("YTSPARK_FAULT_STEP", str(steps + 7))
+    monkeypatch.setenv("YTSPARK_FAULT_RANK", "1")
+    with pytest.raises(TrainingFailed, match=r"launcher 'horovodrun'.*--resume"):
+        train(cfg, "candidate", data, models)
+    monkeypatch.delenv("YTSPARK_FAULT_STEP")
+    monkeypatch.delenv("YTSPARK_FAULT_RANK")
+    assert storage.load_json(f"{models}/candidate/_work/checkpoint.json")["epoch"] == 1
+    assert storage.list_names(f"{models}/candidate") == ["_work"]  # nothing published; launch files removed
+
+    result = train(cfg, "candidate", data, models, resume=True)
+    assert result["resumed_from_epoch"] == 1 and result["global_step"] == 2 * steps
     assert read_model_dir(models, "candidate").json("metrics.json")["ranks"] == 2
     assert storage.list_names(f"{models}/candidate") == sorted(["LATEST", "_work", Path(result["model_dir"]).name])
 
