@@ -174,6 +174,14 @@ def test_unknown_scheme_names_the_path_and_the_fix():
         storage.load_bytes("nosuch://x/y")
 
 
+def test_hdfs_without_a_hadoop_client_names_what_to_set(monkeypatch):
+    """No namenode or Hadoop client here: the error says what libhdfs needs (a real HDFS is not tried)."""
+    for var in ("HADOOP_HOME", "ARROW_LIBHDFS_DIR", "CLASSPATH"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match="hdfs://namenode:8020/ytspark.*HADOOP_HOME"):
+        storage.path_exists("hdfs://namenode:8020/ytspark/models")
+
+
 # ------------------------------------------------------------------ nobody else opens a user-given path
 
 

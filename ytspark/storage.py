@@ -198,12 +198,13 @@ def filesystem(path: str | os.PathLike):
     url = to_url(path)
     try:
         return fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as e:
+    except (ImportError, ValueError, OSError) as e:
         scheme = url.split("://", 1)[0]
         hint = {"s3": "install s3fs (pip install s3fs==2026.9.0, pinned in requirements.lock)",
-                "hdfs": "install a Hadoop client (HADOOP_HOME, CLASSPATH=$(hadoop classpath --glob)) for "
-                        "pyarrow's libhdfs"}.get(scheme, "use a local path, file://, hdfs://, s3:// or s3a://")
-        raise ValueError(f"cannot open '{path}' ({scheme}://): {e}; {hint}") from e
+                "hdfs": "pyarrow's libhdfs needs a Hadoop client on this machine: set JAVA_HOME, HADOOP_HOME "
+                        "and CLASSPATH=$(hadoop classpath --glob) (docs/cluster.md)"}.get(
+            scheme, "use a local path, file://, hdfs://, s3:// or s3a://")
+        raise ValueError(f"cannot open '{path}' ({scheme}://): {' '.join(str(e).split())}; {hint}") from e
 
 
 def _renames(fs) -> bool:
