@@ -346,10 +346,11 @@ def _add_covisitation(cv: CoVisitation, hist: np.ndarray, flat: torch.Tensor, V:
     row, video, w = cv.contributions(hist)
     if not len(row):
         return
-    key = torch.from_numpy(row * V + video)
-    acc.index_add_(0, key, torch.from_numpy(w))
-    flat.index_put_((key,), flat[key] + np.float32(cv.weight) * torch.log1p(acc[key]))
-    acc.index_fill_(0, key, 0.0)
+    key = row * V + video
+    acc.index_add_(0, torch.from_numpy(key), torch.from_numpy(w))
+    a, f = acc.numpy(), flat.numpy()
+    f[key] = f[key] + np.float32(cv.weight) * np.log1p(a[key])
+    a[key] = 0.0
 
 
 TOPK_STRIDE = 16  # row_topk: every 16th column estimates the cut
