@@ -57,10 +57,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--only", nargs="*", help="variant name prefixes to run")
-    ap.add_argument("--results", help="results JSON (default bench/results/ablation[_<profile>].json)")
-    ap.add_argument("--no-write", action="store_true", help="print only: no results JSON, no BENCHMARKS.md")
-    ap.add_argument("--write-benchmarks", action="store_true",
-                    help='replace the "### bench/ablation.py" table (with --profile) of BENCHMARKS.md')
+    R.add_args(ap, "ablation[_<profile>]", 'the "### bench/ablation.py" table (with --profile)')
     args = ap.parse_args()
     doc = {**R.stamp("ablation"), "profile": args.profile, "epochs": args.epochs}
     cfg0 = load_config(args.profile, ['spark.master="local[2]"', *args.overrides])
@@ -87,12 +84,7 @@ def main() -> None:
     spark.stop()
     doc.update(users=len(test), catalogue=test.n_catalogue, rows=[
         {"variant": n, "metrics": m, "best_epoch": e, "seconds": sec} for n, m, e, sec in rows])
-    text = render(doc)
-    print(text)
-    if not args.no_write:
-        R.write_json("ablation" + (f"_{args.profile}" if args.profile else ""), doc, args.results)
-        if args.write_benchmarks:
-            R.write_section(text, AREA)
+    R.finish("ablation" + (f"_{args.profile}" if args.profile else ""), doc, render, args, AREA)
 
 
 def render(doc: dict) -> str:

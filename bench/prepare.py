@@ -65,10 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, nargs="+", default=[50_000, 500_000])
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
-    ap.add_argument("--results", help="results JSON (default bench/results/prepare.json)")
-    ap.add_argument("--no-write", action="store_true", help="print only: no results JSON, no BENCHMARKS.md")
-    ap.add_argument("--write-benchmarks", action="store_true",
-                    help='replace the "### bench/prepare.py" table of BENCHMARKS.md with this run')
+    R.add_args(ap, "prepare", 'the "### bench/prepare.py" table')
     args = ap.parse_args()
     doc = {**R.stamp("prepare"), "spark_master": "local[2]", "load_before": R.load()}
     results = []
@@ -102,12 +99,7 @@ def main() -> None:
         spark.stop()
         shutil.rmtree(base, ignore_errors=True)
     doc.update(load_after=R.load(), runs=results)
-    text = render(doc)
-    print(text)
-    if not args.no_write:
-        R.write_json("prepare", doc, args.results)
-        if args.write_benchmarks:
-            R.write_section(text, AREA)
+    R.finish("prepare", doc, render, args, AREA)
 
 
 def render(doc: dict) -> str:

@@ -206,10 +206,7 @@ def main() -> None:
     ap.add_argument("--movielens", help="ml: the ml-latest-small folder")
     ap.add_argument("--train", action="store_true", help="run the pipeline stages first")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides for training")
-    ap.add_argument("--results", help="results JSON (default bench/results/rerank_<kind>.json)")
-    ap.add_argument("--no-write", action="store_true", help="print only: no results JSON, no BENCHMARKS.md")
-    ap.add_argument("--write-benchmarks", action="store_true",
-                    help='replace the "### bench/rerank.py <kind>" table of BENCHMARKS.md with this run')
+    R.add_args(ap, "rerank_<kind>", 'the "### bench/rerank.py <kind>" table')
     args = ap.parse_args()
     doc = {**R.stamp("rerank"), "kind": args.kind}
     profile = "movielens" if args.kind == "ml" else None
@@ -244,12 +241,7 @@ def main() -> None:
     if args.overrides:
         notes += f", overrides {args.overrides}"
     doc.update(res=res, steps=steps, notes=notes, load_after=R.load())
-    text = render(doc)
-    print(text)
-    if not args.no_write:
-        R.write_json(f"rerank_{args.kind}", doc, args.results)
-        if args.write_benchmarks:
-            R.write_section(text, AREA)
+    R.finish(f"rerank_{args.kind}", doc, render, args, AREA)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark results: one JSON file per script under ``bench/results/``, and the sections of BENCHMARKS.md made from them.
+"""Benchmark results: one JSON file per script under ``bench/results/``, and the BENCHMARKS.md sections made of them.
 
     .venv/bin/python bench/results.py render [NAME ...]   # re-render sections from bench/results/NAME.json
     .venv/bin/python bench/results.py render --print NAME # print the markdown, leave BENCHMARKS.md alone
@@ -95,22 +95,45 @@ def _clean(x):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
-    return x.item() if hasattr(x, "item") and hasattr(x, "dtype") else x
+    return x.item() if type(x).__module__ == "numpy" and getattr(x, "ndim", None) == 0 else x
+
+
+def add_args(ap, name: str, section: str) -> None:
+    """The options every measuring script shares: ``--results``, ``--no-write``, ``--write-benchmarks``."""
+    ap.add_argument("--results", help=f"results JSON (default bench/results/{name}.json)")
+    ap.add_argument("--no-write", action="store_true", help="print only: no results JSON, no BENCHMARKS.md")
+    ap.add_argument("--write-benchmarks", action="store_true", help=f"replace {section} of BENCHMARKS.md with this run")
+
+
+def finish(name: str, doc: dict, render, args, area: str | None = None) -> str:
+    """Print the run's markdown; unless ``--no-write`` write its JSON, and with ``--write-benchmarks`` its section."""
+    text = render(doc)
+    print(text)
+    if not args.no_write:
+        write_json(name, doc, args.results)
+        if args.write_benchmarks:
+            write_section(text, area)
+    return text
+
+
+def md_table(head: list[str], rows: list[list], align: str = "") -> list[str]:
+    """Markdown table lines; ``align`` has one letter per column, ``l`` or ``r`` (default: the first left)."""
+    align = align or "l" + "r" * (len(head) - 1)
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
+            *["| " + " | ".join(map(str, r)) + " |" for r in rows]]
 
 
 # ------------------------------------------------------------------ BENCHMARKS.md sections
 
 def find_heading(text: str, head: str) -> int:
-    """Offset of a line starting with ``head`` followed by a space or the line end (not '## Scoring X...'); -1."""
-    pos = 0
-    while True:
-        i = text.find(head, pos)
-        if i < 0:
-            return -1
-        after = text[i + len(head):i + len(head) + 1]
-        if (i == 0 or text[i - 1] == "\n") and after in ("", " ", "\n"):
-            return i
-        pos = i + 1
+    """Offset of the line that is ``head``, alone or followed by one parenthesis such as a date; -1 if none.
+
+    ``## Nightly scoring`` finds "## Nightly scoring (2026-12-02)", not "## Nightly scoring X" nor
+    "## Nightly scoring --set x (2026-12-02)".
+    """
+    for m in re.finditer(r"^" + re.escape(head) + r"( \([^()\n]*\))?[ \t]*$", text, re.M):
+        return m.start()
+    return -1
 
 
 def section_end(text: str, start: int) -> int:

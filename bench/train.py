@@ -69,10 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--results", help="results JSON (default bench/results/train.json)")
-    ap.add_argument("--no-write", action="store_true", help="print only: no results JSON, no BENCHMARKS.md")
-    ap.add_argument("--write-benchmarks", action="store_true",
-                    help='replace the "### bench/train.py" table (with the --set overrides) of BENCHMARKS.md')
+    R.add_args(ap, "train", 'the "### bench/train.py" table (with the --set overrides)')
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     doc = {**R.stamp("train"), "torch": torch.__version__, "overrides": args.overrides, "load_before": R.load()}
@@ -98,12 +95,7 @@ def main() -> None:
     doc.update(load_after=R.load(), threads=cores, matmul_gflops=peak / 1e9, mflop_per_example=fpe / 1e6,
                model={"embed_dim": cfg0.candidate.embed_dim, "hidden": list(cfg0.candidate.hidden),
                       "num_sampled": cfg0.candidate.num_sampled}, rows=rows)
-    text = render(doc)
-    print(text)
-    if not args.no_write:
-        R.write_json("train", doc, args.results)
-        if args.write_benchmarks:
-            R.write_section(text, AREA)
+    R.finish("train", doc, render, args, AREA)
 
 
 def render(doc: dict) -> str:
