@@ -6,12 +6,14 @@ then the co-visitation source fused with the linear network (ytspark.models.covi
 Every variant is trained with the real training path (Petastorm, the loop,
 launcher ``local``, early stopping on validation HR@10) and scored by the
 evaluation protocol (test target = each user's last watch, whole catalogue,
-every video watched before it excluded). Appends a table to BENCHMARKS.md.
+every video watched before it excluded). Writes the figures with the date,
+command, machine and commit to bench/results/ablation.json (ablation_<profile>.json
+with --profile); with --write-benchmarks also replaces the "### bench/ablation.py"
+table in BENCHMARKS.md (``bench/results.py render ablation`` does the same).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 import time
@@ -26,6 +28,9 @@ from ytspark.evaluate.protocol import load_eval_sets  # noqa: E402
 from ytspark.evaluate.systems import candidate_topk  # noqa: E402
 from ytspark.session import get_spark  # noqa: E402
 from ytspark.train.launcher import train  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+
+AREA = "## Quality"
 
 NO_EXTRAS = ["candidate.use_searches=false", "candidate.use_demographics=false", "candidate.use_example_age=false"]
 VARIANTS = [
@@ -52,8 +57,9 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--only", nargs="*", help="variant name prefixes to run")
-    ap.add_argument("--no-write", action="store_true")
+    R.add_args(ap, "ablation[_<profile>]", 'the "### bench/ablation.py" table (with --profile)')
     args = ap.parse_args()
+    doc = {**R.stamp("ablation"), "profile": args.profile, "epochs": args.epochs}
     cfg0 = load_config(args.profile, ['spark.master="local[2]"', *args.overrides])
     spark = get_spark(cfg0, app_name="ytspark-ablation")
     sets = load_eval_sets(spark, args.prepared, ("test",))
@@ -76,24 +82,28 @@ def main() -> None:
         print(f"{name}: hr@10 {m['hr@10']:.4f} hr@50 {m['hr@50']:.4f} ndcg@10 {m['ndcg@10']:.4f} "
               f"(best epoch {r['best_epoch']}, {rows[-1][3]}s)", flush=True)
     spark.stop()
+    doc.update(users=len(test), catalogue=test.n_catalogue, rows=[
+        {"variant": n, "metrics": m, "best_epoch": e, "seconds": sec} for n, m, e, sec in rows])
+    R.finish("ablation" + (f"_{args.profile}" if args.profile else ""), doc, render, args, AREA)
+
+
+def render(doc: dict) -> str:
+    """The "### bench/ablation.py[ --profile P]" table of BENCHMARKS.md from a results document."""
+    profile = f" --profile {doc['profile']}" if doc.get("profile") else ""
     lines = [
-        f"\n## Candidate network ablation ({datetime.date.today().isoformat()})\n",
-        f"Command: `.venv/bin/python bench/ablation.py --prepared {args.prepared} --epochs {args.epochs}"
-        + (f" --profile {args.profile}" if args.profile else "") + "".join(f" --set {o}" for o in args.overrides)
-        + "`  ",
-        f"Test target of {len(test):,} users, catalogue {test.n_catalogue:,}, watched videos excluded; each variant "
-        f"trained up to {args.epochs} epochs (early stopping on validation HR@10). Input rows use tower "
-        "512-256; depth rows use every input.\n",
+        f"### bench/ablation.py{profile} ({doc['date']})", "",
+        f"Command: `{doc['command']}`  ",
+        R.machine_line(doc),
+        f"Test target of {doc['users']:,} users, catalogue {doc['catalogue']:,}, watched videos excluded; each variant "
+        f"trained up to {doc['epochs']} epochs (early stopping on validation HR@10). Variants that do not set the "
+        "tower use 512-256; the depth rows use every input; every row but the co-visitation one is the network "
+        "alone.", "",
         "| variant | HR@10 | HR@50 | HR@100 | NDCG@10 | MRR | best epoch | seconds |",
         "|---|---|---|---|---|---|---|---|",
-        *[f"| {n} | {m['hr@10']:.4f} | {m['hr@50']:.4f} | {m['hr@100']:.4f} | {m['ndcg@10']:.4f} | {m['mrr']:.4f} "
-          f"| {e} | {s} |" for n, m, e, s in rows],
+        *[f"| {r['variant']} | {m['hr@10']:.4f} | {m['hr@50']:.4f} | {m['hr@100']:.4f} | {m['ndcg@10']:.4f} | "
+          f"{m['mrr']:.4f} | {r['best_epoch']} | {r['seconds']} |" for r in doc["rows"] for m in [r["metrics"]]],
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

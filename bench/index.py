@@ -38,7 +38,7 @@ nprobe / efSearch (search-time knobs, no rebuild).
 
 The rule printed at the end: the nightly job's per-user CPU budget is
 1000 / (3 x ALS users/s per core) ms, with ALS at 1,150 users/s on 2 cores
-(BENCHMARKS.md "Scoring", 100k users x 50k videos), i.e. about 0.58 ms; flat search
+(bench/nightly.py on 2026-12-01, 100k users x 50k videos), i.e. about 0.58 ms; flat search
 should use at most a third of it. The crossover V is interpolated between the two
 measured sizes that bracket it (a least-squares line, ms per user = a + b V, through
 all flat measurements is reported too, and used when no pair brackets it).
@@ -57,9 +57,13 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+
 D = 64
 K = 200
-ALS_USERS_PER_S_2_CORES = 1150.0  # BENCHMARKS.md "Scoring (2026-12-01)": recommendForAllUsers, 100k users x 50k videos
+ALS_USERS_PER_S_2_CORES = 1150.0  # BENCHMARKS.md "Scoring (2026-12-01)" (git show 7066e62:BENCHMARKS.md): ALS, 100k x 50k
 GOAL_X_ALS = 3.0
 FLAT_SHARE = 1.0 / 3.0
 SECTION = "## Retrieval index by catalogue size"
@@ -262,18 +266,6 @@ def _fmt_table(res: dict) -> list[str]:
     return lines
 
 
-def write_benchmarks(res: dict, text: str) -> None:
-    bm = ROOT / "BENCHMARKS.md"
-    cur = bm.read_text()  # re-read right before editing: other sections change concurrently
-    start = cur.find(SECTION)
-    if start >= 0:
-        nxt = cur.find("\n## ", start + 1)
-        new = cur[:start] + text + ("\n" + cur[nxt + 1:] if nxt >= 0 else "")
-    else:
-        new = cur.rstrip("\n") + "\n\n" + text
-    bm.write_text(new)
-
-
 def _sweep_lines(res: dict) -> list[str]:
     budget = res["rule"]["budget_cpu_ms_per_user"]
     lines = ["| V | kind | knob | recall@200 | search CPU ms/user | share of budget |", "|---:|---|---|---:|---:|---:|"]
@@ -356,6 +348,29 @@ def verdict(res: dict) -> list[str]:
     return out
 
 
+def section_verdict(res: dict) -> str:
+    """One line against the goal: flat search within a third of the nightly job's per-user budget, else ivf."""
+    ru = res["rule"]
+    cross = ru.get("flat_crossover_V_interpolated") or ru.get("flat_crossover_V")
+    ok = [s["V"] for s in res["sizes"] if "ivf" in s["kinds"] and (cross is None or s["V"] >= cross)
+          and any(e["recall_at_k"] >= 0.95 for e in s["kinds"]["ivf"].get("sweep", []))]
+    hn = [s["kinds"]["hnsw"]["recall_at_k"] for s in res["sizes"] if "hnsw" in s["kinds"]]
+    out = ("**Verdict:** the default exact `flat` index keeps within a third of the per-user budget "
+           f"({ru['flat_limit_cpu_ms_per_user']:.3f} CPU-ms) " + (f"up to V ≈ {cross:,}" if cross else "at every size"))
+    if ok:
+        out += f"; above it `ivf` with a raised nprobe holds recall@200 ≥ 0.95 up to {max(ok):,} videos"
+    if hn and max(hn) < 0.9:
+        out += f"; `hnsw` as built recalls {min(hn):.2f}-{max(hn):.2f} and is no option"
+    return out + "."
+
+
+def render(doc: dict) -> str:
+    """The "## Retrieval index by catalogue size" section of BENCHMARKS.md from a results document."""
+    res = dict(doc)
+    res["rule"] = rule(res["sizes"])
+    return section_text(res)
+
+
 def section_text(res: dict) -> str:
     ru = res["rule"]
     topics = ", ".join(f"{s['topics']} at {s['V'] // 1000:,}k" for s in res["sizes"])
@@ -367,9 +382,10 @@ def section_text(res: dict) -> str:
         hnsw_note = (f"hnsw is built up to V = {last['V']:,} only: its one-thread build took {1000 * per:.2f} CPU-ms "
                      f"per video there and grows with V, so 500k would take ≥ {per * 5e5 / 60:.0f} and 1M ≥ "
                      f"{per * 1e6 / 60:.0f} CPU-minutes (more in wall time on the shared machine). ")
-    lines = [f"{SECTION} ({res['date']})", "",
+    lines = [f"{SECTION} ({res['date']})", "", section_verdict(res), "",
              f"Command: `{res['command']}`  ",
-             f"Machine: 2 cores, 24 GiB RAM, no GPU, x86_64, Python {res['python']}, faiss {res['faiss']}; "
+             f"Machine: 2 cores, 24 GiB RAM, no GPU, x86_64, Python {res['python']}, faiss {res['faiss']}"
+             + (f", commit {res['commit']}" if res.get("commit") else "") + "; "
              f"one thread (FAISS, OpenMP, BLAS, torch), each size in its own process. Load average at the start "
              f"{res['load_start']}, at the end {res['load_end']} (shared with other sessions' jobs: wall times are "
              "inflated, CPU times are the measure; the minimum of the repeats is reported, the median beside it).",
@@ -427,12 +443,10 @@ def main() -> None:
         return
 
     if args.render:  # re-write the text (and the section) from saved results, no measuring
-        res = json.loads(Path(args.render).read_text())
-        res["rule"] = rule(res["sizes"])
-        text = section_text(res)
+        text = render(json.loads(Path(args.render).read_text()))
         print(text)
         if args.write_benchmarks:
-            write_benchmarks(res, text)
+            R.write_section(text)
         return
 
     import faiss
@@ -453,19 +467,18 @@ def main() -> None:
                for V in sizes]
     controls = [child(args.control, ["ivf", "hnsw"], ["--unit-norm"])] if args.control else []
     cmd_line = ".venv/bin/python bench/index.py " + " ".join(sys.argv[1:])
-    res = {"date": date.today().isoformat(), "command": cmd_line.strip(), "python": platform.python_version(),
+    res = {"script": "index", "date": date.today().isoformat(), "commit": R.commit(), "command": cmd_line.strip(),
+           "python": platform.python_version(),
            "faiss": faiss.__version__, "machine": "2 cores, 24 GiB, no GPU", "cpu_count": os.cpu_count(),
            "load_start": load_start, "load_end": "/".join(f"{x:.1f}" for x in os.getloadavg()),
            "args": {k: v for k, v in vars(args).items() if k not in ("child", "kinds", "unit_norm", "render")},
            "sizes": results, "unit_norm_control": controls}
     res["rule"] = rule(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    R.write_json("index", res, args.out)
     text = section_text(res)
     print(text)
     if args.write_benchmarks:
-        write_benchmarks(res, text)
+        R.write_section(text)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import sys
 import threading
@@ -60,6 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 from ytspark import schema as S  # noqa: E402
 from ytspark.config import load_config  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+from results import load  # noqa: E402
 
 DAY = 86400.0
 RUN_DATE = "2026-11-22"
@@ -69,7 +70,7 @@ WORDS = [f"w{i}" for i in range(300)]
 N_CHANNELS, N_CATEGORIES = 500, 20
 DEFAULT_SIZE = (5000, 3000)  # [generate] users x videos of conf/default.toml
 SECTION = "## Nightly scoring"
-OLD_SECTION = "## Scoring"
+GOAL_X_ALS, GOAL_COLD_S = 3.0, 15.0  # the nightly job against ALS in users/s; the cold run_score's wall seconds
 
 
 # ------------------------------------------------------------------ synthetic world
@@ -445,10 +446,6 @@ class Steps:
                 for a, b in zip(self.marks, self.marks[1:])}
 
 
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def gemm_rate(n: int = 2048, repeats: int = 5) -> dict:
     """float32 ``n x n`` matmul FLOP/s with all cores, best of ``repeats`` (after one warm-up)."""
     import torch
@@ -707,9 +704,9 @@ def main() -> None:
     gemm = {"before": gemm0, "after": gemm1, "best_flops": max(gemm0["gflops"], gemm1["gflops"]) * 1e9}
     for res in results.values():  # the floor at the best GEMM rate of the run (before and after Spark)
         add_floor(res, gemm["best_flops"], gemm0["threads"])
-    doc = {"date": date.today().isoformat(), "command": " ".join(["bench/nightly.py", *sys.argv[1:]]),
-           "machine": machine(), "spark_master": "local[2]", "config": {"score": asdict(cfg.score),
-                                                                      "ranker": asdict(cfg.ranker)},
+    doc = {"script": "nightly", "date": date.today().isoformat(), "commit": R.commit(),
+           "command": " ".join(["bench/nightly.py", *sys.argv[1:]]), "machine": machine(), "spark_master": "local[2]",
+           "config": {"score": asdict(cfg.score), "ranker": asdict(cfg.ranker)},
            "setup_s": setup_s, "session_start_s": session_s,
            "cold": {"users": wu, "videos": wv, **cold, "with_session_s": session_s + cold["wall_s"]},
            "gemm": gemm, "load_before": load0, "load_after": load(), "sizes": results}
@@ -717,32 +714,13 @@ def main() -> None:
                       "gemm_gflops": gemm["best_flops"] / 1e9,
                       **{k: summary(r) for k, r in results.items()}}, indent=2, default=float))
     if not args.no_write:
-        p = Path(args.results)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(_clean(doc), indent=2, default=float) + "\n")
-        print(f"wrote {p}")
+        R.write_json("nightly", doc, args.results)
         if args.write_benchmarks:
-            write_markdown(doc, args)
-            print("updated BENCHMARKS.md")
-
-
-def _clean(x):
-    """JSON-ready: numpy scalars to Python, dict keys to str."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
+            R.write_section(render(doc))
 
 
 def machine() -> dict:
-    import psutil
-
-    return {"cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpu": False, "arch": platform.machine(), "python": platform.python_version(),
-            "torch_threads_note": "Spark tasks: score.threads_per_task torch/FAISS threads each"}
+    return {**R.machine(), "torch_threads_note": "Spark tasks: score.threads_per_task torch/FAISS threads each"}
 
 
 def summary(r: dict) -> dict:
@@ -769,13 +747,30 @@ def _mb(p: dict | None) -> str:
     return f"{p['total_mb'] / 1024:.1f} / {p['jvm_mb'] / 1024:.1f} / {p['python_worker_mb'] / 1024:.2f}{n}"
 
 
-def write_markdown(doc: dict, args) -> None:
+def verdict(doc: dict) -> str:
+    """One line against the goals: the largest size's ratio to ALS, and the cold fixed cost."""
+    parts = []
+    big = max(doc["sizes"].values(), key=lambda r: r["users"])
+    va = (big["ours"] or {}).get("vs_als")
+    if va:
+        size = f"{big['users']:,} x {big['videos']:,}" if big.get("videos") else f"{big['users']:,} users"
+        parts.append(f"the nightly job with the ranker serves **{va['wall']:.2f}x** ALS's users/s at {size} "
+                     f"(goal ≥ {GOAL_X_ALS:g}x: {'met' if va['wall'] >= GOAL_X_ALS else '**not met**'})")
+    cold = doc["cold"]["wall_s"]
+    parts.append(f"the cold fixed cost is {cold:.1f} s (goal < {GOAL_COLD_S:g} s: "
+                 f"{'met' if cold < GOAL_COLD_S else '**not met**'})")
+    return "**Verdict:** " + "; ".join(parts) + "."
+
+
+def render(doc: dict) -> str:
+    """The "## Nightly scoring" section of BENCHMARKS.md from a results document."""
     m = doc["machine"]
     fmt = "/".join
     lines = [
-        f"{SECTION} ({doc['date']})", "",
+        f"{SECTION} ({doc['date']})", "", verdict(doc), "",
         f"Command: `.venv/bin/python {doc['command']}`  ",
         f"Machine: {m['cores']} cores, {m['ram_gib']:.0f} GiB RAM, no GPU, {m['arch']}, Python {m['python']}, "
+        + (f"commit {doc['commit']}, " if doc.get("commit") else "") +
         f"Spark local[2] (score.threads_per_task = {doc['config']['score']['threads_per_task']}). Load average "
         f"(1/5/15 min) at the start: {fmt(f'{x:.1f}' for x in doc['load_before'])}, at the end: "
         f"{fmt(f'{x:.1f}' for x in doc['load_after'])}. CPU seconds are summed over the driver, the JVM and the "
@@ -864,36 +859,7 @@ def write_markdown(doc: dict, args) -> None:
               "Raw numbers: `bench/results/nightly.json`. The floor counts dense FLOPs only (user tower, flat "
               "search over the folded table, ranker x K pairs) at the measured GEMM rate; the co-visitation merge, "
               "seen exclusion, feature gathering, sorting and I/O are on top of it.", ""]
-    text = "\n".join(lines)
-    bm = ROOT / "BENCHMARKS.md"
-    cur = bm.read_text()
-    at = None
-    for head in (SECTION, OLD_SECTION):
-        while True:
-            start = _find_heading(cur, head)
-            if start < 0:
-                break
-            nxt = cur.find("\n## ", start + 1)
-            cur = cur[:start] + (cur[nxt + 1:] if nxt >= 0 else "")
-            at = start if at is None else min(at, start)
-    if at is None or at >= len(cur):
-        cur = cur.rstrip("\n") + "\n\n" + text
-    else:
-        cur = cur[:at] + text + "\n" + cur[at:]
-    bm.write_text(cur.rstrip("\n") + "\n")
-
-
-def _find_heading(text: str, head: str) -> int:
-    """Offset of a line starting with ``head`` followed by a space or the line end (not '## Scoring X...')."""
-    pos = 0
-    while True:
-        i = text.find(head, pos)
-        if i < 0:
-            return -1
-        after = text[i + len(head):i + len(head) + 1]
-        if (i == 0 or text[i - 1] == "\n") and after in ("", " ", "\n"):
-            return i
-        pos = i + 1
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

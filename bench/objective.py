@@ -17,8 +17,6 @@ criterion on the validation rows) is marked.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ytspark.config import load_config  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
 
 
 def main(argv=None) -> int:
@@ -64,16 +63,14 @@ def main(argv=None) -> int:
         rows.append({"order": name, "chosen": name == f"w={chosen:g}", "hr@10": round(m["hr@10"], 4),
                      "ndcg@10": round(m["ndcg@10"], 4), **truth.get(name, {})})
     spark.stop()
-    res = {"date": dt.date.today().isoformat(), "split": args.split, "users": len(es), "chosen_w": chosen,
+    res = {**R.stamp("objective"), "split": args.split, "users": len(es), "chosen_w": chosen,
            "seconds": round(time.time() - t0, 1), "rows": rows}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(res, indent=2) + "\n")
-    print(f"| order ({args.split}, {len(es):,} users) | HR@10 | NDCG@10 | true watch s of the top 10 | true P(click) |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['order']}{' (chosen)' if r['chosen'] else ''} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | "
-              f"{r.get('true_watch_s@10', float('nan')):,.0f} | {r.get('true_p_click@10', float('nan')):.4f} |")
-    print(f"-> {args.results}")
+    R.write_json("objective", res, args.results)
+    print("\n".join(R.md_table(
+        [f"order ({args.split}, {len(es):,} users)", "HR@10", "NDCG@10", "true watch s of the top 10", "true P(click)"],
+        [[r["order"] + (" (chosen)" if r["chosen"] else ""), f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}",
+          f"{r.get('true_watch_s@10', float('nan')):,.0f}", f"{r.get('true_p_click@10', float('nan')):.4f}"]
+         for r in rows])))
     return 0
 
 

@@ -4,19 +4,18 @@
 
 For each size: generate the synthetic platform, then prepare it; records wall
 time, events per second and the peak resident memory of the whole process tree
-(driver JVM + Python workers), sampled every 0.2 s. Appends a table to
-BENCHMARKS.md (command, machine, date).
+(driver JVM + Python workers), sampled every 0.2 s. Writes the figures with the
+date, command, machine and commit to bench/results/prepare.json; with
+--write-benchmarks also replaces the "### bench/prepare.py" table in BENCHMARKS.md
+(``bench/results.py render prepare`` does the same from the JSON).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import psutil
@@ -28,6 +27,9 @@ from ytspark.config import load_config  # noqa: E402
 from ytspark.generate import generate  # noqa: E402
 from ytspark.prepare import read_inputs, run_prepare  # noqa: E402
 from ytspark.session import get_spark  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+
+AREA = "## prepare"
 
 
 class PeakRSS:
@@ -63,8 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, nargs="+", default=[50_000, 500_000])
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
-    ap.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    R.add_args(ap, "prepare", 'the "### bench/prepare.py" table')
     args = ap.parse_args()
+    doc = {**R.stamp("prepare"), "spark_master": "local[2]", "load_before": R.load()}
     results = []
     for users in args.users:
         cfg = load_config(None, [
@@ -95,30 +98,30 @@ def main() -> None:
         results.append(row)
         spark.stop()
         shutil.rmtree(base, ignore_errors=True)
-    if args.no_write:
-        return
+    doc.update(load_after=R.load(), runs=results)
+    R.finish("prepare", doc, render, args, AREA)
+
+
+def render(doc: dict) -> str:
+    """The "### bench/prepare.py" table of BENCHMARKS.md from a results document."""
     lines = [
-        f"\n## prepare ({date.today().isoformat()})\n",
-        f"Command: `.venv/bin/python bench/prepare.py --users {' '.join(map(str, args.users))}`  ",
-        f"Machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, Spark local[2].\n",
+        f"### bench/prepare.py ({doc['date']})", "",
+        f"Command: `{doc['command']}`  ",
+        R.machine_line(doc, f", Spark {doc['spark_master']}"),
+        f"Load average {'/'.join(map(str, doc['load_before']))} before, {'/'.join(map(str, doc['load_after']))} after.",
+        "",
         "| users | events | generate s | generate events/s | generate peak RSS GiB | prepare s | prepare events/s "
         "| prepare peak RSS GiB | candidate rows | ranking rows | prepare breakdown (s) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results:
+    for r in doc["runs"]:
         t = r["timings"]
         lines.append(
             f"| {r['users']:,} | {r['events']:,} | {r['generate_s']:.0f} | {r['generate_eps']:,.0f} | "
             f"{r['generate_peak_gib']:.1f} | {r['prepare_s']:.0f} | {r['prepare_eps']:,.0f} | "
             f"{r['prepare_peak_gib']:.1f} | {r['cand_rows']:,} | {r['rank_rows']:,} | "
             f"validate {t['validate_s']}, vocab {t['vocab_s']}, rows {t['rows_s']}, quantiles {t['quantiles_s']} |")
-    bm = ROOT / "BENCHMARKS.md"
-    if not bm.exists():
-        bm.write_text("# Benchmarks\n\nSpeed and memory, measured by the scripts in `bench/`; "
-                      "ratios are against baselines measured in the same run.\n")
-    with open(bm, "a") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: does the ranking network improve on the candidate model's own order? Appends to BENCHMARKS.md.
+"""Benchmark: does the ranking network improve on the candidate model's own order?
 
     # synthetic platform (generate defaults, 5,000 users): train, then measure
     .venv/bin/python bench/rerank.py syn --root /work/data/syn --train [--set ranker.epochs=2]
@@ -19,13 +19,16 @@ ranker score vs retrieval score as the ordering. Also HR@10 / NDCG@10 of both.
 
 ``ml``: HR@10 and NDCG@10 on the test (and validation) target, candidate order
 vs candidate + ranking, with the ranker trained on candidate negatives.
+
+Writes the figures with the date, command, machine and commit to
+bench/results/rerank_<kind>.json; with --write-benchmarks also replaces the
+"### bench/rerank.py <kind>" table in BENCHMARKS.md (``bench/results.py render
+rerank_<kind>`` does the same from the JSON).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from ytspark import schema as S  # noqa: E402
 from ytspark.config import load_config  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+
+AREA = "## Ranking"
 
 YT = str(ROOT / ".venv" / "bin" / "ytspark")
 
@@ -146,14 +152,14 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     return res
 
 
-def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str) -> str:
-    load = os.getloadavg()
-    lines = [f"\n## Ranking: reranking the candidate model's top {res['k']} ({kind}, {time.strftime('%Y-%m-%d')})\n",
-             f"Command: `{cmd}`  ",
-             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, Spark "
-             f"local[2], no GPU; shared with other sessions' jobs (load average at the end {load[0]:.1f}).  ",
+def render(doc: dict) -> str:
+    """The "### bench/rerank.py <kind>" table of BENCHMARKS.md from a results document."""
+    res = doc["res"]
+    lines = [f"### bench/rerank.py {doc['kind']} ({doc['date']})", "",
+             f"Reranking the candidate model's top {res['k']}. Command: `{doc['command']}`  ",
+             R.machine_line(doc, f", Spark local[2]; load average at the end {doc['load_after'][0]:.1f}"),
              f"Models: candidate {res['candidate_model']}, ranker {res['ranker']} (rows: {res['rank_rows_mode']}); "
-             f"{cfg_notes}. Stage times (s): {steps or 'not run by this command'}.\n"]
+             f"{doc['notes']}. Stage times (s): {doc['steps'] or 'not run by this command'}.\n"]
     for split in ("test", "val"):
         if split not in res:
             continue
@@ -192,10 +198,7 @@ def append_markdown(kind: str, res: dict, cmd: str, steps: dict, cfg_notes: str)
         for name in [x for x in m if isinstance(m[x], dict)]:
             lines.append(f"| {split} ({m['rows']:,}) | {name} | {m[name]['wpul']:.4f} | {m[name]['auc']:.4f} "
                          f"| {m[name].get('slate_ndcg@10', float('nan')):.4f} | {m[name]['users']} |")
-    text = "\n".join(lines) + "\n"
-    with open(ROOT / "BENCHMARKS.md", "a") as f:
-        f.write(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -205,14 +208,9 @@ def main() -> None:
     ap.add_argument("--movielens", help="ml: the ml-latest-small folder")
     ap.add_argument("--train", action="store_true", help="run the pipeline stages first")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides for training")
-    ap.add_argument("--no-append", action="store_true")
-    ap.add_argument("--json", help="also write the measured numbers to this file")
-    ap.add_argument("--append-from", help="append the section from a --json file of an earlier run (no Spark)")
+    R.add_args(ap, "rerank_<kind>", 'the "### bench/rerank.py <kind>" table')
     args = ap.parse_args()
-    if args.append_from:
-        saved = json.loads(Path(args.append_from).read_text())
-        print(append_markdown(args.kind, saved["res"], saved["cmd"], saved["steps"], saved["notes"]))
-        return
+    doc = {**R.stamp("rerank"), "kind": args.kind}
     profile = "movielens" if args.kind == "ml" else None
     sets = [x for o in args.overrides for x in ("--set", o)]
     common = ["--output", args.root, *(["--profile", profile] if profile else []), *sets]
@@ -244,12 +242,8 @@ def main() -> None:
              f"{max(res['ranker_history'], key=lambda h: h.get(mon, -1)).get('epoch')})")
     if args.overrides:
         notes += f", overrides {args.overrides}"
-    cmd = "python bench/rerank.py " + " ".join(sys.argv[1:])
-    if args.json:
-        Path(args.json).write_text(json.dumps({"res": res, "cmd": cmd, "steps": steps, "notes": notes},
-                                              default=float))
-    if not args.no_append:
-        print(append_markdown(args.kind, res, cmd, steps, notes))
+    doc.update(res=res, steps=steps, notes=notes, load_after=R.load())
+    R.finish(f"rerank_{args.kind}", doc, render, args, AREA)
 
 
 if __name__ == "__main__":

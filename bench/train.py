@@ -8,15 +8,16 @@ per rank count, reads the examples/s the loop measured, converts it to model
 FLOP/s (dense matmul FLOPs of the tower and of the sampled softmax, forward
 and backward = 3x forward; embedding gathers not counted) and divides by the
 dense float32 matmul FLOP/s measured with torch in the same run on all cores
-(the physical limit here). Appends a section to BENCHMARKS.md.
+(the physical limit here). Writes the figures with the date, command, machine
+and commit to bench/results/train.json; with --write-benchmarks also replaces the
+"### bench/train.py[ --set ...]" table in BENCHMARKS.md (``bench/results.py render
+train`` does the same from the JSON).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +32,9 @@ from ytspark.config import load_config  # noqa: E402
 from ytspark.models.candidate import CandidateModel  # noqa: E402
 from ytspark.train.candidate_task import CandidateTask  # noqa: E402
 from ytspark.train.launcher import train  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
+
+AREA = "## Training throughput"
 
 
 def matmul_flops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -65,10 +69,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--no-write", action="store_true")
+    R.add_args(ap, "train", 'the "### bench/train.py" table (with the --set overrides)')
     args = ap.parse_args()
     cores = os.cpu_count() or 1
-    load_before = open("/proc/loadavg").read().split()[:3]
+    doc = {**R.stamp("train"), "torch": torch.__version__, "overrides": args.overrides, "load_before": R.load()}
     peak = matmul_flops(cores)
     rows = []
     for n in args.ranks:
@@ -87,30 +91,32 @@ def main() -> None:
                      "fraction_of_matmul": ex_s * fpe / peak, "wall_s": round(wall, 1),
                      "steps": r["global_step"]})
         print(json.dumps(rows[-1]))
-    load_after = open("/proc/loadavg").read().split()[:3]
     cfg0 = load_config(None, args.overrides)
+    doc.update(load_after=R.load(), threads=cores, matmul_gflops=peak / 1e9, mflop_per_example=fpe / 1e6,
+               model={"embed_dim": cfg0.candidate.embed_dim, "hidden": list(cfg0.candidate.hidden),
+                      "num_sampled": cfg0.candidate.num_sampled}, rows=rows)
+    R.finish("train", doc, render, args, AREA)
+
+
+def render(doc: dict) -> str:
+    """The "### bench/train.py[ --set ...]" table of BENCHMARKS.md from a results document."""
+    m = doc["model"]
     lines = [
-        f"\n## Training throughput: candidate network ({datetime.date.today().isoformat()})\n",
-        f"Command: `.venv/bin/python bench/train.py --prepared {args.prepared} --steps {args.steps} "
-        f"--batch {args.batch} --ranks {' '.join(map(str, args.ranks))}"
-        + "".join(f" --set {o}" for o in args.overrides) + "`  ",
-        f"Machine: {cores} cores, {platform.machine()}, no GPU, torch {torch.__version__}; load average "
-        f"{' '.join(load_before)} before, {' '.join(load_after)} after.  ",
-        f"Model: embed {cfg0.candidate.embed_dim}, tower {list(cfg0.candidate.hidden)}, "
-        f"{cfg0.candidate.num_sampled} sampled negatives; {fpe / 1e6:.2f} MFLOP per training example "
-        f"(dense matmuls, fwd+bwd).  ",
-        f"Measured dense float32 matmul on {cores} threads (2048², best of 3): **{peak / 1e9:.1f} GFLOP/s** "
-        "(the limit here).\n",
+        f"### bench/train.py{''.join(f' --set {o}' for o in doc['overrides'])} ({doc['date']})", "",
+        f"Command: `{doc['command']}`  ",
+        R.machine_line(doc, f", torch {doc['torch']}"),
+        f"Load average {'/'.join(map(str, doc['load_before']))} before, {'/'.join(map(str, doc['load_after']))} "
+        "after.  ",
+        f"Model: embed {m['embed_dim']}, tower {m['hidden']}, {m['num_sampled']} sampled negatives; "
+        f"{doc['mflop_per_example']:.2f} MFLOP per training example (dense matmuls, fwd+bwd).  ",
+        f"Measured dense float32 matmul on {doc['threads']} threads (2048², best of 3): "
+        f"**{doc['matmul_gflops']:.1f} GFLOP/s** (the limit here).", "",
         "| ranks | launcher | examples/s | model GFLOP/s | fraction of matmul limit | steps | wall s |",
         "|---|---|---|---|---|---|---|",
         *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | {r['model_gflops']:.1f} | "
-          f"{100 * r['fraction_of_matmul']:.0f}% | {r['steps']} | {r['wall_s']} |" for r in rows],
+          f"{100 * r['fraction_of_matmul']:.0f}% | {r['steps']} | {r['wall_s']} |" for r in doc["rows"]],
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from ytspark import schema as S  # noqa: E402
 from ytspark.config import load_config  # noqa: E402
+import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
 
 SHOWN_AT_H = 9.0  # the night's table is shown at 09:00 UTC the next day
 
@@ -119,20 +119,19 @@ def main(argv=None) -> int:
         res[name] = {**_measure(_top(spark, m["path"], args.top), unclicked, cfg.generate, shown2_ts),
                      "manifest_impression_features": m["impression_features"], "score_s": m["timings"]["total_s"]}
     res["seconds"] = round(time.time() - t0, 1)
-    res["date"] = dt.date.today().isoformat()
+    res.update(R.stamp("two_nights"))
     spark.stop()
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(res, indent=2) + "\n")
+    R.write_json("two_nights", res, args.results)
     a, b = res["night2_with_impression_features"], res["night2_features_zeroed"]
     print(f"night 1 ({d1}) shown to {res['night1']['users']:,} users: {res['shown_rows']:,} impressions, "
           f"{res['clicked_rows']:,} clicked")
-    print(f"| night 2 ({d2}), top {args.top} | repeats of night-1 unclicked | share | users with one | "
-          "true watch s / user | true P(click) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in (("with impression features", a), ("features zeroed", b)):
-        print(f"| {name} | {r['repeats_of_unclicked']:,} | {r['repeat_share']:.1%} | {r['users_with_a_repeat']:,} | "
-              f"{r['true_watch_seconds_top10_per_user']:,.0f} | {r['true_p_click_mean']:.4f} |")
-    print(f"-> {args.results} ({res['seconds']} s)")
+    print("\n".join(R.md_table(
+        [f"night 2 ({d2}), top {args.top}", "repeats of night-1 unclicked", "share", "users with one",
+         "true watch s / user", "true P(click)"],
+        [[name, f"{r['repeats_of_unclicked']:,}", f"{r['repeat_share']:.1%}", f"{r['users_with_a_repeat']:,}",
+          f"{r['true_watch_seconds_top10_per_user']:,.0f}", f"{r['true_p_click_mean']:.4f}"]
+         for name, r in (("with impression features", a), ("features zeroed", b))])))
+    print(f"({res['seconds']} s)")
     return 0
 
 

@@ -11,6 +11,10 @@
 #   YTSPARK_MASTER_PORT=7077  YTSPARK_MASTER_WEBUI_PORT=8080  YTSPARK_WORKER_WEBUI_PORT=8081 (+1 per worker)
 #   YTSPARK_WORKERS=2  YTSPARK_WORKER_CORES=1  YTSPARK_WORKER_MEMORY=3g  YTSPARK_DAEMON_MEMORY=512m
 #   YTSPARK_PYTHON=<repo>/.venv/bin/python (what executors run as PYSPARK_PYTHON)
+#   YTSPARK_WORKER_PRIVATE_TMP=0: 1 starts each worker in its own mount namespace (unshare -m, needs root or
+#     CAP_SYS_ADMIN) with a private tmpfs over /tmp and over its work dir, so that, as on a real cluster,
+#     workers (their executors, Python workers and Horovod ranks) share no scratch disk with each other or the
+#     driver; use an --output every node sees outside /tmp (tests/test_cluster.py, "no shared disk")
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +30,7 @@ MEMORY="${YTSPARK_WORKER_MEMORY:-3g}"
 MASTER_URL="spark://$HOST:$PORT"
 JSON_URL="http://$HOST:$UI_PORT/json/"
 START_TIMEOUT="${YTSPARK_CLUSTER_START_TIMEOUT:-180}"
+PRIVATE_TMP="${YTSPARK_WORKER_PRIVATE_TMP:-0}"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
@@ -61,14 +66,26 @@ alive_workers() {  # number of ALIVE workers registered with the master (0 when 
 launch() {  # launch NAME CLASS ARGS...: detached JVM, pid in $DIR/NAME.pid, log in $DIR/logs/NAME.log
   local name=$1; shift
   if alive "$DIR/$name.pid"; then echo "$name already running (pid $(cat "$DIR/$name.pid"))"; return; fi
+  local run=("$SPARK_HOME/bin/spark-class")
+  if [ "$PRIVATE_TMP" = 1 ] && [[ $name == worker* ]]; then
+    # unshare (no --fork) and sh exec in place, so $! is still the JVM's pid; the tmpfs mounts exist only in
+    # this worker's namespace (and its executors'), and vanish with it
+    run=(unshare -m --propagation private sh -c \
+         'mount -t tmpfs -o mode=1777 ytspark-private /tmp && mkdir -p "$1" && mount -t tmpfs ytspark-private "$1" && shift && exec "$@"' \
+         sh "$DIR/$name" "$SPARK_HOME/bin/spark-class")
+  fi
   # spark-class execs java, so $! is the JVM's pid; setsid detaches it from this shell's session.
-  setsid nohup "$SPARK_HOME/bin/spark-class" "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+  setsid nohup "${run[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/$name.pid"
   echo "$name started (pid $!, log $DIR/logs/$name.log)"
 }
 
 start() {
   mkdir -p "$DIR/logs" "$DIR/conf"
+  if [ "$PRIVATE_TMP" = 1 ]; then
+    unshare -m --propagation private sh -c 'mount -t tmpfs ytspark-probe /tmp' 2>/dev/null \
+      || die "YTSPARK_WORKER_PRIVATE_TMP=1 needs 'unshare -m' and tmpfs mounts (root or CAP_SYS_ADMIN); unset it"
+  fi
   launch master org.apache.spark.deploy.master.Master --host "$HOST" --port "$PORT" --webui-port "$UI_PORT"
   local t=0
   until master_json >/dev/null 2>&1; do

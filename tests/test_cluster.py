@@ -327,3 +327,95 @@ def test_pipeline_on_cluster_matches_local(spark, cluster, raw, prepared_local, 
         return sorted(zip(*[t.column(x).to_pylist() for x in cols]))
 
     assert lists(c) == lists(loc)
+
+
+# ------------------------------------------------------------------ no shared disk (issue 18)
+
+
+def _unshare_problem() -> str | None:
+    """Why workers cannot get a private /tmp here (None when they can): a throwaway namespace tries it."""
+    try:
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs ytspark-probe /tmp"],
+                           capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return "no unshare command (util-linux)"
+    return None if r.returncode == 0 else f"'unshare -m' + tmpfs mount refused: {r.stderr.strip()[:200]}"
+
+
+@pytest.fixture(scope="module")
+def private_cluster(tmp_path_factory):
+    """A second cluster whose workers each run in their own mount namespace with a private tmpfs over /tmp and
+    over their work dir (scripts/cluster.sh, YTSPARK_WORKER_PRIVATE_TMP=1): no scratch disk is shared between
+    the workers' executors (and the Horovod ranks in them) and the driver."""
+    problem = _unshare_problem()
+    if problem:
+        pytest.skip(f"no-shared-disk cluster not possible on this machine: {problem} (RELIABILITY.md)")
+    c = Cluster(tmp_path_factory.mktemp("noshare-cluster"))
+    c.env["YTSPARK_WORKER_PRIVATE_TMP"] = "1"
+    try:
+        r = c.script("start")
+        assert r.returncode == 0, f"cluster.sh start failed:\n{r.stdout}\n{r.stderr}"
+        yield c
+    finally:
+        r = c.script("stop", timeout=120)
+        print(r.stdout, r.stderr)
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder every node sees: outside /tmp (which each worker has privately), removed afterwards."""
+    import shutil
+    import uuid
+
+    d = ROOT / "out" / f"test-noshare-{uuid.uuid4().hex[:8]}"
+    d.mkdir(parents=True)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.horovod
+def test_no_shared_disk_horovod_training_on_the_executors_and_score(spark, private_cluster, prepared_local,
+                                                                      shared_dir, tmp_path):
+    """Issue 18: with --output a file:// URL on a folder all nodes see, and every worker's /tmp and work dir
+    private, 2 Horovod ranks on the executors publish the model where the driver's score finds it. A write to an
+    executor-local path (a URL taken for a relative path, a temporary file handed between processes) is lost
+    with the worker's namespace and fails the run."""
+    import shutil
+    import tempfile
+
+    # the workers really have their own /tmp: a file the driver's side puts there is not in theirs
+    with tempfile.NamedTemporaryFile(prefix="ytspark-driver-only-") as mark:
+        for i in (1, 2):
+            root = Path(f"/proc/{private_cluster.pid(f'worker{i}')}/root")
+            assert not (root / mark.name.lstrip("/")).exists() and Path(mark.name).exists()
+            assert (root / str(shared_dir).lstrip("/")).is_dir()
+    shutil.copytree(prepared_local, shared_dir / "prepared")
+    out = f"file://{shared_dir}/out"
+    events = tmp_path / "eventlog"  # written by the driver (on this side), read here
+    events.mkdir()
+    common = ["--prepared", f"file://{shared_dir}/prepared", "--output", out, "--set", 'score.run_date="2026-11-23"']
+    # Both workers are host 127.0.0.1, so Spark would read the other executor's shuffle files straight from
+    # "its" disk (spark.shuffle.readHostLocalDisk), as executors of one real host may; here that disk is
+    # private, as between real hosts, so shuffle blocks go over the network as they do between hosts.
+    separate_hosts = "--conf spark.shuffle.readHostLocalDisk=false"
+    private_cluster.submit("train_candidates", [*common, "--set", "candidate.epochs=1", "--set", "candidate.hidden=[64]"],
+                           submit_args=f"{separate_hosts} --conf spark.eventLog.enabled=true "
+                                       f"--conf spark.eventLog.dir=file://{events}")
+    ranks = _horovod_tasks(events)
+    assert len(ranks) == 1 and sorted(next(iter(ranks.values()))) == ["0", "1"], ranks  # one rank per executor
+    cand = shared_dir / "out" / "models" / "candidate"
+    version = (cand / "LATEST").read_text().strip()
+    assert (cand / version / "_SUCCESS").exists() and (cand / version / "weights.pt").exists()
+    assert (cand / "_work" / "checkpoint.pt").exists() and (cand / "_work" / "metrics.csv").exists()
+    assert not list(cand.glob(".tmp-*")) and not (shared_dir / "file:").exists()
+
+    private_cluster.submit("score", [*common, "--set", "score.partitions=4"], submit_args=separate_hosts)
+    table = shared_dir / "out" / "recommendations" / "run_date=2026-11-23"
+    assert (table / "_SUCCESS").exists()
+    t = pq.read_table(str(table), columns=["user_id", "model_version"])
+    n = make_config().score.n
+    assert len(set(t.column("user_id").to_pylist())) == 120 and t.num_rows == 120 * n
+    assert set(t.column("model_version").to_pylist()) == {version}
+    assert "ytspark-train-candidates" in _our_apps(private_cluster) and "ytspark-score" in _our_apps(private_cluster)

@@ -131,8 +131,9 @@ def test_fused_retrieval_pads_when_too_few_videos_remain():
     assert sorted(i[0][i[0] >= 0]) == [4, 5] and (i[0][2:] == -1).all() and np.isneginf(s[0][2:]).all()
 
 
+@pytest.mark.parametrize("gemm", ["torch", "numpy"])
 @pytest.mark.parametrize("weight", [0.0, 3.0])
-def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypatch, weight):
+def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypatch, weight, gemm):
     """The flat kind's dense pass: brute-force fused top K (seen and ids 0/1 excluded), over several row blocks
     (a video reached from two recent watches counts twice), and the same lists as FAISS + merge_topk."""
     import ytspark.models.covisit as covisit
@@ -150,7 +151,7 @@ def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypat
     seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
     off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
     seen = (off, np.concatenate(seen_lists).astype(np.int64))
-    s, i = dense_topk(user, table, K, seen, hist, cv)
+    s, i = dense_topk(user, table, K, seen, hist, cv, gemm=gemm)
     full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
     full[:, :2] = -np.inf
     for b in range(B):
@@ -165,6 +166,21 @@ def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypat
     assert (np.sort(i, axis=1) == np.sort(mi, axis=1)).mean() > 0.99  # the same lists (ties aside)
     if weight:
         assert (np.sort(i, axis=1) != np.sort(cand, axis=1)).any(axis=1).sum() > B // 2  # the term moved lists
+
+
+def test_dense_gemm_library_follows_the_cpu_and_the_override(monkeypatch):
+    import ytspark.models.covisit as covisit
+
+    monkeypatch.delenv("YTSPARK_DENSE_GEMM", raising=False)
+    monkeypatch.setattr(covisit, "_cpu_vendor", lambda: "GenuineIntel")
+    assert covisit.dense_gemm_library() == "torch"
+    monkeypatch.setattr(covisit, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert covisit.dense_gemm_library() == "numpy"
+    monkeypatch.setenv("YTSPARK_DENSE_GEMM", "torch")
+    assert covisit.dense_gemm_library() == "torch"
+    with pytest.raises(ValueError, match="gemm 'blas'"):
+        dense_topk(np.ones((1, 3), np.float32), np.ones((5, 3), np.float32), 2, (np.array([0, 0]), np.zeros(0)),
+                   gemm="blas")
 
 
 def test_dense_retrieval_pads_when_too_few_videos_remain():
@@ -209,3 +225,39 @@ def test_bad_settings_name_the_config_key(kw, key):
     args = {"window": 10, "top_m": 200, "recent_k": 5, "decay": 0.7, "weights": [1.0], **kw}
     with pytest.raises(ValueError, match=f"candidate.{key}"):
         check_params(**args)
+
+
+@pytest.mark.parametrize("case", ["skewed", "ties", "few_finite", "spiky", "tight"])
+def test_row_topk_equals_torch_topk(monkeypatch, case):
+    """The filtered top k equals the plain one (values exactly; indices up to ties) on score blocks shaped
+    like retrieval's, including rows whose cut fails (too few finite scores, a cut that lets too many pass)
+    and so take the plain path."""
+    import torch
+
+    import ytspark.models.covisit as covisit
+
+    rng = np.random.default_rng({"skewed": 0, "ties": 1, "few_finite": 2, "spiky": 3, "tight": 4}[case])
+    n, V, k = 37, 20_000, 200
+    S = rng.normal(size=(n, V)).astype(np.float32) - np.log1p(np.arange(V, dtype=np.float32)) * 0.3
+    if case == "ties":
+        S = np.round(S, 1)  # many equal values around the k-th
+    if case == "few_finite":
+        S[::3, 150:] = -np.inf  # every third row: fewer than k finite scores past the sample
+        S[1, :] = -np.inf
+    if case == "spiky":
+        S[:, rng.integers(0, V, 500)] += 6.0  # co-visitation-like spikes the strided sample mostly misses
+        monkeypatch.setattr(covisit, "TOPK_CAP", 1.2)  # and a cap that some rows overflow
+    if case == "tight":
+        S[::2, ::covisit.TOPK_STRIDE] += 5.0  # the sampled columns of every other row stand out: fewer than k
+    S[:, :2] = -np.inf
+    t = torch.from_numpy(S)
+    want_v, want_i = torch.topk(t, k, dim=1)
+    got_v, got_i = covisit.row_topk(t, k)
+    np.testing.assert_array_equal(got_v.numpy(), want_v.numpy())
+    # the indices hold those values (so they are a valid top k even where ties pick others)
+    np.testing.assert_array_equal(np.take_along_axis(S, got_i.numpy(), axis=1), want_v.numpy())
+    fin = np.isfinite(want_v.numpy())
+    for r in range(n):
+        assert len(set(got_i[r].numpy()[fin[r]])) == fin[r].sum()  # no index twice
+    if case == "skewed":
+        np.testing.assert_array_equal(got_i.numpy(), want_i.numpy())

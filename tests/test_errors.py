@@ -79,7 +79,7 @@ def test_bad_events_input_is_one_clear_error_line(tmp_path, case):
 
 
 def _model(root: Path, kind: str = "candidate", *, version: int | None = None, complete: bool = True) -> Path:
-    d = write_model_dir(root, kind, state_dict={"w": torch.zeros(2, 2)}, meta={"model_config": {}})
+    d = Path(write_model_dir(root, kind, state_dict={"w": torch.zeros(2, 2)}, meta={"model_config": {}}))
     if version is not None:
         meta = json.loads((d / "MODEL.json").read_text())
         (d / "MODEL.json").write_text(json.dumps({**meta, "format_version": version}))

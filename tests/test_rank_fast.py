@@ -153,6 +153,23 @@ def test_serving_score_fast_equals_reference_and_orders_alike(name):
     np.testing.assert_array_equal(np.argsort(-kf, axis=1, kind="stable"), np.argsort(-kr, axis=1, kind="stable"))
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_csr_find_block_equals_find(monkeypatch, dense):
+    """The per-block lookup (a dense position table, or the binary search past DENSE_FIND_CELLS) finds the same
+    entries as Csr.find, misses included."""
+    monkeypatch.setattr(R, "DENSE_FIND_CELLS", 1 << 20 if dense else 0)
+    users, meta, cand, _ = make_world(21, B=17, K=11)
+    for g in ("channel", "category"):
+        csr = users.affinity[g]
+        ids = getattr(meta, g)[np.where(cand >= 2, cand, 0)]
+        pos, found = csr.find_block(ids)
+        want_pos, want_found = csr.find(np.repeat(np.arange(len(ids), dtype=np.int64), ids.shape[1]), ids.reshape(-1))
+        assert found.any() and not found.all()
+        np.testing.assert_array_equal(found, want_found)
+        np.testing.assert_array_equal(pos[found], want_pos[want_found])
+        np.testing.assert_array_equal(csr.ids[pos[found]], ids.reshape(-1)[found])
+
+
 def test_per_user_cut_off_moves_video_age_to_the_pair_side():
     model = make_model(6)
     users, meta, cand, retrieval = make_world(7)

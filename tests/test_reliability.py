@@ -145,8 +145,8 @@ class _Payload:
 
 
 def test_model_loading_refuses_pickled_objects(tmp_path):
-    d = write_model_dir(tmp_path / "models", "candidate", state_dict={"w": torch.ones(2)}, meta={},
-                        arrays={"video_embeddings": np.zeros((3, 2), np.float32)})
+    d = Path(write_model_dir(tmp_path / "models", "candidate", state_dict={"w": torch.ones(2)}, meta={},
+                             arrays={"video_embeddings": np.zeros((3, 2), np.float32)}))
     md = read_model_dir(d, "candidate")
     assert torch.equal(md.state_dict()["w"], torch.ones(2))
     marker = tmp_path / "ran"
@@ -184,5 +184,5 @@ def test_export_killed_half_way_leaves_latest_on_the_previous_model(tmp_path):
     assert r.returncode == 137, r.stderr[-2000:]
     names = sorted(p.name for p in (root / "candidate").iterdir())
     assert names == [".tmp-v2", "LATEST", "v1"]  # v2 never published: only its hidden temporary exists
-    assert resolve_model_dir(root, "candidate") == root / "candidate" / "v1"
+    assert resolve_model_dir(root, "candidate") == str(root / "candidate" / "v1")
     assert torch.equal(read_model_dir(root, "candidate").state_dict()["w"], torch.ones(2))

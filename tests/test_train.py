@@ -76,7 +76,7 @@ def test_known_answer_next_watch_is_learned_on_held_out_users(trained, prepared)
 def test_export_is_a_complete_versioned_directory(trained, prepared):
     result, models = trained
     d = Path(result["model_dir"])
-    assert resolve_model_dir(models, "candidate") == d  # LATEST points at the new version
+    assert resolve_model_dir(models, "candidate") == str(d)  # LATEST points at the new version
     md = read_model_dir(d, "candidate")
     model, _ = load_candidate(d)
     emb = md.array("video_embeddings")

@@ -1,23 +1,25 @@
 """The evaluation report: ``report.md``, PNG plots, ``metrics.csv`` and ``metrics.json``, written atomically.
 
 ``write_report(out_dir, metrics_by_system, curves, hr_at_k, extra_tables)``
-builds everything in ``<out_dir>.__tmp-<uuid>`` and swaps it into place,
-so a reader never sees half a report and a failed run keeps the old one.
+builds everything in ``<out_dir>.__tmp-<uuid>`` and publishes it with
+:func:`ytspark.storage.staged_dir` (a rename, or on S3 a copy with
+``_SUCCESS`` last), so a reader never sees half a report and a failed run
+keeps the old one. ``out_dir`` is a local path or any storage URL; plots are
+rendered to bytes and written through storage.
 """
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-import os
-import shutil
-import uuid
 from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ytspark import storage  # noqa: E402
 
 Rows = list[dict]
 
@@ -56,8 +58,7 @@ def plot_hr_at_k(hr_at_k: dict[str, list[tuple[int, float]]], path: str) -> None
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_curves(curves: dict[str, Rows], path: str, x: str = "epoch") -> list[str]:
@@ -81,8 +82,7 @@ def plot_curves(curves: dict[str, Rows], path: str, x: str = "epoch") -> list[st
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return keys
 
 
@@ -103,18 +103,17 @@ def plot_calibration(panels: dict[str, dict], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
-def _publish(tmp: str, final: str) -> None:
-    old = None
-    if os.path.exists(final):
-        old = f"{final}.__old-{uuid.uuid4().hex[:8]}"
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def _save_figure(fig, path: str) -> None:
+    """Render ``fig`` as PNG bytes and write them to ``path`` (any storage URL); closes the figure."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    storage.save_bytes(path, buf.getvalue())
 
 
 def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[str, Rows] | None = None,
@@ -124,7 +123,7 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
     """Write the report folder and return the path of ``report.md``.
 
     Args:
-        out_dir: local folder, replaced whole.
+        out_dir: local folder or storage URL, replaced whole.
         metrics_by_system: system name -> flat metrics (the main table).
         curves: network name -> per-epoch list of metric dicts (``epoch`` key optional).
         hr_at_k: system name -> [(K, HR@K)] points.
@@ -133,11 +132,8 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
         calibration: panel title -> {"rows": [(bin, predicted, observed, n)], "x", "y"} (a PNG
             of reliability curves, and the rows as tables).
     """
-    out_dir = os.path.abspath(out_dir).rstrip("/")
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    tmp = f"{out_dir}.__tmp-{uuid.uuid4().hex[:8]}"
-    os.makedirs(tmp)
-    try:
+    out_dir = storage.to_url(out_dir).rstrip("/")
+    with storage.staged_dir(out_dir) as tmp:
         rows = _metric_rows(metrics_by_system)
         md = [f"# {title}", ""] + [f"{n}  " for n in notes] + ["", "## Metrics", "", markdown_table(rows)]
         if hr_at_k:
@@ -156,19 +152,13 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
                      for r in p["rows"]])]
         for name, table in (extra_tables or {}).items():
             md += [f"## {name}", "", markdown_table(table)]
-        with open(f"{tmp}/report.md", "w") as f:
-            f.write("\n".join(md))
-        with open(f"{tmp}/metrics.json", "w") as f:
-            json.dump({"metrics": metrics_by_system, "extra_tables": extra_tables or {},
-                       "calibration": calibration or {}}, f, indent=2,
-                      sort_keys=True, default=float)
+        storage.save_text(f"{tmp}/report.md", "\n".join(md))
+        storage.save_json(f"{tmp}/metrics.json", {"metrics": metrics_by_system, "extra_tables": extra_tables or {},
+                                                  "calibration": calibration or {}})
         cols = list(dict.fromkeys(k for r in rows for k in r))
-        with open(f"{tmp}/metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(rows)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        storage.save_text(f"{tmp}/metrics.csv", buf.getvalue())
     return f"{out_dir}/report.md"

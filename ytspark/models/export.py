@@ -14,27 +14,29 @@ Layout (one directory per trained model, never modified after publishing)::
       _SUCCESS
     <models_root>/<kind>/LATEST            text: the newest published version
 
-Publishing is atomic: everything is written to ``<kind>/.tmp-<version>`` and
-renamed into place, then ``LATEST`` is replaced with ``os.replace``; a
-killed export leaves only a ``.tmp-*`` directory that nothing reads. Loading
-never unpickles: weights go through ``torch.load(weights_only=True)``, arrays
-through ``np.load(allow_pickle=False)``, everything else is JSON.
-Model directories live on the local (or a mounted) filesystem; scoring ships
-their content to Spark executors itself.
+``models_root`` is a local path or any URL :mod:`ytspark.storage` opens
+(``file://``, ``hdfs://``, ``s3://``, ``s3a://``): every read and write goes
+through it. Publishing is atomic: everything is written to
+``<kind>/.tmp-<version>`` and published as ``<kind>/<version>`` by
+:func:`ytspark.storage.staged_dir` (a rename, or on S3 a copy with
+``_SUCCESS`` written last), then ``LATEST`` is replaced in one atomic write;
+a killed export leaves only a ``.tmp-*`` directory or a version without
+``_SUCCESS``, which no reader accepts. Loading never unpickles: weights go
+through ``torch.load(weights_only=True)``, arrays through
+``np.load(allow_pickle=False)``, everything else is JSON.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
+
+from ytspark import storage
 
 FORMAT = "ytspark-model"
 FORMAT_VERSION = 1
@@ -50,13 +52,9 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
-
-
 def write_model_dir(models_root: str | os.PathLike, kind: str, *, state_dict: Mapping[str, torch.Tensor],
                     meta: dict, arrays: Mapping[str, np.ndarray] | None = None,
-                    json_files: Mapping[str, object] | None = None, version: str | None = None) -> Path:
+                    json_files: Mapping[str, object] | None = None, version: str | None = None) -> str:
     """Publish a model directory under ``models_root/kind/<version>`` and point ``LATEST`` at it.
 
     ``json_files`` maps relative paths (``"vocab/video.json"``, ``"metrics.json"``)
@@ -65,49 +63,38 @@ def write_model_dir(models_root: str | os.PathLike, kind: str, *, state_dict: Ma
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got '{kind}'")
     version = version or new_version()
-    base = Path(models_root) / kind
-    base.mkdir(parents=True, exist_ok=True)
-    tmp, final = base / f".tmp-{version}", base / version
-    if final.exists():
+    base = storage.join(models_root, kind)
+    tmp, final = storage.join(base, f".tmp-{version}"), storage.join(base, version)
+    if storage.path_exists(final):
         raise ModelDirError(f"model version {final} already exists; versions are immutable")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp / "weights.pt")
+    with storage.staged_dir(final, tmp=tmp) as d:
+        storage.save_torch(storage.join(d, "weights.pt"),
+                           {k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
         for name, arr in (arrays or {}).items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+            storage.save_npy(storage.join(d, f"{name}.npy"), arr)
         for rel, obj in (json_files or {}).items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(p, obj)
-        _write_json(tmp / "MODEL.json", {**meta, "format": FORMAT, "format_version": FORMAT_VERSION,
-                                         "kind": kind, "version": version,
-                                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                         "arrays": sorted((arrays or {}).keys())})
-        (tmp / "_SUCCESS").write_text("")
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    latest_tmp = base / f".LATEST.{uuid.uuid4().hex[:6]}"
-    latest_tmp.write_text(version + "\n")
-    os.replace(latest_tmp, base / "LATEST")
+            storage.save_json(storage.join(d, rel), obj)
+        storage.save_json(storage.join(d, "MODEL.json"),
+                          {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+                           "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "arrays": sorted((arrays or {}).keys())})
+    storage.save_text(storage.join(base, "LATEST"), version + "\n")
     return final
 
 
-def resolve_model_dir(path: str | os.PathLike, kind: str) -> Path:
+def resolve_model_dir(path: str | os.PathLike, kind: str) -> str:
     """A published model directory from either the directory itself, ``<root>/<kind>`` or ``<root>``.
 
-    The latter two follow ``LATEST``.
+    The latter two follow ``LATEST``. Paths are local paths or URLs (returned as given, joined with '/').
     """
-    p = Path(path)
-    if (p / "MODEL.json").exists():
+    p = os.fspath(path).rstrip("/")
+    if storage.path_exists(storage.join(p, "MODEL.json")):
         return p
-    for base in (p, p / kind):
-        latest = base / "LATEST"
-        if latest.exists():
-            target = base / latest.read_text().strip()
-            if (target / "MODEL.json").exists():
+    for base in (p, storage.join(p, kind)):
+        latest = storage.join(base, "LATEST")
+        if storage.path_exists(latest):
+            target = storage.join(base, storage.load_text(latest).strip())
+            if storage.path_exists(storage.join(target, "MODEL.json")):
                 return target
             raise ModelDirError(f"{latest} points at {target}, which is not a model directory; "
                                 f"retrain with `ytspark train-{'candidates' if kind == 'candidate' else 'ranker'}`")
@@ -119,7 +106,7 @@ def resolve_model_dir(path: str | os.PathLike, kind: str) -> Path:
 class ModelDir:
     """A loaded model directory: metadata, tensor state dict and exported arrays (loaded on first use)."""
 
-    path: Path
+    path: str  # local path or URL
     meta: dict
     _arrays: dict = field(default_factory=dict, repr=False)
 
@@ -128,29 +115,41 @@ class ModelDir:
         return self.meta["version"]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
+        return storage.load_torch(self.file("weights.pt"))
+
+    def weights_bytes(self) -> bytes:
+        """``weights.pt`` as bytes (to ship to executors; load with ``torch.load(weights_only=True)``)."""
+        return storage.load_bytes(self.file("weights.pt"))
+
+    def file(self, rel: str) -> str:
+        """The URL of ``rel`` inside this model directory."""
+        return storage.join(self.path, rel)
+
+    def names(self, rel: str = "") -> list[str]:
+        """File names inside ``rel`` (e.g. ``"vocab"``) of this model directory."""
+        return storage.list_names(self.file(rel)) if rel else storage.list_names(self.path)
 
     def array(self, name: str) -> np.ndarray:
         if name not in self._arrays:
-            f = self.path / f"{name}.npy"
-            if not f.exists():
+            f = self.file(f"{name}.npy")
+            if not storage.path_exists(f):
                 raise ModelDirError(f"model directory {self.path} has no array '{name}' ({f} missing)")
-            self._arrays[name] = np.load(f, allow_pickle=False)
+            self._arrays[name] = storage.load_npy(f)
         return self._arrays[name]
 
     def json(self, rel: str):
-        f = self.path / rel
-        if not f.exists():
+        f = self.file(rel)
+        if not storage.path_exists(f):
             raise ModelDirError(f"model directory {self.path} has no {rel}")
-        return json.loads(f.read_text())
+        return storage.load_json(f)
 
 
 def read_model_dir(path: str | os.PathLike, kind: str) -> ModelDir:
     """Open a published model directory of ``kind``, checking its format and version."""
     p = resolve_model_dir(path, kind)
-    if not (p / "_SUCCESS").exists():
+    if not storage.is_published(p):
         raise ModelDirError(f"model directory {p} is incomplete (no _SUCCESS); retrain or pick another version")
-    meta = json.loads((p / "MODEL.json").read_text())
+    meta = storage.load_json(storage.join(p, "MODEL.json"))
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ModelDirError(f"model directory {p} has format {meta.get('format')!r} version "
                             f"{meta.get('format_version')!r}; this ytspark reads {FORMAT!r} version {FORMAT_VERSION}: "

@@ -1,6 +1,6 @@
 """Models shipped to Spark executors as plain bytes, rebuilt once per Python worker.
 
-The driver reads the model directories (local or mounted filesystem) and packs
+The driver reads the model directories (any URL, through :mod:`ytspark.storage`) and packs
 what a worker needs into a :class:`Bundle` of bytes, arrays and JSON-like dicts:
 the candidate tower's state dict (``torch.save`` bytes), the serialised FAISS
 index of the folded video table (approximate kinds; the exact ``flat`` kind
@@ -66,15 +66,17 @@ class WorkerModels:
 def model_vocabs(md: ModelDir) -> dict[str, Vocab]:
     """The vocabularies saved with a model directory (``vocab/<name>.json``), by name."""
     out = {}
-    for f in sorted((md.path / "vocab").glob("*.json")):
-        d = md.json(f"vocab/{f.name}")
-        out[f.stem] = Vocab(name=d["name"], values=list(d["values"]), counts=list(d.get("counts", [])))
+    for name in md.names("vocab"):
+        if not name.endswith(".json"):
+            continue
+        d = md.json(f"vocab/{name}")
+        out[name[:-len(".json")]] = Vocab(name=d["name"], values=list(d["values"]), counts=list(d.get("counts", [])))
     return out
 
 
 def state_bytes(md: ModelDir) -> bytes:
     """The model directory's ``weights.pt`` as bytes (loaded later with ``weights_only=True``)."""
-    return (md.path / "weights.pt").read_bytes()
+    return md.weights_bytes()
 
 
 def _state_dict(data: bytes) -> dict[str, torch.Tensor]:

@@ -97,6 +97,9 @@ def _days_before(as_of: float | Column, ts: Column) -> Column:
 
 
 RAW_USER_COLUMNS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, S.AGE, S.BIRTH_YEAR)
+# the marker rows' raw attributes, one struct column (null on event rows: one null field where six would
+# each take a slot in every shuffled and sorted event row)
+USER_STRUCT = "user"
 _USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)
 
 
@@ -116,6 +119,7 @@ def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impress
         .where((F.col(S.EVENT_TS) < F.lit(as_of)) & F.col(S.EVENT_TYPE).isin(*kinds))
     users = spark.read.parquet(f"{prepared_dir}/users")
     utypes = dict(users.dtypes)
+    user_type = "struct<" + ",".join(f"{c}:{utypes.get(c, 'string')}" for c in RAW_USER_COLUMNS) + ">"
     ev = events.select(
         S.USER_ID, F.col(S.EVENT_TS).cast("double").alias(S.TS),
         F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH).when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
@@ -123,12 +127,13 @@ def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impress
         event_seq().alias(S.EVENT_SEQ), F.col(S.VIDEO_ID).cast("string").alias(S.VIDEO_ID),
         tokens_column(F.col(S.QUERY)).alias(TOKENS),
         *([F.col(S.CLICKED).cast("int").alias(S.CLICKED)] if impressions else []),
-        *[F.lit(None).cast(utypes.get(c, "string")).alias(c) for c in RAW_USER_COLUMNS])
+        F.lit(None).cast(user_type).alias(USER_STRUCT))
     marks = users.select(
         S.USER_ID, F.lit(-1.0).alias(S.TS), F.lit(KIND_USER).alias("kind"), F.lit(0).cast("long").alias(S.EVENT_SEQ),
         F.lit(None).cast("string").alias(S.VIDEO_ID), F.lit(None).cast("array<string>").alias(TOKENS),
         *([F.lit(None).cast("int").alias(S.CLICKED)] if impressions else []),
-        *[(F.col(c) if c in utypes else F.lit(None).cast("string")).alias(c) for c in RAW_USER_COLUMNS])
+        F.struct(*[(F.col(c) if c in utypes else F.lit(None)).cast(utypes.get(c, "string")).alias(c)
+                   for c in RAW_USER_COLUMNS]).alias(USER_STRUCT))
     return ev.unionByName(marks)
 
 
@@ -166,6 +171,8 @@ class Encoder:
         first row of their user, which is where the row builders read them)."""
         c = {n: col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
              for n, col in zip(table.column_names, table.columns)}
+        if USER_STRUCT in c:  # flatten() gives the fields null where the struct is (event rows)
+            c.update(zip([f.name for f in c[USER_STRUCT].type], c.pop(USER_STRUCT).flatten()))
         vid = _ids(c[S.VIDEO_ID], self.video)
         age = pc.fill_null(c[S.AGE].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         born = pc.fill_null(c[S.BIRTH_YEAR].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)

@@ -66,6 +66,7 @@ from ytspark.score.features import AFFINITY_GROUPS
 RANK_CHUNK_ROWS = 16384  # (user, video) pairs per ranker forward pass
 VIDEO_TABLE_CHUNK = 8192  # videos per step when building the factorised video table
 SERVING_CACHE_ENTRIES = 2  # cached video tables per model (e.g. serving's run date + evaluation's)
+DENSE_FIND_CELLS = 1 << 20  # Csr.find_block: a dense position table up to this many cells, else binary search
 
 
 @dataclass
@@ -99,6 +100,21 @@ class Csr:
         pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
         found = keys[pos] == q
         return np.where(found, pos, 0), found
+
+    def find_block(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`find` of every (row r, ids[r, j]) pair of an [n, K] block (n = this Csr's rows), flattened
+        row-major. When n x (largest id + 1) is at most ``DENSE_FIND_CELLS`` it reads a dense [n, span] table
+        of entry positions (channels, categories: a few hundred ids) instead of a binary search per pair."""
+        n, K = ids.shape
+        span = max(int(self.ids.max(initial=0)), int(ids.max(initial=0))) + 1
+        if n != len(self.offsets) - 1 or n * span > DENSE_FIND_CELLS or int(ids.min(initial=0)) < 0:
+            return self.find(np.repeat(np.arange(n, dtype=np.int64), K), ids.reshape(-1))
+        miss = len(self.ids)
+        table = np.full((n, span), miss, np.int64)
+        table[np.repeat(np.arange(n), np.diff(self.offsets)), self.ids] = np.arange(miss)
+        at = np.take_along_axis(table, np.asarray(ids, np.int64), axis=1).reshape(-1)
+        found = at < miss
+        return np.where(found, at, 0), found
 
     def lookup(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(count, days since) of each (row, id) pair; (0, -1) where the user never watched that id."""
@@ -369,7 +385,7 @@ class TorchRanker:
                 out[since_col] = torch.full((n * K,), NEVER_DAYS, dtype=torch.float32)
                 continue
             csr = users.affinity[g].slice_rows(a, b)
-            pos, found = csr.find(np.repeat(np.arange(n, dtype=np.int64), K), getattr(m, g)[vid].reshape(-1))
+            pos, found = csr.find_block(getattr(m, g)[vid])
             at = torch.from_numpy(np.where(found, pos, len(csr.ids)))
             for col, vals, miss in ((cnt_col, csr.counts, 0.0), (since_col, csr.since, NEVER_DAYS)):
                 # encoded once per (user, channel) entry, not per pair: the powers are elementwise

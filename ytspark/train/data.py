@@ -10,35 +10,53 @@ shuffle buffer before cutting batches of exactly ``batch_size`` rows.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import warnings
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
+from ytspark import storage
+
 log = logging.getLogger(__name__)
 
 
 def dataset_url(path: str) -> str:
-    """A Petastorm/pyarrow URL for a local path or a Hadoop URL (``hdfs://``, ``s3a://``, ``file://``)."""
-    if urlparse(path).scheme:
-        return path
-    return "file://" + os.path.abspath(path)
+    """The Petastorm URL of a local path or a URL: ``file://`` for local paths, ``s3a://`` read as ``s3://``
+    (Petastorm opens S3 through s3fs, HDFS through pyarrow's libhdfs)."""
+    url = storage.to_url(path)
+    return url if urlparse(url).scheme else "file://" + url
+
+
+def petastorm_filesystem(url: str):
+    """The filesystem Petastorm should read ``url`` with: None for local, ``file://`` and ``hdfs://`` (Petastorm's own
+    resolver: pyarrow's local filesystem and libhdfs), else the fsspec filesystem of :mod:`ytspark.storage` (s3fs for
+    ``s3://``/``s3a://``) in pyarrow's legacy wrapper, which is what Petastorm 0.12's legacy ParquetDataset takes."""
+    scheme = urlparse(url).scheme
+    if scheme in ("", "file", "hdfs", "viewfs"):
+        return None
+    import pyarrow.filesystem as legacy
+
+    class FsspecForPetastorm(legacy.DaskFileSystem):
+        """pyarrow's legacy wrapper of an fsspec filesystem, with the isdir/isfile it leaves unimplemented
+        (its S3FSWrapper calls s3fs internals that are coroutines in current s3fs)."""
+
+        def isdir(self, path):
+            return self.fs.isdir(str(path))
+
+        def isfile(self, path):
+            return self.fs.isfile(str(path))
+
+    fs, _ = storage.filesystem(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyarrow.filesystem is deprecated, and the only kind Petastorm 0.12 reads
+        return FsspecForPetastorm(fs)
 
 
 def read_json(path: str):
-    """Read a JSON file from a local path or a pyarrow-supported URL."""
-    from pyarrow import fs
-
-    if not urlparse(path).scheme:
-        with open(path) as f:
-            return json.load(f)
-    filesystem, p = fs.FileSystem.from_uri(path)
-    with filesystem.open_input_stream(p) as f:
-        return json.loads(f.read().decode())
+    """Read a JSON file (manifest, vocabulary, quantiles) from a local path or URL (:mod:`ytspark.storage`)."""
+    return storage.load_json(path)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int, size: int) -> int:
@@ -52,11 +70,13 @@ def _reader(path: str, fields: Sequence[str], rank: int, size: int, *, num_epoch
             workers: int, shuffle: bool):
     from petastorm import make_batch_reader
 
+    url = dataset_url(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # petastorm 0.12 on pyarrow 14: legacy dataset API warnings
-        return make_batch_reader(dataset_url(path), schema_fields=list(fields), cur_shard=rank, shard_count=size,
+        return make_batch_reader(url, schema_fields=list(fields), cur_shard=rank, shard_count=size,
                                  num_epochs=num_epochs, shuffle_row_groups=shuffle, seed=seed,
-                                 workers_count=max(1, workers), reader_pool_type="thread")
+                                 workers_count=max(1, workers), reader_pool_type="thread",
+                                 hdfs_driver="libhdfs", filesystem=petastorm_filesystem(url))
 
 
 def _columns(batch, fields: Sequence[str]) -> dict[str, np.ndarray]:

@@ -20,14 +20,14 @@ epoch checkpoint.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 
+from ytspark import storage
 from ytspark.config import Config
 from ytspark.train import worker
 
@@ -45,10 +45,12 @@ def run_spec(cfg: Config, task: str, prepared: str, models_root: str, resume: bo
     """The JSON-safe description of one training run that every rank receives."""
     section = cfg.candidate if task == "candidate" else getattr(cfg, "ranker")
     t = cfg.train
+    # ranks run in other working directories, on other hosts: local paths become absolute here, on the driver
+    models_root = storage.to_url(models_root)
     return {
         "task": task, "config": cfg.to_dict(), "prepared": prepared, "candidate_model": candidate_model,
         "rank_rows": rank_rows,
-        "run": {"work_dir": str(Path(models_root) / task / "_work"), "models_root": str(models_root),
+        "run": {"work_dir": storage.join(models_root, task, "_work"), "models_root": models_root,
                 "batch_size": section.batch_size, "epochs": section.epochs, "lr": section.lr,
                 "weight_decay": section.weight_decay, "patience": t.patience, "shuffle_buffer": t.shuffle_buffer,
                 "reader_workers": t.reader_workers, "threads": t.threads_per_proc, "seed": t.seed,
@@ -105,16 +107,20 @@ def _worker_env() -> dict:
 
 
 def _horovodrun(spec: dict, n: int, task: str) -> dict:
+    """Spec and result travel through the models root (storage), so ranks on other hosts read and write them."""
     hosts = os.environ.get("HOROVOD_HOSTS", f"localhost:{n}")
-    with tempfile.TemporaryDirectory(prefix="ytspark-hvd-") as tmp:
-        spec = {**spec, "result_path": str(Path(tmp) / "result.json")}
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(spec))
+    launch = storage.join(spec["run"]["models_root"], task, f"_launch-{uuid.uuid4().hex[:8]}")
+    try:
+        spec = {**spec, "result_path": storage.join(launch, "result.json")}
+        spec_path = storage.join(launch, "spec.json")
+        storage.save_json(spec_path, spec)
         exe = Path(sys.executable).with_name("horovodrun")
         cmd = [str(exe) if exe.exists() else "horovodrun", "--gloo", "-np", str(n), "-H", hosts,
-               sys.executable, "-m", "ytspark.train.worker", str(spec_path)]
+               sys.executable, "-m", "ytspark.train.worker", spec_path]
         log.info("launching: %s", " ".join(cmd))
         proc = subprocess.run(cmd, env=_worker_env())
         if proc.returncode != 0:
             raise _fail("horovodrun", task, f"exit code {proc.returncode}")
-        return json.loads(Path(spec["result_path"]).read_text())
+        return storage.load_json(spec["result_path"])
+    finally:
+        storage.remove(launch)

@@ -21,19 +21,19 @@ global step N: the fault-injection hook of the reliability tests.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import nn
 
+from ytspark import storage
 from ytspark.models.export import write_model_dir
 from ytspark.train.data import ShardBatches, read_split, steps_per_epoch
 from ytspark.train.dist import Dist
@@ -97,16 +97,12 @@ class FitResult:
         return asdict(self)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _atomic_save(obj, path: str) -> None:
+    storage.save_torch(path, obj)  # atomic per file on every filesystem
 
 
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+def _atomic_json(obj, path: str) -> None:
+    storage.save_json(path, obj)
 
 
 def _jsonable(obj):
@@ -114,15 +110,14 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=float))
 
 
-def _write_metrics(work: Path, history: list[dict]) -> None:
-    _atomic_json(history, work / "metrics.json")
+def _write_metrics(work: str, history: list[dict]) -> None:
+    _atomic_json(history, storage.join(work, "metrics.json"))
     keys = sorted({k for h in history for k in h})
-    tmp = work / "metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, work / "metrics.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    storage.save_text(storage.join(work, "metrics.csv"), buf.getvalue())
 
 
 def _fault(global_step: int, rank: int) -> None:
@@ -151,21 +146,19 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
     rank, size = dist.rank, dist.size
     torch.set_num_threads(spec.threads or max(1, (os.cpu_count() or 1) // size))
     torch.manual_seed(spec.seed)
-    work = Path(spec.work_dir)
-    if rank == 0:
-        if not spec.resume and work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
+    work = spec.work_dir  # a local path or URL (storage): ranks share no disk with the driver
+    if rank == 0 and not spec.resume:
+        storage.remove(work)
 
     model = task.build_model()
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr * size, weight_decay=spec.weight_decay)
     state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_epoch": -1, "bad_epochs": 0}
-    if rank == 0 and spec.resume and (work / CHECKPOINT).exists():
-        saved = json.loads((work / STATE).read_text())
+    if rank == 0 and spec.resume and storage.path_exists(storage.join(work, CHECKPOINT)):
+        saved = storage.load_json(storage.join(work, STATE))
         if saved.get("fingerprint") != _jsonable(task.fingerprint()):
             raise ValueError(f"--resume: the checkpoint in {work} was made for other data or another model "
                              f"({saved.get('fingerprint')} vs {task.fingerprint()}); rerun without --resume")
-        ck = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
+        ck = storage.load_torch(storage.join(work, CHECKPOINT))
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = {k: saved[k] for k in state}
@@ -188,8 +181,8 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
                  task.kind, task.train_rows(), size, steps, spec.batch_size, spec.lr * size, spec.epochs)
 
     best_state = None
-    if rank == 0 and (work / BEST).exists() and state["best_epoch"] >= 0:
-        best_state = torch.load(work / BEST, map_location="cpu", weights_only=True)
+    if rank == 0 and state["best_epoch"] >= 0 and storage.path_exists(storage.join(work, BEST)):
+        best_state = storage.load_torch(storage.join(work, BEST))
     stop = state["epoch"] >= spec.epochs
     with ShardBatches(task.train_path(), task.fields, rank=rank, size=size, batch_size=spec.batch_size,
                       shuffle_buffer=spec.shuffle_buffer, seed=spec.seed + 7919 * state["epoch"] + rank,
@@ -233,12 +226,13 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
                 if state["best"] is None or score > state["best"][task.monitor]:
                     state["best"], state["best_epoch"], state["bad_epochs"] = metrics, epoch + 1, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    _atomic_save(best_state, work / BEST)
+                    _atomic_save(best_state, storage.join(work, BEST))
                 else:
                     state["bad_epochs"] += 1
                 inner = getattr(opt, "_opt", opt)
-                _atomic_save({"model": model.state_dict(), "opt": inner.state_dict()}, work / CHECKPOINT)
-                _atomic_json({**state, "fingerprint": task.fingerprint()}, work / STATE)
+                _atomic_save({"model": model.state_dict(), "opt": inner.state_dict()},
+                             storage.join(work, CHECKPOINT))
+                _atomic_json({**state, "fingerprint": task.fingerprint()}, storage.join(work, STATE))
                 _write_metrics(work, state["history"])
                 log.info("%s epoch %d/%d: loss %.4f, val %s=%.4f (best %.4f @ %d), %.0f ex/s", task.kind,
                          epoch + 1, spec.epochs, train_loss, task.monitor, score, state["best"][task.monitor],

@@ -3,14 +3,14 @@
 A spec is JSON-safe so that every launcher can ship it: ``{"task": "candidate",
 "config": Config.to_dict(), "prepared": ..., "run": RunSpec fields}``.
 ``python -m ytspark.train.worker SPEC.json`` is the entry point ``horovodrun``
-starts on each rank; rank 0 writes its result next to the spec.
+starts on each rank (``SPEC.json`` a local path or URL); rank 0 writes its result next to the spec.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
+from ytspark import storage
 from ytspark.config import config_from_dict
 from ytspark.train.dist import Dist
 
@@ -61,12 +61,10 @@ def _logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0]) as f:
-        spec = json.load(f)
+    spec = storage.load_json(argv[0])
     result = run_horovod(spec)
     if result.get("model_dir"):
-        with open(spec["result_path"], "w") as f:
-            json.dump(result, f, default=float)
+        storage.save_json(spec["result_path"], result)
     return 0
 
 
