@@ -1,6 +1,7 @@
 """Training throughput of the candidate network at 1 and 2 ranks, and its FLOP/s against this machine's matmul.
 
     .venv/bin/python bench/train.py --prepared out/prepared [--steps 60] [--ranks 1 2] [--batch 512]
+        [--encoder bag|sequence]
 
 Runs the real training path (Petastorm shards, the training loop, launcher
 ``local`` for 1 rank and ``horovodrun --gloo`` for 2) for one capped epoch
@@ -9,6 +10,12 @@ FLOP/s (dense matmul FLOPs of the tower and of the sampled softmax, forward
 and backward = 3x forward; embedding gathers not counted) and divides by the
 dense float32 matmul FLOP/s measured with torch in the same run on all cores
 (the physical limit here). Appends a section to BENCHMARKS.md.
+
+``--encoder sequence`` measures the sequence encoder on ``sequences/train``
+(prepare with ``--set candidate.encoder=sequence`` or ``auto``): a row is a
+user window, so its examples/s are windows/s; the table adds the seconds of
+one full epoch (all training rows at the measured rate). FLOP/s are left
+out for it (attention is not in the dense-matmul count).
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from ytspark.config import load_config  # noqa: E402
 from ytspark.models.candidate import CandidateModel  # noqa: E402
 from ytspark.train.candidate_task import CandidateTask  # noqa: E402
 from ytspark.train.launcher import train  # noqa: E402
+from ytspark.train.sequence_task import SequenceTask  # noqa: E402
 
 
 def matmul_flops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -64,6 +72,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--encoder", choices=("bag", "sequence"), default="bag")
+    ap.add_argument("--profile", default=None, help="config profile (e.g. movielens); default: default.toml only")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -73,11 +83,13 @@ def main() -> None:
     rows = []
     for n in args.ranks:
         launcher = "local" if n == 1 else "horovodrun"
-        cfg = load_config(None, [f"candidate.batch_size={args.batch}", "candidate.epochs=1", "train.progress=false",
+        batch_key = "seq_batch_size" if args.encoder == "sequence" else "batch_size"
+        cfg = load_config(args.profile, [f"candidate.{batch_key}={args.batch}", "candidate.epochs=1", "train.progress=false",
+                                 f'candidate.encoder="{args.encoder}"',
                                  f"train.steps_per_epoch={args.steps}", f'train.launcher="{launcher}"',
                                  f"train.num_proc={n}", *args.overrides])
-        task = CandidateTask(cfg, args.prepared)
-        fpe = flops_per_example(task.build_model(), cfg.candidate.num_sampled)
+        task = (SequenceTask if args.encoder == "sequence" else CandidateTask)(cfg, args.prepared)
+        fpe = 0.0 if args.encoder == "sequence" else flops_per_example(task.build_model(), cfg.candidate.num_sampled)
         with tempfile.TemporaryDirectory(prefix="ytspark-bench-") as models:
             t = time.time()
             r = train(cfg, "candidate", args.prepared, models)
@@ -85,14 +97,16 @@ def main() -> None:
         ex_s = r["history"][0]["examples_per_s"]
         rows.append({"ranks": n, "launcher": launcher, "examples_per_s": ex_s, "model_gflops": ex_s * fpe / 1e9,
                      "fraction_of_matmul": ex_s * fpe / peak, "wall_s": round(wall, 1),
-                     "steps": r["global_step"]})
+                     "steps": r["global_step"], "encoder": args.encoder, "train_rows": task.train_rows(),
+                     "epoch_s": round(task.train_rows() / max(ex_s, 1e-9), 1)})
         print(json.dumps(rows[-1]))
     load_after = open("/proc/loadavg").read().split()[:3]
-    cfg0 = load_config(None, args.overrides)
+    cfg0 = load_config(args.profile, args.overrides)
     lines = [
-        f"\n## Training throughput: candidate network ({datetime.date.today().isoformat()})\n",
+        f"\n## Training throughput: candidate network, {args.encoder} encoder ({datetime.date.today().isoformat()})\n",
         f"Command: `.venv/bin/python bench/train.py --prepared {args.prepared} --steps {args.steps} "
-        f"--batch {args.batch} --ranks {' '.join(map(str, args.ranks))}"
+        f"--batch {args.batch} --ranks {' '.join(map(str, args.ranks))} --encoder {args.encoder}"
+        + (f" --profile {args.profile}" if args.profile else "")
         + "".join(f" --set {o}" for o in args.overrides) + "`  ",
         f"Machine: {cores} cores, {platform.machine()}, no GPU, torch {torch.__version__}; load average "
         f"{' '.join(load_before)} before, {' '.join(load_after)} after.  ",
@@ -101,10 +115,11 @@ def main() -> None:
         f"(dense matmuls, fwd+bwd).  ",
         f"Measured dense float32 matmul on {cores} threads (2048², best of 3): **{peak / 1e9:.1f} GFLOP/s** "
         "(the limit here).\n",
-        "| ranks | launcher | examples/s | model GFLOP/s | fraction of matmul limit | steps | wall s |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | {r['model_gflops']:.1f} | "
-          f"{100 * r['fraction_of_matmul']:.0f}% | {r['steps']} | {r['wall_s']} |" for r in rows],
+        "| ranks | launcher | rows/s | model GFLOP/s | fraction of matmul limit | steps | wall s | full epoch s |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | "
+          + (f"{r['model_gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f}%" if fpe else "- | -")
+          + f" | {r['steps']} | {r['wall_s']} | {r['epoch_s']} ({r['train_rows']:,} rows) |" for r in rows],
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -496,9 +496,9 @@ def validate(cfg: Config) -> None:
     cand = cfg.candidate
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
-    c.at_least(1, "candidate.seq_batch_size")
+    c.at_least(1, "candidate.seq_batch_size", "prepare.sequence_windows")
     if cand.encoder != "bag":
-        c.at_least(1, "candidate.attn_layers", "candidate.attn_heads", "prepare.sequence_windows")
+        c.at_least(1, "candidate.attn_layers", "candidate.attn_heads")
         if cand.attn_heads >= 1 and cand.embed_dim % cand.attn_heads:
             c.bad("candidate.attn_heads", f"a divisor of candidate.embed_dim ({cand.embed_dim}) with "
                   f"encoder = '{cand.encoder}'")
