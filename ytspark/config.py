@@ -149,7 +149,8 @@ class CandidateTrainConfig:
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank
-    seq_batch_size: int = 64  # per rank, encoder = sequence: user windows (up to history_length examples each)
+    seq_batch_size: int = 16  # per rank, encoder = sequence: user windows (up to history_length examples each)
+    seq_lr: float = 0.003  # encoder = sequence: Adam learning rate (multiplied by the number of ranks)
     epochs: int = 6
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
@@ -497,6 +498,7 @@ def validate(cfg: Config) -> None:
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
     c.at_least(1, "candidate.seq_batch_size", "prepare.sequence_windows")
+    c.above(0, "candidate.seq_lr")
     if cand.encoder != "bag":
         c.at_least(1, "candidate.attn_layers", "candidate.attn_heads")
         if cand.attn_heads >= 1 and cand.embed_dim % cand.attn_heads:
