@@ -148,6 +148,7 @@ BAD = [
     ("prepare.target_shards", ["prepare.target_shards=0"]),
     ("prepare.row_groups_per_shard", ["prepare.row_groups_per_shard=0"]),
     ("prepare.sequence_windows", ["prepare.sequence_windows=0"]),
+    ("prepare.sequence_stride", ["prepare.sequence_stride=-1"]),
     ("prepare.seed", ["prepare.seed=-7"]),
     ("train.launcher", ["train.launcher=mpi"]),
     ("train.num_proc", ["train.num_proc=0"]),

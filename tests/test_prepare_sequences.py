@@ -56,6 +56,11 @@ def test_hand_built_windows_targets_and_searches():
     assert list(w2[S.SEQ_SEARCH_FROM]) == [0, 3, 3]
     one = batch_sequence_rows(_table(rows), p, pa.array(VOCAB_TOKENS, pa.string()), windows=1).to_pandas()
     assert list(one[S.CAND_LABEL]) == [e]
+    overlap = batch_sequence_rows(_table(rows), p, pa.array(VOCAB_TOKENS, pa.string()), windows=5,
+                                  stride=2).to_pandas()
+    assert list(overlap[S.CAND_LABEL]) == [e, c]  # ends 2 watches apart: e (history d c b), then c (history b a)
+    assert list(overlap.iloc[1][S.CAND_WATCH_HIST]) == [b, a, 0]
+    assert list(overlap.iloc[1][S.SEQ_NEXT]) == [0, b, 0]  # c is incomplete; a -> b
 
 
 def test_users_without_training_transitions_give_no_rows():
@@ -64,12 +69,12 @@ def test_users_without_training_transitions_give_no_rows():
     assert out.num_rows == 0 and out.schema == SEQUENCE_ARROW_SCHEMA
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_no_position_sees_its_target_or_anything_later(seed):
+@pytest.mark.parametrize("seed,stride", [(0, 0), (1, 0), (2, 2)])
+def test_no_position_sees_its_target_or_anything_later(seed, stride):
     events = random_events(seed)
     H = 6
     p = CandidateParams(history_length=H, window_end=T0 + 30 * DAY)
-    out = batch_sequence_rows(events, p, pa.array(VOCAB_TOKENS, pa.string()), windows=3)
+    out = batch_sequence_rows(events, p, pa.array(VOCAB_TOKENS, pa.string()), windows=3, stride=stride)
     assert out.schema == SEQUENCE_ARROW_SCHEMA
     out = out.to_pandas()
     ev = events.to_pandas().sort_values(ORDER, kind="stable")

@@ -104,6 +104,7 @@ class PrepareConfig:
     target_shards: int = 2  # training ranks the output is sized for
     row_groups_per_shard: int = 4
     sequence_windows: int = 8  # sequence rows (candidate.encoder = sequence | auto): windows per user
+    sequence_stride: int = 0  # watches between window ends; 0 = history_length (no overlap)
     seed: int = 7
 
 
@@ -498,6 +499,7 @@ def validate(cfg: Config) -> None:
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
     c.at_least(1, "candidate.seq_batch_size", "prepare.sequence_windows")
+    c.at_least(0, "prepare.sequence_stride")
     c.above(0, "candidate.seq_lr")
     if cand.encoder != "bag":
         c.at_least(1, "candidate.attn_layers", "candidate.attn_heads")

@@ -13,9 +13,12 @@ two per-slot columns (:data:`~ytspark.schema.SEQUENCE_SCHEMA`):
   the tokens strictly before its target's time (``history_length`` for pad).
 
 Window ends, per user, from the last training watch backwards: the next
-window ends at the oldest slot of the one after it (that slot has no target
-there), so consecutive windows cover every transition once. At most
-``windows`` per user; only training watches (before the validation target)
+window ends ``stride`` watches before the start of the one after it plus
+``history_length`` (``stride = 0`` or ``history_length``: at the oldest slot
+of the one after it, which has no target there, so consecutive windows cover
+every transition once; a smaller stride overlaps them, so a target seen with
+a short context at the start of one window is seen again with a longer one).
+At most ``windows`` per user; only training watches (before the validation target)
 are inputs or targets. Validation and test stay the candidate rows.
 """
 from __future__ import annotations
@@ -35,7 +38,7 @@ SEQUENCE_ARROW_SCHEMA = pa.schema(list(CANDIDATE_ARROW_SCHEMA) + [
 
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
-                        windows: int) -> pa.RecordBatch:
+                        windows: int, stride: int = 0) -> pa.RecordBatch:
     """All sequence rows of every user in ``batch`` (the input of ``batch_candidate_rows``).
 
     Returns a record batch with :data:`SEQUENCE_ARROW_SCHEMA`; rows per user
@@ -44,6 +47,7 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
     if windows < 1:
         raise ValueError(f"prepare.sequence_windows must be >= 1, got {windows}")
     H = p.history_length
+    step = H if stride <= 0 else min(stride, H)
     c = columns(batch)
     uid = c[S.USER_ID]
     ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
@@ -62,8 +66,8 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
     w_tie = cw[users.tie_start[wi]]  # per watch: global index of the first watch of its tie run
     ev_tie = users.tie_start[wi]  # per watch: first event of its tie run
 
-    # Window ends (global watch indices), newest first: the last training watch, then the oldest slot of
-    # the window after it, while that leaves at least one earlier watch.
+    # Window ends (global watch indices), newest first: the last training watch, then ``step`` watches
+    # before the end of the window after it (its oldest slot when step = H), while one earlier watch is left.
     train_end = np.where(n_w >= 3, n_w - 2, np.where(n_w == 2, 1, n_w))
     end = u_w0 + train_end - 1
     ends_k, user_k = [], []
@@ -74,7 +78,7 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
             break
         ends_k.append(end[idx])
         user_k.append(idx)
-        end = np.where(alive, w_tie[np.clip(end, 0, max(len(wi) - 1, 0))] - H, end)
+        end = np.where(alive, w_tie[np.clip(end, 0, max(len(wi) - 1, 0))] - step, end)
         alive &= end >= u_w0 + 1
     if not ends_k:
         return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SEQUENCE_ARROW_SCHEMA],

@@ -292,7 +292,8 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
         if cfg.candidate.encoder != "bag":  # the second layout: user windows, trained on every position
             seq = map_user_batches(
                 ev.where(F.col("kind") != KIND_IMPRESSION).select(*CANDIDATE_INPUT),
-                lambda t: batch_sequence_rows(t, cparams, vocab_tokens, p.sequence_windows), S.SEQUENCE_SCHEMA,
+                lambda t: batch_sequence_rows(t, cparams, vocab_tokens, p.sequence_windows, p.sequence_stride),
+                S.SEQUENCE_SCHEMA,
                 ROW_ORDER).persist(StorageLevel.MEMORY_AND_DISK)
             out_counts["sequences"] = {"train": seq.count()}
             row_groups["sequences"] = {"train": _write_balanced(
