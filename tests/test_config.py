@@ -167,6 +167,7 @@ BAD = [
     ("candidate.recent_k", ["candidate.recent_k=0"]),
     ("candidate.seq_batch_size", ["candidate.seq_batch_size=0"]),
     ("candidate.seq_lr", ["candidate.seq_lr=0"]),
+    ("candidate.seq_num_sampled", ["candidate.seq_num_sampled=0"]),
     ("candidate.encoder", ["candidate.encoder=rnn"]),
     ("candidate.attn_heads", ['candidate.encoder="sequence"', "candidate.attn_heads=3"]),
     ("candidate.tau_days", ["candidate.tau_days=0"]),

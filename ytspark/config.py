@@ -152,6 +152,7 @@ class CandidateTrainConfig:
     batch_size: int = 512  # per rank
     seq_batch_size: int = 16  # per rank, encoder = sequence: user windows (up to history_length examples each)
     seq_lr: float = 0.003  # encoder = sequence: Adam learning rate (multiplied by the number of ranks)
+    seq_num_sampled: int = 1024  # encoder = sequence: sampled-softmax negatives per step (every position shares them)
     epochs: int = 6
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
@@ -498,7 +499,7 @@ def validate(cfg: Config) -> None:
     cand = cfg.candidate
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
-    c.at_least(1, "candidate.seq_batch_size", "prepare.sequence_windows")
+    c.at_least(1, "candidate.seq_batch_size", "candidate.seq_num_sampled", "prepare.sequence_windows")
     c.at_least(0, "prepare.sequence_stride")
     c.above(0, "candidate.seq_lr")
     if cand.encoder != "bag":

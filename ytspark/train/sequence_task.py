@@ -102,7 +102,7 @@ class SequenceTask(CandidateTask):
     def loss_module(self, model: CandidateModel, rank: int) -> nn.Module:
         c = self.cfg.candidate
         sampler = UnigramSampler(self.label_counts(), alpha=c.sampler_alpha, seed=self.cfg.train.seed + rank)
-        return AllPositionsSoftmax(model, sampler, c.num_sampled)
+        return AllPositionsSoftmax(model, sampler, c.seq_num_sampled)
 
     def to_batch(self, cols: dict) -> SequenceBatch:
         return sequence_batch(cols)
