@@ -96,15 +96,15 @@ class SequenceEncoder(nn.Module):
         mask = (~allowed).repeat_interleave(self.heads, dim=0)  # [B * heads, L, L], True = blocked
         return self.norm(self.encoder(x, mask=mask)) * keep
 
-    def _out(self, m: "CandidateModel", h: torch.Tensor, search: torch.Tensor, batch: "CandidateBatch",
+    def _out(self, m: "CandidateModel", h: torch.Tensor, search: torch.Tensor | None, demo: torch.Tensor | None,
              example_age: torch.Tensor, since: torch.Tensor) -> torch.Tensor:
-        """h [N, D], search bags [N, D], example_age and since [N], rows of batch per N given by the caller."""
+        """h [N, D], search bags [N, D], demographics [N, W], example_age and since [N] -> u [N, D]."""
         parts = [h]
         c = m.config
         if c.use_searches:
             parts.append(search)
         if c.use_demographics:
-            parts.append(batch_demographics(m, batch))
+            parts.append(demo)
         if c.use_example_age:
             parts.append(m.norm.powers(S.CAND_EXAMPLE_AGE, example_age))
         parts.append(m.norm.powers(S.CAND_SINCE_LAST, since))
@@ -115,7 +115,8 @@ class SequenceEncoder(nn.Module):
         h = self.states(m.video_in, batch.watch_hist, batch.watch_hist_age)[:, 0]
         search = _search_bags(m, batch.search_hist, torch.zeros_like(batch.watch_hist[:, :1]))[:, 0] \
             if m.config.use_searches else None
-        return self._out(m, h, search, batch, batch.example_age_days, batch.since_last_watch_days)
+        demo = batch_demographics(m, batch) if m.config.use_demographics else None
+        return self._out(m, h, search, demo, batch.example_age_days, batch.since_last_watch_days)
 
     def positions(self, m: "CandidateModel", batch: "CandidateBatch", seq_next: torch.Tensor,
                   search_from: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,20 +136,9 @@ class SequenceEncoder(nn.Module):
         sel = seq_next >= S.N_SPECIAL
         rows = torch.nonzero(sel, as_tuple=True)[0]
         search = _search_bags(m, batch.search_hist, search_from)[sel] if m.config.use_searches else None
-        sub = _rows(batch, rows)
-        u = self._out(m, states[sel], search, sub, ex_age[sel], since[sel])
+        demo = batch_demographics(m, batch)[rows] if m.config.use_demographics else None
+        u = self._out(m, states[sel], search, demo, ex_age[sel], since[sel])
         return u, seq_next[sel]
-
-
-def _rows(batch: "CandidateBatch", rows: torch.Tensor) -> "CandidateBatch":
-    """The per-row inputs the join reads (demographics, user age), repeated for the selected positions."""
-    from ytspark.models.features import CandidateBatch
-
-    return CandidateBatch(watch_hist=batch.watch_hist[rows], watch_hist_age=batch.watch_hist_age[rows],
-                          search_hist=batch.search_hist[rows], demographics=batch.demographics[rows],
-                          user_age=batch.user_age[rows], example_age_days=batch.example_age_days[rows],
-                          since_last_watch_days=batch.since_last_watch_days[rows],
-                          n_prior_watches=batch.n_prior_watches[rows])
 
 
 def batch_demographics(m: "CandidateModel", batch: "CandidateBatch") -> torch.Tensor:
