@@ -27,7 +27,7 @@ SEQ_FIELDS = [*FIELDS, S.SEQ_NEXT, S.SEQ_SEARCH_FROM]
 
 @dataclass
 class SequenceBatch:
-    """Sequence rows as tensors: the candidate-row part, and per slot the target [B, H] and first visible search [B, H]."""
+    """Sequence rows as tensors: the candidate-row part; per slot the target and the first visible search, [B, H]."""
 
     rows: CandidateBatch
     seq_next: torch.Tensor
