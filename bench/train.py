@@ -1,6 +1,7 @@
 """Training throughput of the candidate network at 1 and 2 ranks, and its FLOP/s against this machine's matmul.
 
     .venv/bin/python bench/train.py --prepared out/prepared [--steps 60] [--ranks 1 2] [--batch 512]
+        [--encoder bag|sequence] [--profile movielens]
 
 Runs the real training path (Petastorm shards, the training loop, launcher
 ``local`` for 1 rank and ``horovodrun --gloo`` for 2) for one capped epoch
@@ -12,6 +13,12 @@ dense float32 matmul FLOP/s measured with torch in the same run on all cores
 and commit to bench/results/train.json; with --write-benchmarks also replaces the
 "### bench/train.py[ --set ...]" table in BENCHMARKS.md (``bench/results.py render
 train`` does the same from the JSON).
+
+``--encoder sequence`` measures the sequence encoder on ``sequences/train``
+(prepare with ``--set candidate.encoder=sequence`` or ``auto``): a row is a
+user window, so its examples/s are windows/s; the table adds the seconds of
+one full epoch (all training rows at the measured rate). FLOP/s are left
+out for it (attention is not in the dense-matmul count).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from ytspark.config import load_config  # noqa: E402
 from ytspark.models.candidate import CandidateModel  # noqa: E402
 from ytspark.train.candidate_task import CandidateTask  # noqa: E402
 from ytspark.train.launcher import train  # noqa: E402
+from ytspark.train.sequence_task import SequenceTask  # noqa: E402
 import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
 
 AREA = "## Training throughput"
@@ -68,20 +76,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--encoder", choices=("bag", "sequence"), default="bag")
+    ap.add_argument("--profile", default=None, help="config profile (e.g. movielens); default: default.toml only")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     R.add_args(ap, "train", 'the "### bench/train.py" table (with the --set overrides)')
     args = ap.parse_args()
     cores = os.cpu_count() or 1
-    doc = {**R.stamp("train"), "torch": torch.__version__, "overrides": args.overrides, "load_before": R.load()}
+    doc = {**R.stamp("train"), "torch": torch.__version__, "overrides": args.overrides, "encoder": args.encoder,
+           "profile": args.profile, "load_before": R.load()}
     peak = matmul_flops(cores)
     rows = []
     for n in args.ranks:
         launcher = "local" if n == 1 else "horovodrun"
-        cfg = load_config(None, [f"candidate.batch_size={args.batch}", "candidate.epochs=1", "train.progress=false",
-                                 f"train.steps_per_epoch={args.steps}", f'train.launcher="{launcher}"',
-                                 f"train.num_proc={n}", *args.overrides])
-        task = CandidateTask(cfg, args.prepared)
-        fpe = flops_per_example(task.build_model(), cfg.candidate.num_sampled)
+        batch_key = "seq_batch_size" if args.encoder == "sequence" else "batch_size"
+        cfg = load_config(args.profile, [f"candidate.{batch_key}={args.batch}", "candidate.epochs=1",
+                                         "train.progress=false", f'candidate.encoder="{args.encoder}"',
+                                         f"train.steps_per_epoch={args.steps}", f'train.launcher="{launcher}"',
+                                         f"train.num_proc={n}", *args.overrides])
+        task = (SequenceTask if args.encoder == "sequence" else CandidateTask)(cfg, args.prepared)
+        fpe = 0.0 if args.encoder == "sequence" else flops_per_example(task.build_model(), cfg.candidate.num_sampled)
         with tempfile.TemporaryDirectory(prefix="ytspark-bench-") as models:
             t = time.time()
             r = train(cfg, "candidate", args.prepared, models)
@@ -89,20 +102,28 @@ def main() -> None:
         ex_s = r["history"][0]["examples_per_s"]
         rows.append({"ranks": n, "launcher": launcher, "examples_per_s": ex_s, "model_gflops": ex_s * fpe / 1e9,
                      "fraction_of_matmul": ex_s * fpe / peak, "wall_s": round(wall, 1),
-                     "steps": r["global_step"]})
+                     "steps": r["global_step"], "train_rows": task.train_rows(),
+                     "epoch_s": round(task.train_rows() / max(ex_s, 1e-9), 1)})
         print(json.dumps(rows[-1]))
-    cfg0 = load_config(None, args.overrides)
+    cfg0 = load_config(args.profile, args.overrides)
     doc.update(load_after=R.load(), threads=cores, matmul_gflops=peak / 1e9, mflop_per_example=fpe / 1e6,
                model={"embed_dim": cfg0.candidate.embed_dim, "hidden": list(cfg0.candidate.hidden),
                       "num_sampled": cfg0.candidate.num_sampled}, rows=rows)
     R.finish("train", doc, render, args, AREA)
 
 
+def variant(doc: dict) -> str:
+    """The heading's variant: encoder, profile and --set overrides (empty for the default run)."""
+    enc = doc.get("encoder", "bag")
+    return ((f" --encoder {enc}" if enc != "bag" else "") + (f" --profile {doc['profile']}" if doc.get("profile") else "")
+            + "".join(f" --set {o}" for o in doc["overrides"]))
+
+
 def render(doc: dict) -> str:
     """The "### bench/train.py[ --set ...]" table of BENCHMARKS.md from a results document."""
     m = doc["model"]
     lines = [
-        f"### bench/train.py{''.join(f' --set {o}' for o in doc['overrides'])} ({doc['date']})", "",
+        f"### bench/train.py{variant(doc)} ({doc['date']})", "",
         f"Command: `{doc['command']}`  ",
         R.machine_line(doc, f", torch {doc['torch']}"),
         f"Load average {'/'.join(map(str, doc['load_before']))} before, {'/'.join(map(str, doc['load_after']))} "
@@ -111,10 +132,12 @@ def render(doc: dict) -> str:
         f"{doc['mflop_per_example']:.2f} MFLOP per training example (dense matmuls, fwd+bwd).  ",
         f"Measured dense float32 matmul on {doc['threads']} threads (2048², best of 3): "
         f"**{doc['matmul_gflops']:.1f} GFLOP/s** (the limit here).", "",
-        "| ranks | launcher | examples/s | model GFLOP/s | fraction of matmul limit | steps | wall s |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | {r['model_gflops']:.1f} | "
-          f"{100 * r['fraction_of_matmul']:.0f}% | {r['steps']} | {r['wall_s']} |" for r in doc["rows"]],
+        "| ranks | launcher | rows/s | model GFLOP/s | fraction of matmul limit | steps | wall s | full epoch s |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['ranks']} | {r['launcher']} | {r['examples_per_s']:,.0f} | "
+          + (f"{r['model_gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f}%" if r['model_gflops'] else "- | -")
+          + f" | {r['steps']} | {r['wall_s']} | {r.get('epoch_s', '-')} ({r.get('train_rows', 0):,} rows) |"
+          for r in doc["rows"]],
     ]
     return "\n".join(lines) + "\n"
 

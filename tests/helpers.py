@@ -42,14 +42,17 @@ def impression(user: str, day: float, video: str, clicked: int, watch_s: float |
 
 
 def write_known_answer_prepared(root: Path, *, n_videos: int = 40, n_train_users: int = 400, n_val_users: int = 100,
-                                rows_per_user: int = 8, seed: int = 0, row_groups: int = 8) -> str:
+                                rows_per_user: int = 8, seed: int = 0, row_groups: int = 8,
+                                sequences: bool = False) -> str:
     """A prepared directory (candidates only) whose next watch is a fixed function of the history.
 
     Real videos are vocab ids 2..n_videos+1; label = perm[last watch] for a
     fixed seeded permutation, and the label never occurs in the history (so
     excluding watched videos cannot hide it). Written with pyarrow in
     CANDIDATE_SCHEMA, balanced row groups, plus manifest, quantiles and
-    vocabularies in the layout of ``ytspark prepare``.
+    vocabularies in the layout of ``ytspark prepare``. With ``sequences`` also
+    ``sequences/train`` (SEQUENCE_SCHEMA): the training rows, every real slot j
+    a position whose target is perm[its watch], all searches visible.
     """
     import numpy as np
     import pyarrow as pa
@@ -90,6 +93,17 @@ def write_known_answer_prepared(root: Path, *, n_videos: int = 40, n_train_users
               "val": rows(range(n_train_users, n_train_users + n_val_users), "val", 1),
               "test": rows(range(n_train_users + n_val_users, n_train_users + 2 * n_val_users), "test", 1)}
     root = Path(root)
+    if sequences:
+        seq_rows = [{**r, S.SEQ_NEXT: [int(perm[v]) if v else 0 for v in r[S.CAND_WATCH_HIST]],
+                     S.SEQ_SEARCH_FROM: [0] * H} for r in splits["train"]]
+        schema_seq = pa.schema(list(schema) + [pa.field(S.SEQ_NEXT, pa.list_(pa.int32())),
+                                               pa.field(S.SEQ_SEARCH_FROM, pa.list_(pa.int32()))])
+        d = root / "sequences" / "train"
+        d.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(seq_rows, schema=schema_seq)
+        per_group = -(-len(seq_rows) // row_groups)
+        for g in range(row_groups):
+            pq.write_table(table.slice(g * per_group, per_group), d / f"part-{g:05d}.parquet")
     for split, rs in splits.items():
         d = root / "candidates" / split
         d.mkdir(parents=True, exist_ok=True)
@@ -111,7 +125,8 @@ def write_known_answer_prepared(root: Path, *, n_videos: int = 40, n_train_users
         S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.USER_AGE)}, "ranking": {}}))
     (root / "manifest.json").write_text(json.dumps({
         "vocab_sizes": vocab_sizes, "window_end": 0.0,
-        "candidates": {k: len(v) for k, v in splits.items()}, "ranking": {"train": 0, "val": 0, "test": 0}}))
+        "candidates": {k: len(v) for k, v in splits.items()}, "ranking": {"train": 0, "val": 0, "test": 0},
+        **({"sequences": {"train": len(splits["train"])}} if sequences else {})}))
     (root / "_SUCCESS").write_text("")
     return str(root)
 

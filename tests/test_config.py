@@ -147,6 +147,8 @@ BAD = [
     ("prepare.quantile_rel_error", ["prepare.quantile_rel_error=1.0"]),
     ("prepare.target_shards", ["prepare.target_shards=0"]),
     ("prepare.row_groups_per_shard", ["prepare.row_groups_per_shard=0"]),
+    ("prepare.sequence_windows", ["prepare.sequence_windows=0"]),
+    ("prepare.sequence_stride", ["prepare.sequence_stride=-1"]),
     ("prepare.seed", ["prepare.seed=-7"]),
     ("train.launcher", ["train.launcher=mpi"]),
     ("train.num_proc", ["train.num_proc=0"]),
@@ -163,6 +165,11 @@ BAD = [
     ("candidate.recency", ["candidate.recency=last_k", "candidate.use_watches=false"]),
     ("candidate.use_watches", NO_INPUTS),
     ("candidate.recent_k", ["candidate.recent_k=0"]),
+    ("candidate.seq_batch_size", ["candidate.seq_batch_size=0"]),
+    ("candidate.seq_lr", ["candidate.seq_lr=0"]),
+    ("candidate.seq_num_sampled", ["candidate.seq_num_sampled=0"]),
+    ("candidate.encoder", ["candidate.encoder=rnn"]),
+    ("candidate.attn_heads", ['candidate.encoder="sequence"', "candidate.attn_heads=3"]),
     ("candidate.tau_days", ["candidate.tau_days=0"]),
     ("candidate.attn_layers", [ATTN, "candidate.attn_layers=0"]),
     ("candidate.attn_heads", [ATTN, "candidate.attn_heads=0"]),
@@ -298,7 +305,7 @@ def test_allowed_values_agree_with_the_stages():
     from ytspark import config as C
     from ytspark import sources
     from ytspark.models.blend import OBJECTIVES
-    from ytspark.models.candidate import RECENCY_MODES
+    from ytspark.models.candidate import ENCODERS, RECENCY_MODES
     from ytspark.prepare.candidates import SAMPLINGS
     from ytspark.score.index import KINDS
     from ytspark.train.launcher import LAUNCHERS
@@ -306,6 +313,7 @@ def test_allowed_values_agree_with_the_stages():
     assert C.SCORE_INDEXES == KINDS
     assert C.TRAIN_LAUNCHERS == LAUNCHERS
     assert C.CANDIDATE_RECENCY == RECENCY_MODES
+    assert C.CANDIDATE_ENCODERS == ("auto", *ENCODERS)
     assert C.PREPARE_SAMPLINGS == SAMPLINGS
     assert C.RANKER_OBJECTIVES == OBJECTIVES
     assert C.DATA_FORMATS == ("auto", *sources.FORMATS)

@@ -73,6 +73,39 @@ def test_known_answer_next_watch_is_learned_on_held_out_users(trained, prepared)
     assert fresh["hr@10"] < 0.6
 
 
+@pytest.fixture(scope="module")
+def prepared_seq(tmp_path_factory) -> str:
+    return write_known_answer_prepared(tmp_path_factory.mktemp("known_seq") / "prepared", sequences=True)
+
+
+def test_sequence_encoder_trains_on_windows_and_serves_from_candidate_rows(prepared_seq, tmp_path):
+    cfg = small_cfg("candidate.epochs=4", 'candidate.encoder="sequence"', "candidate.seq_batch_size=32",
+                    "candidate.attn_layers=1")
+    result = train(cfg, "candidate", prepared_seq, str(tmp_path))
+    assert result["best"]["hr@10"] >= 0.9, result["history"]
+    assert result["global_step"] == 4 * steps_per_epoch(3200, 32, 1)
+    model, md = load_candidate(result["model_dir"])
+    assert model.config.encoder == "sequence" and md.meta["model_config"]["encoder"] == "sequence"
+    m = evaluate_candidates(model, load_split(prepared_seq, "test"))  # held-out users, candidate rows
+    assert m["hr@10"] >= 0.9, m
+
+
+def test_auto_trains_both_encoders_and_publishes_the_better_with_both_figures(prepared_seq, tmp_path):
+    cfg = small_cfg("candidate.epochs=2", 'candidate.encoder="auto"', "candidate.seq_batch_size=32",
+                    "candidate.attn_layers=1")
+    result = train(cfg, "candidate", prepared_seq, str(tmp_path))
+    md = read_model_dir(tmp_path, "candidate")  # LATEST
+    assert str(md.path) == result["model_dir"]
+    choice = md.meta["encoder_choice"]
+    figs = choice["validation"]
+    assert set(figs) == {"bag", "sequence"} and all(0 <= f["fused"] <= 1 for f in figs.values())
+    assert figs[choice["chosen"]]["fused"] >= max(f["fused"] for f in figs.values())
+    assert md.meta["model_config"]["encoder"] == choice["chosen"]
+    model, _ = load_candidate(tmp_path)
+    assert evaluate_candidates(model, load_split(prepared_seq, "val"))["hr@10"] == \
+        pytest.approx(figs[choice["chosen"]]["network"], abs=1e-6)
+
+
 def test_export_is_a_complete_versioned_directory(trained, prepared):
     result, models = trained
     d = Path(result["model_dir"])

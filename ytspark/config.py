@@ -39,6 +39,7 @@ DATA_FORMATS = ("auto", "parquet", "jsonl", "csv")  # ("auto", *ytspark.sources.
 PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.prepare.candidates.SAMPLINGS
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
+CANDIDATE_ENCODERS = ("auto", "bag", "sequence")  # ytspark.models.candidate.ENCODERS, + auto (chosen on validation)
 SCORE_INDEXES = ("flat", "ivf", "hnsw")  # ytspark.score.index.KINDS
 RANKER_OBJECTIVES = ("watch_time", "next_watch", "blend")  # ytspark.models.blend.OBJECTIVES
 # Keys that were replaced, with what to write instead (a profile or --set that still uses one fails with this).
@@ -104,6 +105,8 @@ class PrepareConfig:
     quantile_rel_error: float = 0.001
     target_shards: int = 2  # training ranks the output is sized for
     row_groups_per_shard: int = 4
+    sequence_windows: int = 8  # sequence rows (candidate.encoder = sequence | auto): windows per user
+    sequence_stride: int = 0  # watches between window ends; 0 = history_length (no overlap)
     seed: int = 7
 
 
@@ -126,6 +129,10 @@ class TrainConfig:
 class CandidateTrainConfig:
     """The candidate-generation network (paper section 3) and its optimisation."""
 
+    # bag: the paper's tower over averaged histories (one example per row); sequence: a causal encoder over
+    # user windows trained on every position (ytspark/models/sequence.py); auto: both, export keeps the one
+    # with the better validation HR@eval_k
+    encoder: str = "bag"
     embed_dim: int = 64
     hidden: tuple[int, ...] = (1024, 512, 256)
     use_watches: bool = True
@@ -145,6 +152,9 @@ class CandidateTrainConfig:
     num_sampled: int = 4096  # sampled-softmax negatives (whole vocabulary when smaller)
     sampler_alpha: float = 0.75  # proposal Q ∝ count^alpha
     batch_size: int = 512  # per rank
+    seq_batch_size: int = 16  # per rank, encoder = sequence: user windows (up to history_length examples each)
+    seq_lr: float = 0.003  # encoder = sequence: Adam learning rate (multiplied by the number of ranks)
+    seq_num_sampled: int = 1024  # encoder = sequence: sampled-softmax negatives per step (every position shares them)
     epochs: int = 6
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
@@ -495,6 +505,15 @@ def validate(cfg: Config) -> None:
             c.bad(f"{net}.hidden", "a list of layer widths >= 1 ([] = a linear model)")
     cand = cfg.candidate
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
+    c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
+    c.at_least(1, "candidate.seq_batch_size", "candidate.seq_num_sampled", "prepare.sequence_windows")
+    c.at_least(0, "prepare.sequence_stride")
+    c.above(0, "candidate.seq_lr")
+    if cand.encoder != "bag":
+        c.at_least(1, "candidate.attn_layers", "candidate.attn_heads")
+        if cand.attn_heads >= 1 and cand.embed_dim % cand.attn_heads:
+            c.bad("candidate.attn_heads", f"a divisor of candidate.embed_dim ({cand.embed_dim}) with "
+                  f"encoder = '{cand.encoder}'")
     if cand.recency != "none" and not cand.use_watches:
         c.bad("candidate.recency", "'none' when candidate.use_watches = false")
     if not (cand.use_watches or cand.use_searches or cand.use_demographics or cand.use_example_age):

@@ -125,6 +125,21 @@ CANDIDATE_SCHEMA = T.StructType(
     + [T.StructField(c, T.IntegerType(), False) for c in DEMOGRAPHIC_COLUMNS]
 )
 
+# Sequence rows (candidate.encoder = sequence | auto): one row per user window, training only. A window is
+# a candidate row (label = the window's last watch, history = the watches before it) plus, per history slot
+# j (most recent first), the target of position j and the searches position j may see. Position j's input
+# is slots >= j (older); its target is the next watch (slot j - 1, the label for j = 0). Rollback per
+# position, applied by prepare: SEQ_NEXT[j] is 0 (no example) unless that next watch is completed, in the
+# vocabulary and strictly later than slot j; position j sees search_hist[SEQ_SEARCH_FROM[j]:], the tokens
+# strictly before its target's time.
+SEQ_NEXT = "seq_next"
+SEQ_SEARCH_FROM = "seq_search_from"
+SEQUENCE_SCHEMA = T.StructType(
+    list(CANDIDATE_SCHEMA.fields)
+    + [T.StructField(SEQ_NEXT, T.ArrayType(T.IntegerType(), False), False),
+       T.StructField(SEQ_SEARCH_FROM, T.ArrayType(T.IntegerType(), False), False)]
+)
+
 # Ranking rows (one per impression).
 RANK_VIDEO = "video_idx"
 RANK_CLICKED = "clicked"

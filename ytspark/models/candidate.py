@@ -26,6 +26,12 @@ Inputs of the user tower, concatenated (each group switchable for ablations):
   target per history slot (the next watch) for the SASRec-style all-positions
   loss (``seq_loss_weight`` in the training task).
 
+Encoders (``encoder=``): ``"bag"`` the tower above over one row's inputs;
+``"sequence"`` a causal Transformer over the history trained on every position
+of a user window at once (:mod:`ytspark.models.sequence`; the recency,
+hidden and skip settings do not apply). Both give u [B, D] from the same
+candidate rows, so serving, the index and the fusion are the same.
+
 Continuous inputs are normalised by :class:`~ytspark.models.features.QuantileNormalizer`
 built from ``quantiles.json ["candidates"]``. The ReLU tower ends in a linear
 layer of width ``embed_dim`` (``hidden=()``: u is a linear projection);
@@ -55,8 +61,10 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
+from ytspark.models.sequence import SequenceEncoder
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
+ENCODERS = ("bag", "sequence")
 N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
@@ -84,6 +92,7 @@ class CandidateConfig:
     attn_heads: int = 2
     max_history: int = 50  # recency="attention": position embeddings (prepare.history_length)
     seq_head: bool = False  # recency="attention": a linear head on every slot for the all-positions loss
+    encoder: str = "bag"  # bag | sequence (ytspark.models.sequence)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -95,6 +104,12 @@ class CandidateConfig:
         if len(self.demographic_vocab_sizes) != len(S.DEMOGRAPHIC_COLUMNS):
             raise ValueError(f"CandidateConfig.demographic_vocab_sizes needs {len(S.DEMOGRAPHIC_COLUMNS)} sizes "
                              f"({', '.join(S.DEMOGRAPHIC_COLUMNS)}), got {self.demographic_vocab_sizes}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"CandidateConfig.encoder must be one of {ENCODERS}, got '{self.encoder}'")
+        if self.encoder == "sequence" and (not self.use_watches or self.attn_layers < 1 or self.attn_heads < 1
+                                           or self.embed_dim % self.attn_heads or self.seq_head):
+            raise ValueError("CandidateConfig: encoder='sequence' needs use_watches, attn_layers >= 1, "
+                             f"embed_dim ({self.embed_dim}) divisible by attn_heads ({self.attn_heads}), no seq_head")
         if self.recency not in RECENCY_MODES:
             raise ValueError(f"CandidateConfig.recency must be one of {RECENCY_MODES}, got '{self.recency}'")
         if self.recency != "none" and not self.use_watches:
@@ -128,7 +143,7 @@ class CandidateConfig:
             out.append(S.USER_AGE)
         if self.use_example_age:
             out.append(S.CAND_EXAMPLE_AGE)
-        if self.recency in ("last_k", "attention"):
+        if self.recency in ("last_k", "attention") or self.encoder == "sequence":
             out.append(S.CAND_SINCE_LAST)
         return out
 
@@ -167,6 +182,15 @@ class CandidateModel(nn.Module):
         ) if c.use_demographics else None
         width += (sum(demographic_dim(v) for v in c.demographic_vocab_sizes) + 3) if c.use_demographics else 0
         width += 3 if c.use_example_age else 0
+        self.out_emb = nn.Parameter(torch.empty(c.n_videos, D))
+        self.out_bias = nn.Parameter(torch.zeros(c.n_videos))
+        if c.encoder == "sequence":
+            self.seq = SequenceEncoder(D, c.attn_layers, c.attn_heads, c.max_history, width - D + 3, c.dropout)
+            self.tower, self.skip, self.input_width = None, None, width
+            self.reset_embeddings()
+            if c.tie_embeddings:
+                self.video_in.weight = self.out_emb
+            return
         width += (c.recent_k * D + 3) if c.recency == "last_k" else 0
         width += D if c.recency == "weighted" else 0
         width += (D + 3) if c.recency == "attention" else 0
@@ -197,8 +221,6 @@ class CandidateModel(nn.Module):
         if self.skip is not None:  # the tower starts at 0: training begins from the linear model
             nn.init.zeros_(self.tower[-1].weight)
             nn.init.zeros_(self.tower[-1].bias)
-        self.out_emb = nn.Parameter(torch.empty(c.n_videos, D))
-        self.out_bias = nn.Parameter(torch.zeros(c.n_videos))
         self.reset_embeddings()
         if c.tie_embeddings and self.video_in is not None:
             self.video_in.weight = self.out_emb  # one table: history inputs and softmax outputs
@@ -293,6 +315,8 @@ class CandidateModel(nn.Module):
 
     def user_vector(self, batch: CandidateBatch) -> torch.Tensor:
         """User vectors u [B, D]. At serving the caller sets example_age_days to 0."""
+        if self.config.encoder == "sequence":
+            return self.seq.user_vector(self, batch)
         x = self.tower_inputs(batch)
         return self.tower(x) if self.skip is None else self.tower(x) + self.skip(x)
 

@@ -9,6 +9,7 @@ leaves the previous ``out_dir`` intact)::
       rejects/           every rejected row: source_table, reject_reason, raw JSON
       candidates/{train,val,test}/   CANDIDATE_SCHEMA rows, balanced row groups
       ranking/{train,val,test}/      RANKING_SCHEMA rows, balanced row groups
+      sequences/train/   SEQUENCE_SCHEMA rows (user windows), only with candidate.encoder = sequence | auto
       vocab/<name>.json  vocabularies (0 = pad, 1 = OOV)
       quantiles.json     quantile boundaries of continuous features
       manifest.json      counts, vocab sizes, inputs, config, timings
@@ -32,6 +33,7 @@ from ytspark import storage
 from ytspark.config import Config
 from ytspark.prepare.batch_candidates import TOKENS, batch_candidate_rows
 from ytspark.prepare.batch_ranking import batch_ranking_rows
+from ytspark.prepare.batch_sequences import batch_sequence_rows
 from ytspark.prepare.candidates import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH, CandidateParams, check_sampling
 from ytspark.prepare.grouping import map_user_batches
 from ytspark.prepare.quantiles import fit_quantiles
@@ -287,6 +289,17 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
                     df.where(F.col(S.SPLIT) == split), f"{tmp}/{name}/{split}", out_counts[name][split],
                     p.target_shards, groups)
             df.unpersist()
+        if cfg.candidate.encoder != "bag":  # the second layout: user windows, trained on every position
+            seq = map_user_batches(
+                ev.where(F.col("kind") != KIND_IMPRESSION).select(*CANDIDATE_INPUT),
+                lambda t: batch_sequence_rows(t, cparams, vocab_tokens, p.sequence_windows, p.sequence_stride),
+                S.SEQUENCE_SCHEMA,
+                ROW_ORDER).persist(StorageLevel.MEMORY_AND_DISK)
+            out_counts["sequences"] = {"train": seq.count()}
+            row_groups["sequences"] = {"train": _write_balanced(
+                seq, f"{tmp}/sequences/train", out_counts["sequences"]["train"], p.target_shards,
+                p.row_groups_per_shard)}
+            seq.unpersist()
         timings["rows_s"] = round(time.time() - t2, 2)
 
         # ---- quantile boundaries of continuous features (training rows)
@@ -312,6 +325,7 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
             "vocab_sizes": {k: len(v) for k, v in vocabs.items()},
             "candidates": out_counts["candidates"],
             "ranking": out_counts["ranking"],
+            **({"sequences": out_counts["sequences"]} if "sequences" in out_counts else {}),
             "row_groups": row_groups,
             "target_shards": p.target_shards,
             "timings": timings,

@@ -31,8 +31,8 @@ FIELDS = [S.CAND_LABEL, *HIST_COLUMNS, S.USER_AGE, S.CAND_SINCE_LAST, S.CAND_N_W
 EVAL_CHUNK = 1024
 
 
-def model_config(cfg: Config, vocab_sizes: dict[str, int]) -> CandidateConfig:
-    """The :class:`CandidateConfig` of ``cfg.candidate`` for the prepared vocabulary sizes."""
+def model_config(cfg: Config, vocab_sizes: dict[str, int], encoder: str = "bag") -> CandidateConfig:
+    """The :class:`CandidateConfig` of ``cfg.candidate`` for the prepared vocabulary sizes and ``encoder``."""
     c = cfg.candidate
     return CandidateConfig(
         n_videos=vocab_sizes["video"], n_tokens=vocab_sizes["token"],
@@ -42,7 +42,7 @@ def model_config(cfg: Config, vocab_sizes: dict[str, int]) -> CandidateConfig:
         recent_k=c.recent_k, tau_days=c.tau_days, dropout=c.dropout,
         tie_embeddings=c.tie_embeddings, linear_skip=c.linear_skip, attn_layers=c.attn_layers, attn_heads=c.attn_heads,
         max_history=cfg.prepare.history_length,
-        seq_head=c.recency == "attention" and c.seq_loss_weight > 0)
+        seq_head=encoder == "bag" and c.recency == "attention" and c.seq_loss_weight > 0, encoder=encoder)
 
 
 def demographic_sizes(vocab_sizes: dict[str, int]) -> tuple[int, ...]:
@@ -110,13 +110,15 @@ class CandidateTask:
 
     kind = "candidate"
     fields = FIELDS
+    val_fields = FIELDS
+    encoder = "bag"
 
     def __init__(self, cfg: Config, prepared: str):
         self.cfg, self.prepared = cfg, prepared.rstrip("/")
         self.manifest = read_json(f"{self.prepared}/manifest.json")
         self.quantiles = read_json(f"{self.prepared}/quantiles.json")["candidates"]
         self.vocab_sizes = dict(self.manifest["vocab_sizes"])
-        self.config = model_config(cfg, self.vocab_sizes)
+        self.config = model_config(cfg, self.vocab_sizes, self.encoder)
         self.monitor = f"hr@{cfg.candidate.eval_k}"
         c = cfg.candidate
         check_params(c.covisit_window, c.covisit_top_m, c.covisit_recent_k, c.covisit_decay, c.covisit_weights)
@@ -174,13 +176,13 @@ class CandidateTask:
         c = self.cfg.candidate
         if not any(w > 0 for w in c.covisit_weights):
             return None, {"weight": 0.0}
-        tr = read_split(self.train_path(), [S.CAND_WATCH_HIST, S.CAND_LABEL])
+        tr = read_split(f"{self.prepared}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
         cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], self.config.n_videos, c.covisit_window,
                                 c.covisit_top_m, c.covisit_recent_k, c.covisit_decay)
         del tr
         weight, table = 0.0, {}
         if int(self.manifest["candidates"].get("val", 0)):
-            val = read_split(self.val_path(), self.fields)
+            val = read_split(self.val_path(), self.val_fields)
             was = model.training
             model.eval()
             with torch.no_grad():

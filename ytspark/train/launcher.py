@@ -41,17 +41,23 @@ class TrainingFailed(RuntimeError):
 
 
 def run_spec(cfg: Config, task: str, prepared: str, models_root: str, resume: bool = False,
-             candidate_model: str | None = None, rank_rows: str | None = None) -> dict:
-    """The JSON-safe description of one training run that every rank receives."""
+             candidate_model: str | None = None, rank_rows: str | None = None, encoder: str | None = None) -> dict:
+    """The JSON-safe description of one training run that every rank receives.
+
+    ``encoder`` (candidate only): bag | sequence, default ``candidate.encoder``.
+    """
     section = cfg.candidate if task == "candidate" else getattr(cfg, "ranker")
     t = cfg.train
+    encoder = encoder or (cfg.candidate.encoder if task == "candidate" else None)
+    batch = cfg.candidate.seq_batch_size if encoder == "sequence" else section.batch_size
     # ranks run in other working directories, on other hosts: local paths become absolute here, on the driver
     models_root = storage.to_url(models_root)
     return {
         "task": task, "config": cfg.to_dict(), "prepared": prepared, "candidate_model": candidate_model,
-        "rank_rows": rank_rows,
+        "rank_rows": rank_rows, "encoder": encoder,
         "run": {"work_dir": storage.join(models_root, task, "_work"), "models_root": models_root,
-                "batch_size": section.batch_size, "epochs": section.epochs, "lr": section.lr,
+                "batch_size": batch, "epochs": section.epochs,
+                "lr": cfg.candidate.seq_lr if encoder == "sequence" else section.lr,
                 "weight_decay": section.weight_decay, "patience": t.patience, "shuffle_buffer": t.shuffle_buffer,
                 "reader_workers": t.reader_workers, "threads": t.threads_per_proc, "seed": t.seed,
                 "resume": resume, "progress": t.progress, "max_steps_per_epoch": t.steps_per_epoch},
@@ -65,13 +71,28 @@ def _fail(launcher: str, task: str, err: BaseException | str) -> TrainingFailed:
 
 def train(cfg: Config, task: str, prepared: str, models_root: str, resume: bool = False, spark=None,
           candidate_model: str | None = None, rank_rows: str | None = None) -> dict:
-    """Train ``task`` (candidate | ranker) on ``prepared``; returns rank 0's FitResult dict."""
+    """Train ``task`` (candidate | ranker) on ``prepared``; returns rank 0's FitResult dict.
+
+    With ``candidate.encoder = auto`` both encoders are trained and the better one on validation is
+    published (:func:`ytspark.train.choose.train_auto`).
+    """
+    if task == "candidate" and cfg.candidate.encoder == "auto":
+        from ytspark.train.choose import train_auto
+
+        return train_auto(cfg, models_root, lambda encoder, root: _train_one(
+            cfg, task, prepared, root, resume, spark, candidate_model, rank_rows, encoder))
+    return _train_one(cfg, task, prepared, models_root, resume, spark, candidate_model, rank_rows)
+
+
+def _train_one(cfg: Config, task: str, prepared: str, models_root: str, resume: bool = False, spark=None,
+               candidate_model: str | None = None, rank_rows: str | None = None,
+               encoder: str | None = None) -> dict:
     launcher, n = cfg.train.launcher, cfg.train.num_proc
     if launcher not in LAUNCHERS:
         raise ValueError(f"train.launcher must be one of {LAUNCHERS}, got '{launcher}'")
     if n < 1:
         raise ValueError(f"train.num_proc must be >= 1, got {n}")
-    spec = run_spec(cfg, task, prepared, models_root, resume, candidate_model, rank_rows)
+    spec = run_spec(cfg, task, prepared, models_root, resume, candidate_model, rank_rows, encoder)
     log.info("training %s with launcher=%s, %d rank(s)", task, launcher, 1 if launcher == "local" else n)
     if launcher == "local":
         return worker.run(spec)

@@ -49,7 +49,8 @@ class Task(Protocol):
     """What the loop needs from a network (candidate generation, ranking)."""
 
     kind: str  # model kind in the export: candidate | ranker
-    fields: list[str]  # Parquet columns to read
+    fields: list[str]  # Parquet columns to read (training split)
+    # optional val_fields: list[str], the validation split's columns when they differ (default: fields)
     monitor: str  # validation metric for early stopping (higher is better)
 
     def train_rows(self) -> int: ...
@@ -175,7 +176,7 @@ def fit(task: Task, spec: RunSpec, dist: Dist | None = None) -> FitResult:
     steps = steps_per_epoch(task.train_rows(), spec.batch_size, size)
     if spec.max_steps_per_epoch:
         steps = min(steps, spec.max_steps_per_epoch)
-    val_cols = read_split(task.val_path(), task.fields) if rank == 0 else None
+    val_cols = read_split(task.val_path(), getattr(task, "val_fields", task.fields)) if rank == 0 else None
     if rank == 0:
         log.info("%s: %d rows, %d rank(s) x %d steps/epoch x batch %d, lr %.4g, up to %d epochs",
                  task.kind, task.train_rows(), size, steps, spec.batch_size, spec.lr * size, spec.epochs)

@@ -20,6 +20,14 @@ def build_task(spec: dict):
     if spec["task"] == "candidate":
         from ytspark.train.candidate_task import CandidateTask
 
+        encoder = spec.get("encoder") or cfg.candidate.encoder
+        if encoder == "sequence":
+            from ytspark.train.sequence_task import SequenceTask
+
+            return SequenceTask(cfg, spec["prepared"])
+        if encoder != "bag":
+            raise ValueError(f"candidate.encoder '{encoder}' is trained as bag and sequence runs "
+                             "(ytspark.train.launcher.train); a rank builds one of them")
         return CandidateTask(cfg, spec["prepared"])
     if spec["task"] == "ranker":
         from ytspark.train.ranker_task import RankerTask

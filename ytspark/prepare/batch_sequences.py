@@ -1,0 +1,129 @@
+"""Sequence rows (``candidate.encoder = sequence | auto``): a fixed number of windows per user, every position a target.
+
+A window is a candidate row (:mod:`.batch_candidates`) whose label is the
+window's last training watch and whose ``history_length`` history slots are the
+watches before it (most recent first, strictly before the label's time), plus
+two per-slot columns (:data:`~ytspark.schema.SEQUENCE_SCHEMA`):
+
+- ``seq_next[j]``: the target of position j, i.e. the next watch after slot j
+  (slot j - 1; the label for j = 0), or 0 (no example there) when that watch is
+  incomplete, out of the vocabulary, not strictly later than slot j (a tie:
+  the order inside a same-second burst is arbitrary) or slot j is padding;
+- ``seq_search_from[j]``: position j sees ``search_hist[seq_search_from[j]:]``,
+  the tokens strictly before its target's time (``history_length`` for pad).
+
+Window ends, per user, from the last training watch backwards: the next
+window ends ``stride`` watches before the start of the one after it plus
+``history_length`` (``stride = 0`` or ``history_length``: at the oldest slot
+of the one after it, which has no target there, so consecutive windows cover
+every transition once; a smaller stride overlaps them, so a target seen with
+a short context at the start of one window is seen again with a longer one).
+At most ``windows`` per user; only training watches (before the validation target)
+are inputs or targets. Validation and test stay the candidate rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ytspark import schema as S
+from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, _values_at, search_tokens
+from ytspark.prepare.candidates import DAY, KIND_WATCH, NEVER_DAYS, CandidateParams
+from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
+
+SEQUENCE_ARROW_SCHEMA = pa.schema(list(CANDIDATE_ARROW_SCHEMA) + [
+    pa.field(S.SEQ_NEXT, pa.list_(pa.int32()), nullable=False),
+    pa.field(S.SEQ_SEARCH_FROM, pa.list_(pa.int32()), nullable=False),
+])
+
+
+def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
+                        windows: int, stride: int = 0) -> pa.RecordBatch:
+    """All sequence rows of every user in ``batch`` (the input of ``batch_candidate_rows``).
+
+    Returns a record batch with :data:`SEQUENCE_ARROW_SCHEMA`; rows per user
+    newest window first; every row has split ``train``.
+    """
+    if windows < 1:
+        raise ValueError(f"prepare.sequence_windows must be >= 1, got {windows}")
+    H = p.history_length
+    step = H if stride <= 0 else min(stride, H)
+    c = columns(batch)
+    uid = c[S.USER_ID]
+    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    kind = c["kind"].to_numpy(zero_copy_only=False)
+    users = Users.of(uid, ts)
+
+    is_w = kind == KIND_WATCH
+    wi = np.flatnonzero(is_w)
+    cw = exclusive_cumsum(is_w)
+    w_ts = ts[wi]
+    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
+    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
+    u_w0 = cw[users.starts]
+    n_w = cw[users.ends] - u_w0
+    s_tok, ct = search_tokens(c, kind, vocab_tokens)
+    w_tie = cw[users.tie_start[wi]]  # per watch: global index of the first watch of its tie run
+    ev_tie = users.tie_start[wi]  # per watch: first event of its tie run
+
+    # Window ends (global watch indices), newest first: the last training watch, then ``step`` watches
+    # before the end of the window after it (its oldest slot when step = H), while one earlier watch is left.
+    train_end = np.where(n_w >= 3, n_w - 2, np.where(n_w == 2, 1, n_w))
+    end = u_w0 + train_end - 1
+    ends_k, user_k = [], []
+    alive = train_end >= 2
+    for _ in range(windows):
+        idx = np.flatnonzero(alive)
+        if not len(idx):
+            break
+        ends_k.append(end[idx])
+        user_k.append(idx)
+        end = np.where(alive, w_tie[np.clip(end, 0, max(len(wi) - 1, 0))] - step, end)
+        alive &= end >= u_w0 + 1
+    if not ends_k:
+        return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in SEQUENCE_ARROW_SCHEMA],
+                                          schema=SEQUENCE_ARROW_SCHEMA)
+    e = np.concatenate(ends_k)
+    g = np.concatenate(user_k)
+    order = np.lexsort((np.concatenate([np.full(len(x), k) for k, x in enumerate(ends_k)]), g))
+    e, g = e[order], g[order]
+
+    t = w_ts[e]
+    w_end = w_tie[e]
+    lo = u_w0[g]
+    present = window_mask(w_end, lo, H)
+    hidx = window(np.arange(len(wi), dtype=np.int64), w_end, lo, H, pad=-1)  # global watch index per slot
+    hist = np.where(present, w_vid[np.maximum(hidx, 0)], 0).astype(np.int32)
+    ages = np.where(present, (t[:, None] - w_ts[np.maximum(hidx, 0)]) / DAY, 0.0)
+    nidx = np.concatenate([e[:, None], hidx[:, :-1]], axis=1)  # the watch after each slot
+    nsafe = np.maximum(nidx, 0)
+    ok = present & (nidx >= 0) & w_done[nsafe] & (w_vid[nsafe] >= S.N_SPECIAL) \
+        & (w_ts[nsafe] > w_ts[np.maximum(hidx, 0)])
+    seq_next = np.where(ok, w_vid[nsafe], 0).astype(np.int32)
+    tie = ev_tie[e]
+    hidden = ct[tie][:, None] - ct[ev_tie[nsafe]]  # tokens at or after the target's time, before the label's
+    search_from = np.where(present, np.clip(hidden, 0, H), H).astype(np.int32)
+    search = window(s_tok, ct[tie], ct[users.starts][g], H)
+    k = w_end - lo
+    since = np.where(k > 0, (t - w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS)
+    ex_age = np.maximum(0.0, (p.window_end - t) / DAY)
+
+    n = len(e)
+    first = users.starts[g]
+    arrays = [
+        take(uid, first),
+        pa.array(["train"] * n, pa.string()),
+        pa.array(w_vid[e], pa.int32()),
+        pa.array(t, pa.float64()),
+        list_column(hist, n, H, pa.int32()),
+        list_column(ages.astype(np.float32), n, H, pa.float32()),
+        list_column(search, n, H, pa.int32()),
+        pa.array(k.astype(np.int32), pa.int32()),
+        pa.array(since.astype(np.float32), pa.float32()),
+        pa.array(ex_age.astype(np.float32), pa.float32()),
+        _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
+        *[_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS],
+        list_column(seq_next, n, H, pa.int32()),
+        list_column(search_from, n, H, pa.int32()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=SEQUENCE_ARROW_SCHEMA)
