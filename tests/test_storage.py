@@ -88,11 +88,12 @@ def test_npy_and_torch_round_trip_and_refuse_pickles(base):
 
 
 def test_list_names_and_remove(base):
-    assert storage.list_names(base) == []  # absent: empty, not an error
+    assert storage.list_names(base) == [] and storage.list_files(base) == []  # absent: empty, not an error
     for rel in ("d/x.json", "d/y.json", "e.txt"):
         storage.save_text(storage.join(base, rel), "1")
     assert storage.list_names(base) == ["d", "e.txt"]
     assert storage.list_names(storage.join(base, "d")) == ["x.json", "y.json"]
+    assert storage.list_files(base) == ["d/x.json", "d/y.json", "e.txt"]  # recursive, relative
     storage.remove(storage.join(base, "d"))
     storage.remove(storage.join(base, "never-there"))  # no error
     assert storage.list_names(base) == ["e.txt"]

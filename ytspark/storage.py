@@ -226,6 +226,14 @@ def list_names(path: str | os.PathLike) -> list[str]:
     return sorted(os.path.basename(e.rstrip("/")) for e in fs.ls(p, detail=False) if e.rstrip("/") != p.rstrip("/"))
 
 
+def list_files(path: str | os.PathLike) -> list[str]:
+    """The sorted relative paths of every file under the directory ``path`` (recursively); [] when absent."""
+    fs, p = filesystem(path)
+    if not fs.exists(p):
+        return []
+    return _files_under(fs, p)
+
+
 def remove(path: str | os.PathLike) -> None:
     """Delete a file or a directory tree; nothing happens when it does not exist."""
     fs, p = filesystem(path)

@@ -13,9 +13,9 @@ figures, network alone and fused.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable
 
+from ytspark import storage
 from ytspark.config import Config
 from ytspark.models.export import ModelDir, read_model_dir, write_model_dir
 
@@ -33,11 +33,11 @@ def validation_figures(md: ModelDir) -> dict:
     return {"monitor": monitor, "network": network, "fused": max([network, *map(float, table.values())])}
 
 
-def republish(md: ModelDir, models_root: str, extra_meta: dict) -> Path:
+def republish(md: ModelDir, models_root: str, extra_meta: dict) -> str:
     """Publish a copy of ``md`` under ``models_root`` with ``extra_meta`` added to its MODEL.json."""
     meta = {k: v for k, v in md.meta.items() if k not in _WRITTEN_BY_EXPORT}
-    files = {str(p.relative_to(md.path)): md.json(str(p.relative_to(md.path)))
-             for p in sorted(md.path.rglob("*.json")) if p.name != "MODEL.json"}
+    files = {rel: md.json(rel) for rel in storage.list_files(md.path)
+             if rel.endswith(".json") and rel != "MODEL.json"}
     return write_model_dir(models_root, "candidate", state_dict=md.state_dict(), meta={**meta, **extra_meta},
                            arrays={name: md.array(name) for name in md.meta.get("arrays", [])}, json_files=files)
 
@@ -46,7 +46,7 @@ def train_auto(cfg: Config, models_root: str, train_one: Callable[[str, str], di
     """Train both encoders with ``train_one(encoder, models_root)``; rank 0's result of the published winner."""
     results, figures = {}, {}
     for encoder in ENCODERS:
-        root = str(Path(models_root) / "candidate" / "_auto" / encoder)
+        root = storage.join(models_root, "candidate", "_auto", encoder)
         results[encoder] = train_one(encoder, root)
         figures[encoder] = validation_figures(read_model_dir(results[encoder]["model_dir"], "candidate"))
         log.info("candidate.encoder=auto: %s validation %s", encoder, figures[encoder])
