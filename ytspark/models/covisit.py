@@ -30,6 +30,7 @@ catalogue (:func:`merge_topk`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+import functools
 import os
 from typing import Callable, Sequence
 
@@ -292,7 +293,9 @@ _BUFFERS: dict[str, torch.Tensor] = {}
 GEMM_LIBRARIES = ("torch", "numpy")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_vendor() -> str:
+    """The CPU's vendor id (read once per process; dense_topk asks for every batch)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:  # not a user path
             for line in f:
