@@ -70,9 +70,14 @@ launch() {  # launch NAME CLASS ARGS...: detached JVM, pid in $DIR/NAME.pid, log
   if [ "$PRIVATE_TMP" = 1 ] && [[ $name == worker* ]]; then
     # unshare (no --fork) and sh exec in place, so $! is still the JVM's pid; the tmpfs mounts exist only in
     # this worker's namespace (and its executors'), and vanish with it
+    # A checkout (its .venv, Spark, the shared output under out/) that itself lies under /tmp is bound back
+    # over the private /tmp through a staging mount, so the worker still sees it (a fresh-clone CI in /tmp).
     run=(unshare -m --propagation private sh -c \
-         'mount -t tmpfs -o mode=1777 ytspark-private /tmp && mkdir -p "$1" && mount -t tmpfs ytspark-private "$1" && shift && exec "$@"' \
-         sh "$DIR/$name" "$SPARK_HOME/bin/spark-class")
+         'keep=$2; if [ "${keep#/tmp/}" != "$keep" ]; then mount -t tmpfs ytspark-keep /mnt && mkdir /mnt/keep && mount --bind "$keep" /mnt/keep || exit 1; fi
+          mount -t tmpfs -o mode=1777 ytspark-private /tmp && mkdir -p "$1" && mount -t tmpfs ytspark-private "$1" || exit 1
+          if [ "${keep#/tmp/}" != "$keep" ]; then mkdir -p "$keep" && mount --bind /mnt/keep "$keep" || exit 1; fi
+          shift 2 && exec "$@"' \
+         sh "$DIR/$name" "$ROOT" "$SPARK_HOME/bin/spark-class")
   fi
   # spark-class execs java, so $! is the JVM's pid; setsid detaches it from this shell's session.
   setsid nohup "${run[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
