@@ -384,7 +384,9 @@ class FactorisedRanker:
             if w is None:
                 continue
             v = v.to(torch.float32)
-            d = (self.encode(name, v) - self.encode(name, torch.full_like(v, self.constants[name]))) @ w
+            # the folded constant's encoding once ([1, width]), broadcast over the m pairs
+            d = (self.encode(name, v) - self.encode(name, torch.full((1,), self.constants[name],
+                                                                     dtype=torch.float32))) @ w
             out = d if out is None else out.add_(d)
         return out
 

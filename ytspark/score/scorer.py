@@ -307,6 +307,11 @@ def score_users(cols: dict, model: CandidateModel, index, run: RunData,
     return out
 
 
+SCORE_TABLE_ROWS = 1 << 17  # serving events per table of whole users: a table is ~1,900 users of 70 events, so
+# score_users gets full ``score.batch_size`` blocks and the per-table costs (vocabulary lookups' hash sets, the
+# column build) are paid ~4x less often than at prepare's 32,768 rows
+
+
 def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Callable[[], None] | None = None,
                  fail_partition: int | None = None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function: the serving events of whole users (sorted by user and ``ROW_ORDER``,
@@ -330,7 +335,7 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
             ranker = TorchRanker(models.ranker, data.video_meta, data.as_of, data.source_idx, data.order,
                                  calibration=data.ranker_calibration)
         tally = Tally()
-        for table in iter_user_tables(batches):
+        for table in iter_user_tables(batches, SCORE_TABLE_ROWS):
             clock = _Clock(tally)
             cols = serving_columns(table, data.as_of, data.history_length, data.encoder, data.affinity,
                                    data.impressions)
