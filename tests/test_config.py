@@ -361,7 +361,7 @@ def test_run_date_option_becomes_score_run_date():
 
 
 def test_pipeline_run_date_reaches_the_score_stage(monkeypatch, tmp_path):
-    from ytspark import cli
+    from ytspark import cli, pipeline
     from ytspark.score import job
 
     seen = {}
@@ -371,10 +371,10 @@ def test_pipeline_run_date_reaches_the_score_stage(monkeypatch, tmp_path):
         return {"stub": True}
 
     monkeypatch.setattr(job, "run_score", fake_run_score)
-    monkeypatch.setattr(cli, "_has_model", lambda path, kind: False)
-    skip = [a for s in cli.STAGES if s != "score" for a in ("--skip", s)]
+    monkeypatch.setattr(pipeline, "has_model", lambda path, kind: False)
+    skip = [a for s in pipeline.STAGES if s != "score" for a in ("--skip", s)]
     args = cli.build_parser().parse_args(["pipeline", "--run-date", "2026-12-01", "--output", str(tmp_path), *skip])
-    summary = cli.cmd_pipeline(None, cli._config(args), args)
+    summary = pipeline.run_pipeline(None, cli._config(args), args.skip, args.movielens)
     assert summary == {"score": {"stub": True}}
     assert seen == {"run_date": "2026-12-01", "config_run_date": "2026-12-01", "prepared": f"{tmp_path}/prepared"}
 
