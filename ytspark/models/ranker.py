@@ -326,7 +326,7 @@ class FactorisedRanker:
     =====================  ===========  =============  =========
 
     The first layer's cost becomes negligible; what is left is R, which with
-    the default (1024, 512, 256) tower is ~97 % of the unfactorised cost, so
+    the paper's (1024, 512, 256) tower is ~97 % of the unfactorised cost, so
     there the factorisation saves only ~17 %: 200 candidates cost 135 M
     multiply-adds per user against ~3.3 M for a 50k-video flat search. Only
     a narrow tower (one hidden layer of ≤ 128: ≤ 0.52 M per user) keeps
