@@ -7,9 +7,10 @@ function is one command of ``ytspark`` (:mod:`ytspark.cli` parses the
 arguments and calls it; ``jobs/*.py`` go through the same parser) and may be
 called directly by a test or a notebook.
 
-This is the only module that imports across stages: the stage packages
-(``prepare``, ``train``, ``score``, ``evaluate``) each read the previous
-stage's output from storage, not its code (``tests/test_layout.py``).
+It is the one module that imports every stage: a stage package
+(``prepare``, ``train``, ``score``, ``evaluate``) reads the previous stage's
+output from storage and imports at most the stage next to it
+(``tests/test_layout.py``).
 
 Each function imports its stage's modules when it runs: a command loads only
 the libraries its stages use (``generate`` no torch), and importing this
