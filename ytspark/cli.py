@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Sequence
@@ -19,6 +20,9 @@ from typing import Sequence
 from ytspark import pipeline
 from ytspark.config import DATA_FORMATS, TRAIN_LAUNCHERS, Config, ConfigError, load_config
 from ytspark.pipeline import STAGES
+
+# ytspark.session and ytspark.sources (pyspark) and pandas are imported inside the functions that use them:
+# parsing and the config check load neither, so a wrong value exits in milliseconds.
 
 _EPILOG = """Configuration: conf/default.toml, a --profile on top, then --set overrides,
 e.g. --set prepare.max_examples_per_user=50 --set spark.master=local[2] --set score.run_date=2026-12-01.
@@ -179,7 +183,7 @@ def _print_skew(prepared: str, table) -> int:
         print(f"check-skew: {prepared} has no training impressions: the impression features are 0 both in "
               "training and at serving; nothing to compare")
         return 0
-    import pandas as pd  # only here: the table is pandas already, and parsing should not load it
+    import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False))
@@ -235,7 +239,6 @@ TABLE_COLUMNS = (("hr@10", "hr@10", "{:.4f}"), ("hr@50", "hr@50", "{:.4f}"), ("n
 def evaluation_table(table: dict[str, dict]) -> str:
     """The evaluation's test table as printed at the end of ``pipeline`` and ``evaluate``: both objectives'
     metrics per system, then one line saying what each stage optimises."""
-    import math
 
     def cell(m: dict, key: str, fmt: str) -> str:
         v = m.get(key)
@@ -295,7 +298,6 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     except ValueError as e:
         print(f"ytspark {args.command}: error: {e}", file=sys.stderr)
         return 1
-    # Imported only now: both load pyspark, which a config error above should not wait for.
     from ytspark.session import get_spark
     from ytspark.sources import error_line
 
