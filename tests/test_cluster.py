@@ -119,7 +119,7 @@ def _input_args(raw: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def prepared_local(spark, raw, tmp_path_factory) -> Path:
     """prepare in the suite's local[2] session: the undisturbed reference."""
-    from ytspark.cli import cmd_prepare
+    from ytspark.pipeline import run_prepare
     from ytspark.config import load_config
 
     out = tmp_path_factory.mktemp("local")
@@ -128,7 +128,7 @@ def prepared_local(spark, raw, tmp_path_factory) -> Path:
     data = {k: args[args.index(f"--{k}") + 1] for k in ("events", "users", "videos", "format")}
     cfg = load_config("local", [*overrides, *[f"data.{k}={json.dumps(v)}" for k, v in data.items()],
                                 f"data.output={json.dumps(str(out))}"])
-    cmd_prepare(spark, cfg)
+    run_prepare(spark, cfg)
     return out / "prepared"
 
 
