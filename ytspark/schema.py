@@ -95,6 +95,12 @@ PAD = 0
 OOV = 1
 N_SPECIAL = 2  # ids below this (PAD, OOV) are never in the catalogue: never recommended, sampled or a neighbour
 
+# Time units and event kinds shared by prepare, train and score.
+DAY = 86400.0  # seconds
+NEVER_DAYS = -1.0  # a "days since" feature with nothing before (no previous watch / impression, unknown upload)
+KIND_WATCH, KIND_SEARCH, KIND_IMPRESSION = 0, 1, 2  # the int ``kind`` prepare gives each event row
+KIND_USER = 3  # a per-user marker row of the serving pass (ytspark.score.features.serving_events): no event
+
 # Candidate-generation rows (one per label watch).
 CAND_LABEL = "label"  # video vocab index of the positive watch
 CAND_LABEL_TS = "label_ts"

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ytspark.evaluate.protocol import N_SPECIAL, EvalSet
+from ytspark.evaluate.protocol import EvalSet
+from ytspark.schema import N_SPECIAL
 
 
 def _row_keys(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:

@@ -62,10 +62,10 @@ from torch import nn
 from ytspark import schema as S
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
 from ytspark.models.sequence import SequenceEncoder
+from ytspark.schema import N_SPECIAL
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
 ENCODERS = ("bag", "sequence")
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
 @dataclass(frozen=True)

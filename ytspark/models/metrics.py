@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ytspark import schema as S
-
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
+from ytspark.schema import N_SPECIAL
 
 
 def _tensor(x) -> torch.Tensor:

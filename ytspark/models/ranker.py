@@ -54,8 +54,8 @@ from ytspark import schema as S
 from ytspark.models.candidate import demographic_dim, masked_mean
 from ytspark.models.features import QuantileNormalizer
 from ytspark.models.rank_features import RankBatch
+from ytspark.schema import N_SPECIAL
 
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 # Continuous features of each switchable group, in RANK_CONTINUOUS names.
 GROUP_CONTINUOUS = {
     "use_recency": ("since_last_watch_days", "n_prev_impressions", "since_impression_days", "prev_impression_clicked"),

@@ -30,8 +30,9 @@ import pyarrow.compute as pc
 
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import search_tokens
-from ytspark.prepare.candidates import DAY, KIND_WATCH, NEVER_DAYS, CandidateParams
+from ytspark.prepare.candidates import CandidateParams
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, window, window_mask
+from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
 
 
 def _values_at(column: pa.Array, idx: np.ndarray, dtype, fill) -> np.ndarray:

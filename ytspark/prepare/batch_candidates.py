@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS, CandidateParams, check_sampling
+from ytspark.prepare.candidates import CandidateParams, check_sampling
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
+from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS

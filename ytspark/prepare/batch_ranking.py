@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 from ytspark.prepare.ranking import RankingParams
 from ytspark.prepare.segments import Users, change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, window
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 
 _ARROW_TYPES = {"string": pa.string(), "int": pa.int32(), "float": pa.float32(), "double": pa.float64(),
                 "array<int>": pa.list_(pa.int32())}

@@ -44,11 +44,11 @@ from ytspark import storage
 from ytspark.config import Config, ScoreConfig
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
-from ytspark.models.ranker import RankerConfig
 from ytspark.models.export import load_candidate
-from ytspark.prepare.candidates import KIND_WATCH
+from ytspark.models.ranker import RankerConfig
 from ytspark.prepare.grouping import sort_by_user
 from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
+from ytspark.schema import KIND_WATCH
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
 from ytspark.score.catalog import publish_partition
