@@ -8,7 +8,6 @@ events only (checked against a brute force over the events).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 from test_prepare_vectorised import VOCAB_TOKENS, random_events

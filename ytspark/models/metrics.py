@@ -15,7 +15,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ytspark import schema as S
 from ytspark.schema import N_SPECIAL
 
 

@@ -17,16 +17,11 @@ import pyarrow.compute as pc
 from ytspark import schema as S
 from ytspark.prepare.candidates import CandidateParams, check_sampling
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
-from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
+from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
-CANDIDATE_ARROW_SCHEMA = pa.schema([
-    pa.field(f.name, t, nullable=False) for f, t in zip(S.CANDIDATE_SCHEMA.fields, [
-        pa.string(), pa.string(), pa.int32(), pa.float64(), pa.list_(pa.int32()), pa.list_(pa.float32()),
-        pa.list_(pa.int32()), pa.int32(), pa.float32(), pa.float32(), pa.float32(),
-        *[pa.int32()] * len(S.DEMOGRAPHIC_COLUMNS)])
-])
+
 
 
 def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:

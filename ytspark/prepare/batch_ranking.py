@@ -15,12 +15,8 @@ import pyarrow.compute as pc
 from ytspark import schema as S
 from ytspark.prepare.ranking import RankingParams
 from ytspark.prepare.segments import Users, change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, window
-from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
-_ARROW_TYPES = {"string": pa.string(), "int": pa.int32(), "float": pa.float32(), "double": pa.float64(),
-                "array<int>": pa.list_(pa.int32())}
-RANKING_ARROW_SCHEMA = pa.schema([pa.field(f.name, _ARROW_TYPES[f.dataType.simpleString()], nullable=False)
-                                  for f in S.RANKING_SCHEMA.fields])
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())
 
 

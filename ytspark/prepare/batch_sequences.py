@@ -27,16 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, _values_at, search_tokens
+from ytspark.prepare.batch_candidates import _values_at, search_tokens
 from ytspark.prepare.candidates import CandidateParams
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
-from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
-
-SEQUENCE_ARROW_SCHEMA = pa.schema(list(CANDIDATE_ARROW_SCHEMA) + [
-    pa.field(S.SEQ_NEXT, pa.list_(pa.int32()), nullable=False),
-    pa.field(S.SEQ_SEARCH_FROM, pa.list_(pa.int32()), nullable=False),
-])
-
+from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
                         windows: int, stride: int = 0) -> pa.RecordBatch:
