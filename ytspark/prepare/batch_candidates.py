@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from ytspark import schema as S
 from ytspark.prepare.candidates import CandidateParams, check_sampling
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
+from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
 from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
@@ -66,11 +66,8 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     """
     check_sampling(p.example_sampling)
     H = p.history_length
-    c = columns(batch)
+    c, ts, kind, users = user_events(batch)
     uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
 
     # Watches: global arrays in event order, and where each user's watches begin.
     wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)

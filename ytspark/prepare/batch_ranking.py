@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from ytspark import schema as S
 from ytspark.prepare.ranking import RankingParams
-from ytspark.prepare.segments import Users, change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, window
+from ytspark.prepare.segments import change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, user_events, window
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())
@@ -96,11 +96,8 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
         A record batch with :data:`RANKING_ARROW_SCHEMA` (``RANKING_SCHEMA``).
     """
     H = p.history_length
-    c = columns(batch)
+    c, ts, kind, users = user_events(batch)
     uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
     num = lambda name, dtype, fill=0: pc.fill_null(c[name], fill).to_numpy(zero_copy_only=False).astype(dtype)  # noqa: E731
 
     is_w = kind == KIND_WATCH

@@ -29,7 +29,7 @@ import pyarrow as pa
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import candidate_arrays, search_tokens, watch_arrays
 from ytspark.prepare.candidates import CandidateParams
-from ytspark.prepare.segments import Users, columns, list_column, window, window_mask
+from ytspark.prepare.segments import list_column, user_events, window, window_mask
 from ytspark.schema import DAY, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
@@ -43,11 +43,7 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
         raise ValueError(f"prepare.sequence_windows must be >= 1, got {windows}")
     H = p.history_length
     step = H if stride <= 0 else min(stride, H)
-    c = columns(batch)
-    uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
+    c, ts, kind, users = user_events(batch)
 
     wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
     s_tok, ct = search_tokens(c, kind, vocab_tokens)
