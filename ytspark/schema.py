@@ -86,32 +86,23 @@ TIMESTAMP_COLUMNS = {"events": (EVENT_TS,), "users": (), "videos": (UPLOAD_TS,)}
 # ---------------------------------------------------------------- declared tables
 # A table written by a Spark step and built as Arrow batches (mapInArrow) has two schemas, a Spark
 # StructType and a pyarrow Schema. Each is declared once, as a Table of (name, kind) columns, and both
-# twins are made from it: ``to_spark()`` and ``to_arrow()``. Kinds are Spark simple strings.
-_SPARK_KINDS: dict[str, T.DataType] = {
-    "string": T.StringType(),
-    "int": T.IntegerType(),
-    "bigint": T.LongType(),
-    "float": T.FloatType(),
-    "double": T.DoubleType(),
-    "boolean": T.BooleanType(),
-    "array<int>": T.ArrayType(T.IntegerType(), False),
-    "array<float>": T.ArrayType(T.FloatType(), False),
-}
-# Arrow lists keep Arrow's default (nullable) item field: what the batch builders write and the tests compare.
-_ARROW_KINDS: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int32(),
-    "bigint": pa.int64(),
-    "float": pa.float32(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "array<int>": pa.list_(pa.int32()),
-    "array<float>": pa.list_(pa.float32()),
+# twins are made from it: ``to_spark()`` and ``to_arrow()``. Kinds are Spark simple strings, each mapped
+# here to its (Spark type, Arrow type). Arrow lists keep Arrow's default (nullable) item field: what the batch
+# builders write and the tests compare; Spark's arrays say containsNull=False.
+_KINDS: dict[str, tuple[T.DataType, pa.DataType]] = {
+    "string": (T.StringType(), pa.string()),
+    "int": (T.IntegerType(), pa.int32()),
+    "bigint": (T.LongType(), pa.int64()),
+    "float": (T.FloatType(), pa.float32()),
+    "double": (T.DoubleType(), pa.float64()),
+    "boolean": (T.BooleanType(), pa.bool_()),
+    "array<int>": (T.ArrayType(T.IntegerType(), False), pa.list_(pa.int32())),
+    "array<float>": (T.ArrayType(T.FloatType(), False), pa.list_(pa.float32())),
 }
 
 
 class Col(NamedTuple):
-    """One declared column: its name, its kind (a key of ``_SPARK_KINDS``) and whether it may be null."""
+    """One declared column: its name, its kind (a key of ``_KINDS``) and whether it may be null."""
 
     name: str
     kind: str
@@ -123,9 +114,9 @@ class Table:
 
     def __init__(self, columns) -> None:
         cols = tuple(c if isinstance(c, Col) else Col(*c) for c in columns)
-        bad = [f"{c.name}: {c.kind}" for c in cols if c.kind not in _SPARK_KINDS]
+        bad = [f"{c.name}: {c.kind}" for c in cols if c.kind not in _KINDS]
         if bad:
-            raise ValueError(f"Table: unknown column kind(s) {bad}; known: {sorted(_SPARK_KINDS)}")
+            raise ValueError(f"Table: unknown column kind(s) {bad}; known: {sorted(_KINDS)}")
         self.columns = cols
 
     def __add__(self, other: Table) -> Table:
@@ -136,10 +127,10 @@ class Table:
         return [c.name for c in self.columns]
 
     def to_spark(self) -> T.StructType:
-        return T.StructType([T.StructField(c.name, _SPARK_KINDS[c.kind], c.nullable) for c in self.columns])
+        return T.StructType([T.StructField(c.name, _KINDS[c.kind][0], c.nullable) for c in self.columns])
 
     def to_arrow(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, _ARROW_KINDS[c.kind], nullable=c.nullable) for c in self.columns])
+        return pa.schema([pa.field(c.name, _KINDS[c.kind][1], nullable=c.nullable) for c in self.columns])
 
 
 # ---------------------------------------------------------------- rejects

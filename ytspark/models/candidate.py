@@ -166,11 +166,7 @@ class CandidateModel(nn.Module):
     def __init__(self, config: CandidateConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"CandidateModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['candidates'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "CandidateModel", "candidates")
         D = c.embed_dim
         width = 0
         self.video_in = nn.Embedding(c.n_videos, D, padding_idx=S.PAD) if c.use_watches else None

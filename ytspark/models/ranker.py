@@ -141,11 +141,7 @@ class RankerModel(nn.Module):
     def __init__(self, config: RankerConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"RankerModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['ranking'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "RankerModel", "ranking")
         D = c.embed_dim
 
         def table(v: int, dim: int, on: bool) -> ZeroOOVEmbedding | None:
