@@ -212,3 +212,19 @@ def ranker_dir(root: Path, prepared: str, seed: int, blend: dict | None = None,
                           version=f"rank-{seed}" + ("-blend" if blend else "") + ("-cal" if calibration else ""))
     return str(out)
 
+
+
+def serving_block(r: dict, at: np.ndarray | None = None):
+    """The ranker's :class:`~ytspark.score.rank.UserBlock` of one user from its serving row
+    (``serving_rows(..., affinity=True)``), with request times ``at`` when given."""
+    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns
+    from ytspark.score.rank import Csr, UserBlock
+
+    aff = {}
+    for g in AFFINITY_GROUPS:
+        ids, cnt, since = affinity_columns(g)
+        aff[g] = Csr(np.array([0, len(r[ids])]), np.asarray(r[ids]), np.asarray(r[cnt], np.float32),
+                     np.asarray(r[since], np.float32))
+    args = (np.asarray([r[S.CAND_WATCH_HIST]]), np.asarray([r["language_idx"]]),
+            np.asarray([r[S.CAND_SINCE_LAST]], np.float32), aff)
+    return UserBlock(*args) if at is None else UserBlock(*args, at)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from score_world import FEATURES, serving_rows
+from score_world import FEATURES, serving_block, serving_rows
 
 from ytspark import schema as S
 
@@ -26,9 +26,9 @@ def test_ranker_training_rows_have_the_features_serving_builds(spark, world):
     the ranker for that user and video as of the impression, the candidate logit u·v+b included."""
     from ytspark.models.export import load_candidate
     from ytspark.models.features import batch_from_numpy
-    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, load_vocabs
+    from ytspark.score.features import load_vocabs
     from ytspark.score.job import _video_meta
-    from ytspark.score.rank import Csr, TorchRanker, UserBlock
+    from ytspark.score.rank import TorchRanker
     from ytspark.train.rank_rows import build_rank_rows
 
     prepared, out = world["prepared"], str(world["tmp"] / "rank_rows")
@@ -58,13 +58,7 @@ def test_ranker_training_rows_have_the_features_serving_builds(spark, world):
         cols = {c: np.asarray([s[c]]) for c in FEATURES}
         with torch.no_grad():
             logit = float(model.logits_full(model.user_vector(batch_from_numpy(cols, serving=True)))[0, r[S.RANK_VIDEO]])
-        aff = {}
-        for g in AFFINITY_GROUPS:
-            ids, cnt, since = affinity_columns(g)
-            aff[g] = Csr(np.array([0, len(s[ids])]), np.asarray(s[ids]), np.asarray(s[cnt], np.float32),
-                         np.asarray(s[since], np.float32))
-        block = UserBlock(np.asarray([s[S.CAND_WATCH_HIST]]), np.asarray([s["language_idx"]]),
-                          np.asarray([s[S.CAND_SINCE_LAST]], np.float32), aff, np.array([t]))
+        block = serving_block(s, np.array([t]))
         feats = TorchRanker(None, meta, t, source).features(block, np.array([[r[S.RANK_VIDEO]]]),
                                                            np.array([[logit]], np.float32))
         for c in RANK_FEATURES:

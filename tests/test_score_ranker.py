@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import DAY
-from score_world import N, RUN_DATE, ranker_dir, read_lists, serving_rows
+from score_world import N, RUN_DATE, ranker_dir, read_lists, serving_block, serving_rows
 
 from ytspark import schema as S
 from ytspark.vocab import Vocab
@@ -105,8 +105,8 @@ def test_the_serving_objective_picks_the_order(spark, world, objective, column):
 
 def test_ranker_features_match_the_users_history(spark, world):
     """Channel/category counts and days since, as the ranking rows of prepare define them."""
-    from ytspark.score.features import AFFINITY_GROUPS, affinity_columns, as_of_ts
-    from ytspark.score.rank import Csr, TorchRanker, UserBlock, VideoMeta
+    from ytspark.score.features import as_of_ts
+    from ytspark.score.rank import TorchRanker, VideoMeta
 
     as_of = as_of_ts(RUN_DATE)
     r = serving_rows(spark, world, as_of, affinity=True)["u05"]
@@ -115,13 +115,7 @@ def test_ranker_features_match_the_users_history(spark, world):
     w = ev[(ev[S.USER_ID] == "u05") & (ev[S.EVENT_TYPE] == "watch")]
     vid_num = w[S.VIDEO_ID].str[1:].astype(int)
     ch_vocab = Vocab("c", json.loads(Path(world["prepared"], "vocab", "channel.json").read_text())["values"])
-    aff = {}
-    for g in AFFINITY_GROUPS:
-        ids, cnt, since = affinity_columns(g)
-        aff[g] = Csr(np.array([0, len(r[ids])]), np.asarray(r[ids]), np.asarray(r[cnt], np.float32),
-                     np.asarray(r[since], np.float32))
-    block = UserBlock(np.asarray([r[S.CAND_WATCH_HIST]]), np.asarray([r["language_idx"]]),
-                      np.asarray([r[S.CAND_SINCE_LAST]], np.float32), aff)
+    block = serving_block(r)
     V = len(vocab)
     meta = VideoMeta(np.ones(V, np.int64), np.ones(V, np.int64), np.ones(V, np.int64), np.full(V, np.nan))
     for v in vocab.values:
