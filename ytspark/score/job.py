@@ -6,7 +6,7 @@ the previous table as it was)::
 
     <out_root>/recommendations/run_date=YYYY-MM-DD/
       part-*.parquet   user_id, rank (1..N), video_id, score, retrieval_score, source,
-                       model_version, run_date   (scorer.RECOMMENDATIONS_SCHEMA)
+                       model_version, run_date   (schema.RECOMMENDATIONS_SCHEMA)
       _manifest.json   rows, users, sources, coverage, index kind and recall, timings, versions
       _SUCCESS
 The manifest's name starts with ``_`` so that Spark, pyarrow and pandas read the
