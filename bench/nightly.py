@@ -59,10 +59,10 @@ sys.path.insert(0, str(ROOT))
 
 from ytspark import schema as S  # noqa: E402
 from ytspark.config import load_config  # noqa: E402
+from ytspark.schema import DAY  # noqa: E402
 import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
 from results import load  # noqa: E402
 
-DAY = 86400.0
 RUN_DATE = "2026-11-22"
 COUNTRIES = ("US", "IN", "BR", "GB", "DE", "JP")
 LANGS = ("en", "hi", "pt")

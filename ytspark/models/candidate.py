@@ -63,10 +63,10 @@ from ytspark import schema as S
 from ytspark.config import CandidateTrainConfig, PrepareConfig
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
 from ytspark.models.sequence import SequenceEncoder
+from ytspark.schema import N_SPECIAL
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
 ENCODERS = ("bag", "sequence")
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 
 
 _DEFAULT = CandidateTrainConfig()  # the [candidate] defaults: one set, in ytspark/config.py
@@ -175,11 +175,7 @@ class CandidateModel(nn.Module):
     def __init__(self, config: CandidateConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"CandidateModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['candidates'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "CandidateModel", "candidates")
         D = c.embed_dim
         width = 0
         self.video_in = nn.Embedding(c.n_videos, D, padding_idx=S.PAD) if c.use_watches else None

@@ -55,8 +55,8 @@ from ytspark.config import RankerTrainConfig
 from ytspark.models.candidate import demographic_dim, masked_mean
 from ytspark.models.features import QuantileNormalizer
 from ytspark.models.rank_features import RankBatch
+from ytspark.schema import N_SPECIAL
 
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 # Continuous features of each switchable group, in RANK_CONTINUOUS names.
 GROUP_CONTINUOUS = {
     "use_recency": ("since_last_watch_days", "n_prev_impressions", "since_impression_days", "prev_impression_clicked"),
@@ -149,11 +149,7 @@ class RankerModel(nn.Module):
     def __init__(self, config: RankerConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"RankerModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['ranking'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "RankerModel", "ranking")
         D = c.embed_dim
 
         def table(v: int, dim: int, on: bool) -> ZeroOOVEmbedding | None:

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, NEVER_DAYS
+from ytspark.schema import DAY, NEVER_DAYS
 from ytspark.score.features import AFFINITY_GROUPS
 
 RANK_CHUNK_ROWS = 16384  # (user, video) pairs per ranker forward pass
