@@ -34,17 +34,13 @@ ALLOWED = {
     ("score/features.py", "ytspark.prepare.candidates"),
     ("score/features.py", "ytspark.prepare.job"),
     ("score/features.py", "ytspark.prepare.segments"),
-    ("score/job.py", "ytspark.prepare.candidates"),  # KIND_WATCH only: goes with the move of KIND_* to schema.py
     ("score/job.py", "ytspark.prepare.grouping"),
     ("score/job.py", "ytspark.prepare.job"),
-    ("score/rank.py", "ytspark.prepare.candidates"),  # DAY, NEVER_DAYS only: goes with their move to schema.py
-    ("score/rules.py", "ytspark.prepare.candidates"),  # DAY only: goes with its move to schema.py
     ("score/scorer.py", "ytspark.prepare.grouping"),
     ("score/skew.py", "ytspark.prepare.job"),
     # evaluation reads prepared and training rows with train's readers and scores them with prepare's features
     ("evaluate/impressions.py", "ytspark.train.data"),
     ("evaluate/systems.py", "ytspark.prepare.batch_ranking"),
-    ("evaluate/systems.py", "ytspark.prepare.candidates"),  # DAY only: goes with its move to schema.py
     ("evaluate/systems.py", "ytspark.prepare.job"),
     ("evaluate/systems.py", "ytspark.train.candidate_task"),
     ("evaluate/systems.py", "ytspark.train.data"),
