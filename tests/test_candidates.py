@@ -47,13 +47,33 @@ def test_known_rows_for_a_hand_built_timeline():
     assert list(df[S.CAND_N_WATCHES]) == [0, 1, 2, 3, 4, 5]
 
 
-def test_equal_timestamps_are_not_history():
+def test_equal_timestamps_are_not_history_when_ties_are_excluded():
     # two watches in the same second: neither sees the other (strictly before)
-    df = rows_for([DAY, DAY, 2 * DAY, 3 * DAY, 4 * DAY], [10, 11, 12, 13, 14])
+    df = rows_for([DAY, DAY, 2 * DAY, 3 * DAY, 4 * DAY], [10, 11, 12, 13, 14], ties="excluded")
     first_two = df[df[S.CAND_LABEL].isin([10, 11])]
     for hist in first_two[S.CAND_WATCH_HIST]:
         assert list(hist) == [0, 0, 0, 0]
     assert list(df[df[S.CAND_LABEL] == 12][S.CAND_WATCH_HIST].iloc[0][:2]) in ([11, 10], [10, 11])
+
+
+def test_ordered_ties_an_earlier_watch_of_the_same_second_is_history():
+    """ties = "ordered" (the default): the second of two same-second watches sees the first (its predecessor in
+    prepare's order), the first sees neither; since_last is 0 days; a same-second search is not history."""
+    df = rows_for([DAY, 2 * DAY, 2 * DAY, 3 * DAY, 4 * DAY, 5 * DAY], [10, 11, 12, 13, 14, 15],
+                  s_ts=[2 * DAY], s_tok=[7])
+    by_label = {int(r[S.CAND_LABEL]): r for _, r in df.iterrows()}
+    assert list(by_label[11][S.CAND_WATCH_HIST]) == [10, 0, 0, 0]
+    assert list(by_label[12][S.CAND_WATCH_HIST]) == [11, 10, 0, 0]
+    assert by_label[12][S.CAND_N_WATCHES] == 2 and by_label[12][S.CAND_SINCE_LAST] == 0.0
+    assert list(by_label[12][S.CAND_SEARCH_HIST]) == [0, 0, 0, 0]  # the day-2 search sorts after day-2 watches
+    assert list(by_label[13][S.CAND_SEARCH_HIST]) == [7, 0, 0, 0]
+    excl = rows_for([DAY, 2 * DAY, 2 * DAY, 3 * DAY, 4 * DAY, 5 * DAY], [10, 11, 12, 13, 14, 15], ties="excluded")
+    assert list(excl[excl[S.CAND_LABEL] == 12][S.CAND_WATCH_HIST].iloc[0]) == [10, 0, 0, 0]
+
+
+def test_ties_must_be_ordered_or_excluded():
+    with pytest.raises(ValueError, match="prepare.ties"):
+        CandidateParams(ties="strict")
 
 
 def test_incomplete_and_oov_watches_are_history_but_not_labels():
@@ -91,22 +111,29 @@ timelines = st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["w", "s"]), 
 
 
 @settings(max_examples=300, deadline=None)
-@given(timelines, st.integers(1, 50))
-def test_rollback_never_leaks_a_later_event(events, cap):
-    """Property: every id in a row's histories happened strictly before its label."""
+@given(timelines, st.integers(1, 50), st.sampled_from(["ordered", "excluded"]))
+def test_rollback_never_leaks_a_later_event(events, cap, ties):
+    """Property: every id in a row's histories happened before its label: strictly before its second
+    (``excluded``), or at most at its second and then a watch earlier in the order (``ordered``)."""
     events = sorted(events)
     w = [(t * 3600.0, v) for t, k, v in events if k == "w"]
     s = [(t * 3600.0, v) for t, k, v in events if k == "s"]
     # video ids encode their own timestamp so a leak is detectable: id = 100 + hour
     w_ts = np.array([t for t, _ in w]); w_vid = np.array([100 + int(t // 3600) for t, _ in w])
     s_ts = np.array([t for t, _ in s]); s_tok = np.array([100 + int(t // 3600) for t, _ in s])
-    df = rows_for(w_ts, w_vid, s_ts, s_tok, max_examples_per_user=cap, history_length=50)
+    df = rows_for(w_ts, w_vid, s_ts, s_tok, max_examples_per_user=cap, history_length=50, ties=ties)
     n_train = (df[S.SPLIT] == "train").sum() if len(df) else 0
     assert n_train <= cap
     for _, r in df.iterrows():
         label_hour = r[S.CAND_LABEL_TS] / 3600.0
-        for hist in (r[S.CAND_WATCH_HIST], r[S.CAND_SEARCH_HIST]):
-            ids = [int(x) for x in hist if x != 0]
-            assert all(i - 100 < label_hour for i in ids)
-        # and nothing strictly earlier is missing from a long enough history
-        assert np.count_nonzero(r[S.CAND_WATCH_HIST]) == min(50, int((w_ts < r[S.CAND_LABEL_TS]).sum()))
+        k = int(r[S.CAND_N_WATCHES])
+        searches = [int(x) for x in r[S.CAND_SEARCH_HIST] if x != 0]
+        assert all(i - 100 < label_hour for i in searches)  # searches: strictly before either way
+        watches = [int(x) for x in r[S.CAND_WATCH_HIST] if x != 0]
+        if ties == "excluded":
+            assert all(i - 100 < label_hour for i in watches)
+            # and nothing strictly earlier is missing from a long enough history
+            assert len(watches) == k == min(50, int((w_ts < r[S.CAND_LABEL_TS]).sum()))
+        else:  # exactly the watches before the label in the order: the label is watch number k
+            assert w_ts[k] == r[S.CAND_LABEL_TS] and all(i - 100 <= label_hour for i in watches)
+            assert watches == [int(v) for v in w_vid[:k][::-1][:50]]

@@ -139,6 +139,7 @@ BAD = [
     ("prepare.history_length", ["prepare.history_length=0"]),
     ("prepare.max_examples_per_user", ["prepare.max_examples_per_user=0"]),
     ("prepare.example_sampling", ["prepare.example_sampling=random"]),
+    ("prepare.ties", ["prepare.ties=strict"]),
     ("prepare.completed_fraction", ["prepare.completed_fraction=-0.5"]),
     ("prepare.video_min_count", ["prepare.video_min_count=-1"]),
     ("prepare.video_top_k", ["prepare.video_top_k=0"]),
@@ -465,7 +466,7 @@ def test_the_model_dataclasses_default_to_the_config_defaults():
 
 # Every string key is either one of a fixed set (checked at load against it) or free text checked for its form.
 ENUM_KEYS = {"spark.log_level": "SPARK_LOG_LEVELS", "data.format": "DATA_FORMATS",
-             "prepare.example_sampling": "PREPARE_SAMPLINGS", "score.index": "SCORE_INDEXES",
+             "prepare.example_sampling": "PREPARE_SAMPLINGS", "prepare.ties": "PREPARE_TIES", "score.index": "SCORE_INDEXES",
              "train.launcher": "TRAIN_LAUNCHERS", "candidate.encoder": "CANDIDATE_ENCODERS",
              "candidate.recency": "CANDIDATE_RECENCY", "ranker.objective": "RANKER_OBJECTIVES"}
 FREE_TEXT_KEYS = {"spark.master", "spark.app_name", "spark.driver_memory", "spark.local_dir", "data.events",

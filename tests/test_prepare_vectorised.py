@@ -103,10 +103,11 @@ def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("cap,sampling", [(100, "recent"), (3, "recent"), (3, "uniform")])
-def test_batch_candidates_equal_reference_on_random_timelines(seed, cap, sampling):
+@pytest.mark.parametrize("ties", ["ordered", "excluded"])
+def test_batch_candidates_equal_reference_on_random_timelines(seed, cap, sampling, ties):
     events = random_events(seed)
     p = CandidateParams(history_length=7, max_examples_per_user=cap, example_sampling=sampling, seed=5,
-                        window_end=1.7e9 + 30 * DAY)
+                        window_end=1.7e9 + 30 * DAY, ties=ties)
     want = reference_candidates(events, p, VOCAB_TOKENS)
     got = batch_candidate_rows(events, p, pa.array(VOCAB_TOKENS, pa.string()))
     assert got.schema == CANDIDATE_ARROW_SCHEMA

@@ -43,6 +43,7 @@ class ConfigError(ValueError):
 # tests/test_config.py checks that each pair agrees.
 DATA_FORMATS = ("auto", "parquet", "jsonl", "csv")  # ("auto", *ytspark.sources.FORMATS)
 PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.prepare.candidates.SAMPLINGS
+PREPARE_TIES = ("ordered", "excluded")  # ytspark.prepare.candidates.TIES
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
 CANDIDATE_ENCODERS = ("auto", "bag", "sequence")  # ytspark.models.candidate.ENCODERS, + auto (chosen on validation)
@@ -103,6 +104,7 @@ class PrepareConfig:
     history_length: int = 50  # last-N watched ids and last-N search tokens
     max_examples_per_user: int = 100  # fixed cap of candidate rows per user (paper 3.4)
     example_sampling: str = "recent"  # recent | uniform (seeded)
+    ties: str = "ordered"  # same-second watches before a label: ordered (by the tie-break, as serving sees them) | excluded
     completed_fraction: float = 0.5  # watch_seconds / video_seconds to count as a positive
     video_min_count: int = 1
     video_top_k: int = 1_000_000
@@ -506,6 +508,7 @@ def validate(cfg: Config) -> None:
     c.at_least(0, "prepare.video_min_count", "prepare.token_min_count", "prepare.categorical_min_count",
                "prepare.completed_fraction", "prepare.seed")
     c.one_of("prepare.example_sampling", PREPARE_SAMPLINGS)
+    c.one_of("prepare.ties", PREPARE_TIES)
     c.at_least(2, "prepare.quantiles")
     c.between("prepare.quantile_rel_error", 0, 1, hi_open=True)
     # [train]

@@ -86,10 +86,11 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     train = _capped(eligible, w_user, w_pos, u_w0, uid, users.starts, p)
     lab = np.flatnonzero(train | is_val | is_test)
 
-    # Rollback: inputs end at the first event of the label's tie run (strictly before t).
+    # Rollback: inputs end at the label event (ordered ties: its earlier same-second watches count) or at the
+    # first event of its tie run (strictly before t). Same-second searches sort after watches either way.
     g = w_user[lab]
     t = w_ts[lab]
-    tie = users.tie_start[wi[lab]]
+    tie = wi[lab] if p.ties == "ordered" else users.tie_start[wi[lab]]
     w_end = cw[tie]
     k = w_end - u_w0[g]
     lo = u_w0[g]

@@ -2,13 +2,15 @@
 
 A window is a candidate row (:mod:`.batch_candidates`) whose label is the
 window's last training watch and whose ``history_length`` history slots are the
-watches before it (most recent first, strictly before the label's time), plus
+watches before it (most recent first: strictly before the label's time, or, with
+``prepare.ties = "ordered"``, before the label in prepare's order), plus
 two per-slot columns (:data:`~ytspark.schema.SEQUENCE_SCHEMA`):
 
 - ``seq_next[j]``: the target of position j, i.e. the next watch after slot j
   (slot j - 1; the label for j = 0), or 0 (no example there) when that watch is
-  incomplete, out of the vocabulary, not strictly later than slot j (a tie:
-  the order inside a same-second burst is arbitrary) or slot j is padding;
+  incomplete, out of the vocabulary, not strictly later than slot j (with
+  ``ties = "excluded"`` only: a same-second pair is then no example) or slot j
+  is padding;
 - ``seq_search_from[j]``: position j sees ``search_hist[seq_search_from[j]:]``,
   the tokens strictly before its target's time (``history_length`` for pad).
 
@@ -47,8 +49,11 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
 
     wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
     s_tok, ct = search_tokens(c, kind, vocab_tokens)
-    w_tie = cw[users.tie_start[wi]]  # per watch: global index of the first watch of its tie run
-    ev_tie = users.tie_start[wi]  # per watch: first event of its tie run
+    ordered = p.ties == "ordered"
+    # per watch: the global index of the first watch its inputs exclude (itself, ordered; else the first
+    # watch of its tie run) and the first event they exclude
+    ev_tie = wi if ordered else users.tie_start[wi]
+    w_tie = cw[ev_tie]
 
     # Window ends (global watch indices), newest first: the last training watch, then ``step`` watches
     # before the end of the window after it (its oldest slot when step = H), while one earlier watch is left.
@@ -82,7 +87,7 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
     nidx = np.concatenate([e[:, None], hidx[:, :-1]], axis=1)  # the watch after each slot
     nsafe = np.maximum(nidx, 0)
     ok = present & (nidx >= 0) & w_done[nsafe] & (w_vid[nsafe] >= S.N_SPECIAL) \
-        & (w_ts[nsafe] > w_ts[np.maximum(hidx, 0)])
+        & (ordered | (w_ts[nsafe] > w_ts[np.maximum(hidx, 0)]))
     seq_next = np.where(ok, w_vid[nsafe], 0).astype(np.int32)
     tie = ev_tie[e]
     hidden = ct[tie][:, None] - ct[ev_tie[nsafe]]  # tokens at or after the target's time, before the label's

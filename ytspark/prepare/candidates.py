@@ -3,7 +3,10 @@
 :func:`user_candidate_rows` is the pure per-user function (numpy, testable
 without Spark): each example is labelled by one completed watch and sees only
 events *strictly before* the label's timestamp (last-N watched ids, last-N
-search tokens, time since the last watch, example age). Per user the last
+search tokens, time since the last watch, example age); with ``ties =
+"ordered"`` (the default) the label's earlier watches *of the same second*
+count too, in prepare's tie-break order (``prepare.job.ROW_ORDER``), as they
+do at serving, where every event before the run date is known. Per user the last
 watch is the test target, the one before the validation target (DESIGN.md
 "Evaluation"); training labels come from earlier watches, capped at
 ``max_examples_per_user``.
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ytspark import schema as S
+from ytspark.config import PREPARE_TIES, PrepareConfig
 from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 
@@ -27,6 +31,14 @@ class CandidateParams:
     example_sampling: str = "recent"  # recent | uniform
     seed: int = 7
     window_end: float = 0.0  # epoch seconds of the training window's end (for example age)
+    ties: str = PrepareConfig.ties  # ordered | excluded: see the module docstring
+
+    def __post_init__(self) -> None:
+        if self.ties not in TIES:
+            raise ValueError(f"prepare.ties must be one of {TIES}, got '{self.ties}'")
+
+
+TIES = PREPARE_TIES
 
 
 def split_positions(n_watches: int) -> tuple[int | None, int | None, int]:
@@ -103,10 +115,12 @@ def user_candidate_rows(
     rows = {f.name: [] for f in S.CANDIDATE_SCHEMA.fields}
     for pos, split in labels:
         t = float(w_ts[pos])
-        k = int(np.searchsorted(w_ts, t, side="left"))  # watches strictly before t
+        # watches strictly before t, or (ordered ties) before this watch in the user's order
+        k = pos if p.ties == "ordered" else int(np.searchsorted(w_ts, t, side="left"))
         hist = w_vid[max(0, k - H):k][::-1]
         ages = (t - w_ts[max(0, k - H):k][::-1]) / DAY
-        j = int(np.searchsorted(s_ts, t, side="left"))  # search tokens strictly before t
+        j = int(np.searchsorted(s_ts, t, side="left"))  # search tokens strictly before t (a same-second
+        # search sorts after the watch: ROW_ORDER's kind)
         toks = s_tok[max(0, j - H):j][::-1]
         rows[S.USER_ID].append(user_id)
         rows[S.SPLIT].append(split)

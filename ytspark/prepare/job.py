@@ -268,7 +268,8 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
         check_sampling(p.example_sampling)
         ev = enrich_events(events, users, videos, vocabs, p.completed_fraction, ref_year,
                            tables["users"]["accepted"], tables["videos"]["accepted"])
-        cparams = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed, window_end)
+        cparams = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed, window_end,
+                                  p.ties)
         vocab_tokens = pa.array(vocabs["token"].values, pa.string())
         rparams = RankingParams(p.history_length, vocabs["source"].index("impression"))
         cand = map_user_batches(
