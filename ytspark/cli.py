@@ -308,7 +308,7 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
             "y": "observed hit rate"}
         if _has_model(models, "ranker"):
             from ytspark import schema as S
-            from ytspark.train.ranker_task import evaluate_ranker, load_ranker, load_split
+            from ytspark.train.ranker_task import calibration_panels, evaluate_ranker, load_ranker, load_split
 
             r = cfg.ranker
             for name, other in [("", models), *_compare(getattr(args, "compare_ranker", []), "ranker")]:
@@ -321,12 +321,7 @@ def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
             if len(val[S.USER_ID]):
                 ranker_model, rmd = load_ranker(models)
                 res = evaluate_ranker(ranker_model, val, cal=rmd.meta.get("calibration"))
-                calibration["ranking network: watch time per impression (validation), exp(logit)"] = {
-                    "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
-                if "calibration_served" in res:  # the written score: exp(logit) through the export's map
-                    calibration["ranking network: watch time per impression (validation), served score"] = {
-                        "rows": res["calibration_served"], "x": "mean served score, s",
-                        "y": "mean observed watch time, s"}
+                calibration.update(calibration_panels(res))  # exp(logit), and the served score cross-fitted
         curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
     from ytspark.evaluate.truth import truth_metrics
 

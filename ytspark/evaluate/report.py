@@ -129,8 +129,9 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
         hr_at_k: system name -> [(K, HR@K)] points.
         extra_tables: section title -> rows (dicts), rendered as Markdown tables.
         notes: lines printed under the title (protocol, data, timings).
-        calibration: panel title -> {"rows": [(bin, predicted, observed, n)], "x", "y"} (a PNG
-            of reliability curves, and the rows as tables).
+        calibration: panel title -> {"rows": [(bin, predicted, observed, n, *more)], "x", "y"} (a PNG
+            of reliability curves, and the rows as tables; optional "columns": a name for each element
+            of a row, and "note": a line printed above the table).
     """
     out_dir = storage.to_url(out_dir).rstrip("/")
     with storage.staged_dir(out_dir) as tmp:
@@ -147,9 +148,9 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
             plot_calibration(calibration, f"{tmp}/calibration.png")
             md += ["## Calibration", "", "![calibration](calibration.png)", ""]
             for name, p in calibration.items():
-                md += [f"### {name}", "", markdown_table(
-                    [{"bin": int(r[0]), p.get("x", "predicted"): r[1], p.get("y", "observed"): r[2], "n": r[3]}
-                     for r in p["rows"]])]
+                cols = p.get("columns") or ["bin", p.get("x", "predicted"), p.get("y", "observed"), "n"]
+                md += [f"### {name}", ""] + ([p["note"], ""] if p.get("note") else []) + [markdown_table(
+                    [{c: (int(v) if i in (0, 3) else v) for i, (c, v) in enumerate(zip(cols, r))} for r in p["rows"]])]
         for name, table in (extra_tables or {}).items():
             md += [f"## {name}", "", markdown_table(table)]
         storage.save_text(f"{tmp}/report.md", "\n".join(md))
