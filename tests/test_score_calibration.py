@@ -123,7 +123,8 @@ def test_ties_and_pooled_bins_give_no_flat_runs_and_no_dependence_on_row_order()
     again = C.fit(np.exp(logit[perm]), watch[perm], method=C.ISOTONIC)
     np.testing.assert_allclose(again["x_logit"], cal["x_logit"], rtol=1e-9)
     np.testing.assert_allclose(again["y_watch_s"], cal["y_watch_s"], rtol=1e-9)
-    # bins never split a tie: every knot's rows are whole groups of equal logits
+    # equal neighbouring means are pooled too (one knot each, so knots strictly increase); bins never split a tie
+    assert C._pool_adjacent_violators(np.array([1.0, 1.0, 2.0, 1.5]), np.ones(4)) == [[0, 1], [2, 3]]
     assert len(C._bins(np.array([0.0, 0, 0, 1, 1, 2, 2, 2]), np.ones(8, np.int64), 2, 1)) == 3
 
 

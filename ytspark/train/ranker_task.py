@@ -94,11 +94,11 @@ def calibration_panels(res: dict) -> dict[str, dict]:
     :func:`evaluate_ranker` result on validation rows: exp(logit) and, with a map, the served score (cross-fitted),
     per decile of the logit (the same rows in both)."""
     panels = {"ranking network: watch time per impression (validation), exp(logit)": {
-        "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s"}}
+        "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s", "log": True}}
     if "calibration_served" in res:
         panels["ranking network: watch time per impression (validation), served score, cross-fitted"] = {
             "rows": res["calibration_served"], "x": "mean served score, s", "y": "mean observed watch time, s",
-            "columns": list(score_calibration.TABLE_COLUMNS),
+            "log": True, "columns": list(score_calibration.TABLE_COLUMNS),
             "note": "Per decile of the logit. Cross-fitted, not in-sample: the validation users are split in two "
                     "(ytspark.models.score_calibration.user_fold), and each half's served score comes from the map "
                     "fitted (as at export) on the other half (cross_fit); the written score's map is fitted on all "
