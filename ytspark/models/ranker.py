@@ -38,7 +38,7 @@ the logit to the observed watch seconds per impression, fitted on the validation
 into expected watch seconds. The map is strictly increasing and piecewise log-linear: an isotonic fit on
 quantile bins of the logit with enough clicks each, or a two-parameter power law of the odds, whichever has
 the lower Poisson deviance cross-fitted over two halves of the validation users (on the default's ~460
-clicked validation impressions the two are within 0.3% of each other; the report's table is cross-fitted,
+clicked validation impressions the two are within 0.5% of each other; the report's table is cross-fitted,
 each half scored by the other half's map). Chosen over a click head times a watch-time head: it keeps the
 order the ranker was selected for (the ranker's own criterion, 1 - weighted per-user loss, is unchanged:
 the map is strictly monotone in the logit and applied to the written score only, never to the order), needs
