@@ -59,10 +59,10 @@ sys.path.insert(0, str(ROOT))
 
 from ytspark import schema as S  # noqa: E402
 from ytspark.config import load_config  # noqa: E402
+from ytspark.schema import DAY  # noqa: E402
 import results as R  # noqa: E402  (bench/results.py: JSON results, BENCHMARKS.md sections)
 from results import load  # noqa: E402
 
-DAY = 86400.0
 RUN_DATE = "2026-11-22"
 COUNTRIES = ("US", "IN", "BR", "GB", "DE", "JP")
 LANGS = ("en", "hi", "pt")
@@ -597,10 +597,17 @@ def measure_world(spark, cfg, world: dict, out: Path, args, mem: MemorySampler) 
     res["paths"] = {k: world[k] for k in ("prepared", "model", "ranker")}
     res["load_before"] = load()
     has_ranker = bool(world["ranker"])
-    res["ours"] = bench_ours(spark, cfg, world, str(out / "ours"), mem, ranker=True) if has_ranker else None
-    res["ours_no_ranker"] = bench_ours(spark, cfg, world, str(out / "ours_no_ranker"), mem, ranker=False) \
-        if (args.no_ranker or not has_ranker) else None
-    res["als"] = None if args.skip_als else bench_als(spark, world, str(out / "als"), mem)
+    runs: dict[str, list[dict]] = {"ours": [], "ours_no_ranker": [], "als": []}
+    for _ in range(max(1, args.repeats)):  # interleaved, so a slow spell of the machine hits both systems
+        if has_ranker:
+            runs["ours"].append(bench_ours(spark, cfg, world, str(out / "ours"), mem, ranker=True))
+        if args.no_ranker or not has_ranker:
+            runs["ours_no_ranker"].append(bench_ours(spark, cfg, world, str(out / "ours_no_ranker"), mem,
+                                                     ranker=False))
+        if not args.skip_als:
+            runs["als"].append(bench_als(spark, world, str(out / "als"), mem))
+    for key, rs in runs.items():  # the median run by wall time; every run's wall and CPU seconds kept beside it
+        res[key] = median_run(rs)
     res["load_after"] = load()
     if res["als"]:
         for key in ("ours", "ours_no_ranker"):
@@ -613,6 +620,17 @@ def measure_world(spark, cfg, world: dict, out: Path, args, mem: MemorySampler) 
         mode = "factorised"
     res["floor"] = {"flops": fl, "mode": mode}
     return res
+
+
+def median_run(runs: list[dict]) -> dict | None:
+    """The run of median wall time (the lower middle one of an even count), with ``runs_wall_s`` and
+    ``runs_cpu_s`` of every run; None for no runs."""
+    if not runs:
+        return None
+    mid = dict(sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2])
+    mid["runs_wall_s"] = [r["wall_s"] for r in runs]
+    mid["runs_cpu_s"] = [r["cpu_s"] for r in runs]
+    return mid
 
 
 def add_floor(res: dict, rate: float, threads: int) -> None:
@@ -649,6 +667,9 @@ def main() -> None:
     ap.add_argument("--run-date", help="with --prepared: the run date (default: the day of its window_end)")
     ap.add_argument("--no-ranker", action="store_true", help="also time retrieval only (an extra, labelled row)")
     ap.add_argument("--skip-als", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time each system this many times per size, interleaved; the median run is reported "
+                         "(ALS's own time moves by up to 20%% between runs)")
     ap.add_argument("--ranker-flops-mode", choices=("plain", "factorised", "serving"), default="serving",
                     help="which ranker FLOPs count gives the headline floor (all are reported; serving falls "
                          "back to factorised when the ranker has no factorised form)")
@@ -852,6 +873,11 @@ def render(doc: dict) -> str:
             + (f"; the job is {main['vs_floor']['wall']:.1f}x the {mode} floor in wall time, "
                f"{main['vs_floor']['cpu']:.1f}x in CPU time (floor CPU = cores x floor wall)"
                if main.get("vs_floor") else "") + ".")
+        reps = [(n_, r[k_]) for n_, k_ in (("ours", "ours"), ("retrieval only", "ours_no_ranker"), ("ALS", "als"))
+                if r[k_] and len(r[k_].get("runs_wall_s", [])) > 1]
+        if reps:
+            note.append("Runs (interleaved; the table shows the median run), wall s: " + "; ".join(
+                f"{n_} " + ", ".join(f"{w:.1f}" for w in x["runs_wall_s"]) for n_, x in reps) + ".")
         note.append(f"Load average before / after this size: {fmt(f'{x:.1f}' for x in r['load_before'])} / "
                     f"{fmt(f'{x:.1f}' for x in r['load_after'])}.")
         notes.append(" ".join(note))

@@ -57,3 +57,26 @@ def pytest_collection_modifyitems(config, items):
         mark = _FILE_MARKS.get(item.path.name)
         if mark:
             item.add_marker(getattr(pytest.mark, mark))
+
+
+# The scoring world (tests/score_world.py): built once per session, shared by test_score*.py,
+# test_evaluate_world.py and test_ranker_world.py.
+@pytest.fixture(scope="session")
+def world(spark, tmp_path_factory):
+    from score_world import make_world
+
+    return make_world(spark, tmp_path_factory.mktemp("score"))
+
+
+@pytest.fixture(scope="session")
+def scored(spark, world):
+    from score_world import make_scored
+
+    return make_scored(spark, world)
+
+
+@pytest.fixture(scope="session")
+def fused(world):
+    from score_world import make_fused
+
+    return make_fused(world)

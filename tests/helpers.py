@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ytspark.schema import DAY
+
 
 def make_config(*overrides: str):
     """The ``local`` profile with ``--set``-style overrides; ``as_of`` fixed so 'future' is stable."""
@@ -20,7 +22,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-DAY = 86400.0
 T0 = 1_700_000_000.0  # 2023-11-14, a fixed origin for hand-built logs
 
 

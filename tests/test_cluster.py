@@ -17,6 +17,7 @@ that someone started by hand; it is always stopped at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -66,6 +68,17 @@ class Cluster:
         self.env.pop("SPARK_HOME", None)  # the scripts find pyspark's own
         self.master = f"spark://127.0.0.1:{self.env['YTSPARK_MASTER_PORT']}"
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Cluster]:
+        """Start the master and workers (scripts/cluster.sh start); stop them whatever happens, printing the output."""
+        try:
+            r = self.script("start")
+            assert r.returncode == 0, f"cluster.sh start failed:\n{r.stdout}\n{r.stderr}"
+            yield self
+        finally:
+            r = self.script("stop", timeout=120)
+            print(r.stdout, r.stderr)
+
     def script(self, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
         return subprocess.run([str(CLUSTER), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
@@ -91,14 +104,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        r = c.script("start")
-        assert r.returncode == 0, f"cluster.sh start failed:\n{r.stdout}\n{r.stderr}"
+    with Cluster(tmp_path_factory.mktemp("cluster")).running() as c:
         yield c
-    finally:
-        r = c.script("stop", timeout=120)
-        print(r.stdout, r.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +126,7 @@ def _input_args(raw: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def prepared_local(spark, raw, tmp_path_factory) -> Path:
     """prepare in the suite's local[2] session: the undisturbed reference."""
-    from ytspark.cli import cmd_prepare
+    from ytspark.pipeline import run_prepare
     from ytspark.config import load_config
 
     out = tmp_path_factory.mktemp("local")
@@ -128,7 +135,7 @@ def prepared_local(spark, raw, tmp_path_factory) -> Path:
     data = {k: args[args.index(f"--{k}") + 1] for k in ("events", "users", "videos", "format")}
     cfg = load_config("local", [*overrides, *[f"data.{k}={json.dumps(v)}" for k, v in data.items()],
                                 f"data.output={json.dumps(str(out))}"])
-    cmd_prepare(spark, cfg)
+    run_prepare(spark, cfg)
     return out / "prepared"
 
 
@@ -352,13 +359,8 @@ def private_cluster(tmp_path_factory):
         pytest.skip(f"no-shared-disk cluster not possible on this machine: {problem} (RELIABILITY.md)")
     c = Cluster(tmp_path_factory.mktemp("noshare-cluster"))
     c.env["YTSPARK_WORKER_PRIVATE_TMP"] = "1"
-    try:
-        r = c.script("start")
-        assert r.returncode == 0, f"cluster.sh start failed:\n{r.stdout}\n{r.stderr}"
+    with c.running():
         yield c
-    finally:
-        r = c.script("stop", timeout=120)
-        print(r.stdout, r.stderr)
 
 
 @pytest.fixture

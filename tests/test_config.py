@@ -101,9 +101,11 @@ def test_a_date_for_a_non_string_key_is_refused_by_name(override, message):
 
 
 def test_a_date_time_is_no_run_date():
-    cfg = load_config("local", ["score.run_date=2026-12-01T10:00:00"])  # loads (a string key) ...
+    cfg = load_config("local", ["score.run_date=2026-12-01T10:00:00"], check=False)  # a string: it types ...
     with pytest.raises(ConfigError, match="'score.run_date' = '2026-12-01T10:00:00': must be .*YYYY-MM-DD"):
-        validate(cfg)  # ... but is refused at start-up
+        validate(cfg)  # ... but is no date
+    with pytest.raises(ConfigError, match="'score.run_date' = '2026-12-01T10:00:00'"):
+        load_config("local", ["score.run_date=2026-12-01T10:00:00"])  # refused at load
 
 
 # --- start-up validation ----------------------------------------------------------------------------------------
@@ -233,13 +235,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("key, overrides", BAD, ids=[f"{k}:{o[-1].split('=', 1)[1]}" for k, o in BAD])
-def test_validate_names_the_one_wrong_key(key, overrides):
-    cfg = load_config(None, overrides)
+def test_load_refuses_a_wrong_value_naming_the_one_key(key, overrides):
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        load_config(None, overrides)  # validated at load
     msg = str(err.value)
     assert msg.startswith("1 invalid config value:"), msg  # only this key, nothing collateral
     assert f"config key '{key}' = " in msg and ": must be " in msg
+    with pytest.raises(ConfigError, match=f"config key '{key}' = "):
+        validate(load_config(None, overrides, check=False))  # the same check, callable on its own
 
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "conf").glob("*.toml") if p.stem != "default"))
@@ -275,9 +278,8 @@ def test_validate_accepts_edge_values(overrides):
 
 
 def test_validate_lists_every_problem_with_value_and_allowed_values():
-    cfg = load_config(None, ["score.index=bogus", "score.k=-1", "train.launcher=mpi", "candidate.dropout=1.0"])
     with pytest.raises(ValueError) as err:  # ConfigError is a ValueError
-        validate(cfg)
+        load_config(None, ["score.index=bogus", "score.k=-1", "train.launcher=mpi", "candidate.dropout=1.0"])
     msg = str(err.value)
     assert msg.startswith("4 invalid config values:")
     assert "config key 'score.index' = 'bogus': must be one of flat | ivf | hnsw" in msg
@@ -336,7 +338,7 @@ def test_validate_refuses_whatever_the_stage_checks_refuse():
     late(load_config())
     refused = 0
     for key, overrides in BAD:
-        cfg = load_config(None, overrides)
+        cfg = load_config(None, overrides, check=False)
         try:
             late(cfg)
         except ValueError:
@@ -361,7 +363,7 @@ def test_run_date_option_becomes_score_run_date():
 
 
 def test_pipeline_run_date_reaches_the_score_stage(monkeypatch, tmp_path):
-    from ytspark import cli
+    from ytspark import cli, pipeline
     from ytspark.score import job
 
     seen = {}
@@ -371,10 +373,10 @@ def test_pipeline_run_date_reaches_the_score_stage(monkeypatch, tmp_path):
         return {"stub": True}
 
     monkeypatch.setattr(job, "run_score", fake_run_score)
-    monkeypatch.setattr(cli, "_has_model", lambda path, kind: False)
-    skip = [a for s in cli.STAGES if s != "score" for a in ("--skip", s)]
+    monkeypatch.setattr(pipeline, "has_model", lambda path, kind: False)
+    skip = [a for s in pipeline.STAGES if s != "score" for a in ("--skip", s)]
     args = cli.build_parser().parse_args(["pipeline", "--run-date", "2026-12-01", "--output", str(tmp_path), *skip])
-    summary = cli.cmd_pipeline(None, cli._config(args), args)
+    summary = pipeline.run_pipeline(None, cli._config(args), args.skip, args.movielens)
     assert summary == {"score": {"stub": True}}
     assert seen == {"run_date": "2026-12-01", "config_run_date": "2026-12-01", "prepared": f"{tmp_path}/prepared"}
 
@@ -418,3 +420,90 @@ print(json.dumps({"runs": out, "spark": any(m.split(".")[0] in ("pyspark", "py4j
         assert f"config key '{key}'" in r.stderr
     assert "Traceback" not in r.stderr
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+# --- one set of defaults -----------------------------------------------------------------------------------------
+
+def test_default_toml_writes_out_the_typed_defaults_and_overrides_nothing():
+    """conf/default.toml is the annotated copy of config.py's defaults: every key, the same values."""
+    import dataclasses
+    import tomllib
+
+    from ytspark.config import Config
+
+    raw = tomllib.loads((ROOT / "conf" / "default.toml").read_text())
+    assert load_config(None) == Config()  # loading it changes nothing
+    for name, section in dataclasses.asdict(Config()).items():
+        assert set(raw.get(name, {})) == set(section), f"[{name}] in conf/default.toml lacks or adds keys"
+
+
+def test_the_model_dataclasses_default_to_the_config_defaults():
+    """A field of CandidateConfig / RankerConfig named as a [candidate] / [ranker] key has that key's default."""
+    import dataclasses
+
+    from ytspark.config import CandidateTrainConfig, PrepareConfig, RankerTrainConfig
+    from ytspark.models.candidate import ENCODERS, CandidateConfig
+    from ytspark.models.ranker import RankerConfig
+
+    model_only = {"learn_tau": True, "seq_head": False, "encoder": ENCODERS[0],  # encoder: the config's may be auto
+                  "use_video": True, "use_watches": True, "use_language": True, "use_channel": True,
+                  "use_category": True, "use_recency": True, "use_video_age": True, "use_source": True}
+    for model_cls, section in ((CandidateConfig, CandidateTrainConfig()), (RankerConfig, RankerTrainConfig())):
+        shared = 0
+        for f in dataclasses.fields(model_cls):
+            if f.default is dataclasses.MISSING:
+                continue  # sizes: from the prepared vocabularies
+            if f.name == "max_history":
+                assert f.default == PrepareConfig().history_length
+            elif hasattr(section, f.name) and not (model_cls is RankerConfig and f.name == "use_watches"):
+                assert f.default == getattr(section, f.name), f"{model_cls.__name__}.{f.name}"
+                shared += 1
+            else:
+                assert f.default == model_only[f.name], f"{model_cls.__name__}.{f.name}"
+        assert shared >= 4
+
+
+# Every string key is either one of a fixed set (checked at load against it) or free text checked for its form.
+ENUM_KEYS = {"spark.log_level": "SPARK_LOG_LEVELS", "data.format": "DATA_FORMATS",
+             "prepare.example_sampling": "PREPARE_SAMPLINGS", "score.index": "SCORE_INDEXES",
+             "train.launcher": "TRAIN_LAUNCHERS", "candidate.encoder": "CANDIDATE_ENCODERS",
+             "candidate.recency": "CANDIDATE_RECENCY", "ranker.objective": "RANKER_OBJECTIVES"}
+FREE_TEXT_KEYS = {"spark.master", "spark.app_name", "spark.driver_memory", "spark.local_dir", "data.events",
+                  "data.users", "data.videos", "data.output", "data.root", "generate.start_date", "validate.as_of",
+                  "score.run_date", "score.table", "score.exclude"}
+
+
+def test_every_string_key_is_an_enumeration_or_declared_free_text():
+    import dataclasses
+    import typing
+
+    from ytspark.config import Config
+
+    keys = {f"{section}.{key}" for section, cls in typing.get_type_hints(Config).items()
+            if dataclasses.is_dataclass(cls) for key, typ in typing.get_type_hints(cls).items() if typ is str}
+    assert keys == set(ENUM_KEYS) | FREE_TEXT_KEYS
+
+
+@pytest.mark.parametrize("key", sorted(ENUM_KEYS))
+def test_an_enumerated_key_refuses_other_values_at_load_listing_the_allowed(key):
+    from ytspark import config as C
+
+    allowed = getattr(C, ENUM_KEYS[key])
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f'{key}="no-such-value"'])
+    assert f"config key '{key}' = 'no-such-value': must be one of {' | '.join(allowed)}" in str(err.value)
+    for value in allowed:  # each allowed value loads (with what it needs)
+        extra = ["candidate.attn_heads=2"] if value in ("sequence", "auto", "attention") else []
+        assert str(C._Checker(load_config("local", [f'{key}="{value}"', *extra])).value(key)) == value
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("candidate.dropout", "1.5", "in [0, 1)"), ("ranker.dropout", "-0.1", "in [0, 1)"),
+    ("validate.max_reject_share", "1.01", "in [0, 1]"), ("candidate.covisit_decay", "0", "in (0, 1]"),
+    ("prepare.quantile_rel_error", "1", "in [0, 1)"), ("candidate.embed_dim", "0", ">= 1"),
+    ("train.num_proc", "0", ">= 1"), ("score.n", "0", ">= 1"), ("candidate.hidden", "[64, 0]", "a list of layer widths"),
+])
+def test_a_ranged_key_refuses_out_of_range_values_at_load_saying_the_range(key, value, allowed):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{key}={value}"])
+    assert f"config key '{key}' = " in str(err.value) and f": must be {allowed}" in str(err.value)

@@ -80,6 +80,34 @@ def test_user_scores_dense_sparse_and_pairs_agree_with_brute_force():
     np.testing.assert_allclose(1.7 * s, ref[r, v], rtol=1e-5)
 
 
+def _retrieval_world(seed: int, weight: float, repeat_recent: bool = False):
+    """A seeded catalogue (300 videos, 9 dims, ids 0/1 zero), 40 users with 12 recent watches, a co-visitation
+    table of 5000 random rows with ``weight``, and each user's seen videos (history + 20 more): CSR and lists."""
+    rng = np.random.default_rng(seed)
+    V, D, B = 300, 9, 40
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    table[:2] = 0
+    user = rng.normal(size=(B, D)).astype(np.float32)
+    hist = rng.integers(2, V, (B, 12))
+    if repeat_recent:
+        hist[:, 1] = hist[:, 0]  # repeated recent watches: their contributions add up
+    cv = build_covisitation(rng.integers(2, V, (5000, 12)), rng.integers(2, V, 5000), V, window=5, top_m=30,
+                            recent_k=5, decay=0.7).with_weight(weight)
+    seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
+    off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
+    seen = (off, np.concatenate(seen_lists).astype(np.int64))
+    return table, user, hist, cv, seen_lists, seen
+
+
+def _brute_fused(user, table, hist, cv, seen_lists) -> np.ndarray:
+    """Exact fused scores u·v + co-visitation term [B, V], -inf for ids 0/1 and each user's seen videos."""
+    full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
+    full[:, :2] = -np.inf
+    for b, seen_b in enumerate(seen_lists):
+        full[b, seen_b] = -np.inf
+    return full
+
+
 @pytest.mark.parametrize("depth", [None, 4])  # the whole K, or the top N of a list without a ranker
 @pytest.mark.parametrize("gather_cells", [0, 10 ** 9])  # neighbour logits by gathered pairs / by dense blocks
 def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gather_cells, depth):
@@ -88,27 +116,16 @@ def test_fused_retrieval_is_the_exact_top_k_over_the_catalogue(monkeypatch, gath
     monkeypatch.setattr(covisit, "GATHER_CELLS", gather_cells)
     monkeypatch.setattr(covisit, "DENSE_BLOCK", 300 * 7)  # several row blocks of the dense path
     monkeypatch.setattr(covisit, "GATHER_CHUNK", 1000)  # several chunks of the gathered path
-    rng = np.random.default_rng(2)
-    V, D, B, K = 300, 9, 40, 15
-    table = rng.normal(size=(V, D)).astype(np.float32)
-    table[:2] = 0
-    user = rng.normal(size=(B, D)).astype(np.float32)
-    hist = rng.integers(2, V, (B, 12))
-    cv = build_covisitation(rng.integers(2, V, (5000, 12)), rng.integers(2, V, 5000), V, window=5, top_m=30,
-                            recent_k=5, decay=0.7).with_weight(3.0)
-    seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
-    off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
-    seen = (off, np.concatenate(seen_lists).astype(np.int64))
+    B, K = 40, 15
+    table, user, hist, cv, seen_lists, seen = _retrieval_world(2, 3.0)
     index = ix.build_index(table, "flat")
     ret, cand = ix.search(index, user, K, seen)
     fs, fi = merge_topk(ret, cand, user, table, hist, seen, cv, depth)
     D_ = depth or K
     assert fs.shape == fi.shape == (B, D_)
-    full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
-    full[:, :2] = -np.inf
+    full = _brute_fused(user, table, hist, cv, seen_lists)
     changed = 0
     for b in range(B):
-        full[b, seen_lists[b]] = -np.inf
         want = np.argsort(-full[b], kind="stable")[:D_]
         np.testing.assert_allclose(fs[b], full[b, fi[b]], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.sort(fs[b])[::-1], full[b, want], rtol=1e-4, atol=1e-4)
@@ -139,23 +156,11 @@ def test_dense_retrieval_is_the_exact_fused_top_k_and_equals_the_merge(monkeypat
     import ytspark.models.covisit as covisit
 
     monkeypatch.setattr(covisit, "DENSE_TOPK_CELLS", 300 * 7)  # 7 users per block: several blocks
-    rng = np.random.default_rng(4)
-    V, D, B, K = 300, 9, 40, 15
-    table = rng.normal(size=(V, D)).astype(np.float32)
-    table[:2] = 0
-    user = rng.normal(size=(B, D)).astype(np.float32)
-    hist = rng.integers(2, V, (B, 12))
-    hist[:, 1] = hist[:, 0]  # repeated recent watches: their contributions add up
-    cv = build_covisitation(rng.integers(2, V, (5000, 12)), rng.integers(2, V, 5000), V, window=5, top_m=30,
-                            recent_k=5, decay=0.7).with_weight(weight)
-    seen_lists = [np.unique(np.r_[h, rng.integers(2, V, 20)]) for h in hist]
-    off = np.r_[0, np.cumsum([len(x) for x in seen_lists])].astype(np.int64)
-    seen = (off, np.concatenate(seen_lists).astype(np.int64))
+    B, K = 40, 15
+    table, user, hist, cv, seen_lists, seen = _retrieval_world(4, weight, repeat_recent=True)
     s, i = dense_topk(user, table, K, seen, hist, cv, gemm=gemm)
-    full = user.astype(np.float64) @ table.T.astype(np.float64) + cv.dense(hist)
-    full[:, :2] = -np.inf
+    full = _brute_fused(user, table, hist, cv, seen_lists)
     for b in range(B):
-        full[b, seen_lists[b]] = -np.inf
         want = np.argsort(-full[b], kind="stable")[:K]
         np.testing.assert_allclose(s[b], full[b, want], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(s[b], full[b, i[b]], rtol=1e-4, atol=1e-4)

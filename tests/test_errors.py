@@ -108,23 +108,23 @@ def test_unusable_model_dir_is_one_clear_error_line(tmp_path, command, case):
 
 
 def test_evaluate_compare_values_name_the_problem(tmp_path):
-    from ytspark.cli import _compare
+    from ytspark.pipeline import compare_models
     from ytspark.models.export import ModelDirError
 
     with pytest.raises(ValueError, match="NAME=DIR"):
-        _compare(["just-a-path"])
+        compare_models(["just-a-path"])
     with pytest.raises(ModelDirError, match="--compare deep") as e:
-        _compare([f"deep={tmp_path / 'nothing'}"])
+        compare_models([f"deep={tmp_path / 'nothing'}"])
     assert str(tmp_path / "nothing") in str(e.value)
-    assert _compare([]) == []
+    assert compare_models([]) == []
 
 
 def test_evaluate_compare_ranker_values_name_the_problem(tmp_path):
-    from ytspark.cli import _compare
+    from ytspark.pipeline import compare_models
     from ytspark.models.export import ModelDirError
 
     with pytest.raises(ValueError, match="--compare-ranker 'r128' must look like NAME=DIR"):
-        _compare(["r128"], "ranker")
+        compare_models(["r128"], "ranker")
     with pytest.raises(ModelDirError, match="--compare-ranker small") as e:
-        _compare([f"small={tmp_path / 'none'}"], "ranker")
+        compare_models([f"small={tmp_path / 'none'}"], "ranker")
     assert str(tmp_path / "none") in str(e.value)

@@ -1,4 +1,4 @@
-"""Tests of the synthetic platform generator (ytspark/generate.py).
+"""Tests of the synthetic platform generator (the ytspark/generate package).
 
 Every statistical threshold below was set from the SMALL config run in-process with
 six seeds (the "measured" range in each docstring) and again with the corresponding

@@ -16,9 +16,9 @@ from test_prepare_vectorised import EVENT_SCHEMA, ORDER, VOCAB_TOKENS, random_ev
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import TOKENS
 from ytspark.prepare.batch_sequences import SEQUENCE_ARROW_SCHEMA, batch_sequence_rows
-from ytspark.prepare.candidates import KIND_SEARCH, KIND_WATCH, CandidateParams
+from ytspark.prepare.candidates import CandidateParams
+from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH
 
-DAY = 86400.0
 T0 = 1.7e9
 
 

@@ -26,12 +26,12 @@ from ytspark.generate import generate
 from ytspark.prepare import read_inputs, run_prepare
 from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, TOKENS, batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows, count_and_last_before
-from ytspark.prepare.candidates import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH, CandidateParams, frame_candidate_rows
+from ytspark.prepare.candidates import CandidateParams, frame_candidate_rows
 from ytspark.prepare.grouping import iter_user_tables, iter_users
 from ytspark.prepare.job import CANDIDATE_SOURCES
 from ytspark.prepare.ranking import RankingParams, _count_and_last_before, user_ranking_rows
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 
-DAY = 86400.0
 WORDS = ["cats", "dogs", "funny", "news", "funny cats", "rare"]
 VOCAB_TOKENS = ["cats", "funny", "funny cats", "dogs"]  # "news" and "rare" are OOV
 ORDER = [S.USER_ID, S.TS, "kind", S.VIDEO_IDX]

@@ -9,7 +9,7 @@ from ytspark import schema as S
 from ytspark.models.blend import ServingOrder
 from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.ranker import RankerConfig, RankerModel
-from ytspark.prepare.candidates import DAY
+from ytspark.schema import DAY
 from ytspark.score import rank as R
 from ytspark.score.rank import Csr, TorchRanker, UserBlock, VideoMeta
 

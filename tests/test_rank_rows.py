@@ -8,7 +8,6 @@ events only (checked against a brute force over the events).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 from test_prepare_vectorised import VOCAB_TOKENS, random_events
@@ -18,11 +17,11 @@ from ytspark.prepare.batch_asof import candidate_inputs_at
 from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_negatives import candidate_negative_rows, pick_negatives
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA
-from ytspark.prepare.candidates import KIND_WATCH, CandidateParams
+from ytspark.prepare.candidates import CandidateParams
 from ytspark.prepare.ranking import RankingParams
+from ytspark.schema import DAY, KIND_WATCH
 from ytspark.score.rank import VideoMeta
 
-DAY = 86400.0
 V = 10  # video ids 0..9 (random_events uses 1..8; 1 is OOV)
 PARAMS = CandidateParams(history_length=6, max_examples_per_user=5, window_end=1.7e9 + 30 * DAY)
 INPUT_COLUMNS = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES, S.CAND_SINCE_LAST,

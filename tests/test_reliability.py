@@ -127,7 +127,7 @@ def test_paths_cannot_escape_the_configured_root(tmp_path):
     os.symlink(tmp_path, root / "link")
     with pytest.raises(ValueError, match="escapes"):
         resolve(str(root), "link/outside")
-    from ytspark.cli import paths
+    from ytspark.pipeline import paths
 
     with pytest.raises(ValueError, match="escapes the configured data.root"):
         paths(make_config(f'data.root="{root}"', 'data.output="../out"'))

@@ -13,7 +13,6 @@ the client, the same code paths as on AWS (``AWS_ENDPOINT_URL`` points botocore 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -232,7 +231,7 @@ DATA = ("generate.users=120", "generate.videos=200", "generate.channels=20", "ge
 
 @pytest.mark.slow
 def test_cli_trains_to_s3_and_score_reads_the_model_back(spark, bucket, tmp_path):
-    from ytspark.cli import cmd_prepare, cmd_score
+    from ytspark.pipeline import run_prepare, run_score
     from ytspark.config import load_config
     from ytspark.generate import generate
 
@@ -241,7 +240,7 @@ def test_cli_trains_to_s3_and_score_reads_the_model_back(spark, bucket, tmp_path
     data = {"events": tmp_path / "raw" / "events", "users": tmp_path / "raw" / "users",
             "videos": tmp_path / "raw" / "videos", "format": "parquet", "output": tmp_path / "out"}
     cfg = load_config("local", [*sets, *[f"data.{k}={json.dumps(str(v))}" for k, v in data.items()]])
-    cmd_prepare(spark, cfg)
+    run_prepare(spark, cfg)
     prepared, models = str(tmp_path / "out" / "prepared"), f"{bucket}/models"
 
     r = subprocess.run([sys.executable, "-m", "ytspark.cli", "train-candidates", "--profile", "local",
@@ -253,7 +252,7 @@ def test_cli_trains_to_s3_and_score_reads_the_model_back(spark, bucket, tmp_path
     assert storage.is_published(f"{models}/candidate/{version}")
     assert not (tmp_path / "out" / "models").exists() and not Path("s3:").exists()  # nothing landed locally
 
-    m = cmd_score(spark, cfg, argparse.Namespace(prepared=prepared, models=models, run_date="2026-11-23"))
+    m = run_score(spark, cfg, prepared, models, "2026-11-23")
     table = tmp_path / "out" / "recommendations" / "run_date=2026-11-23"
     assert (table / "_SUCCESS").exists()
     got = spark.read.parquet(str(table))

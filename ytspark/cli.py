@@ -1,23 +1,28 @@
-"""``ytspark`` command line: one subcommand per stage, each a thin call into the library.
+"""``ytspark`` command line: argument parsing, then one call into :mod:`ytspark.pipeline` per command.
 
 Every subcommand takes ``--profile`` (a file in conf/) and repeated
 ``--set section.key=value`` overrides; a wrong key, type or value (checked by
 :func:`ytspark.config.validate`) stops it at start-up, before Spark starts.
 The ``jobs/*.py`` spark-submit entry points call :func:`main` with their stage.
+What each command runs lives in :mod:`ytspark.pipeline`; this module parses,
+dispatches and prints the summary.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
 import sys
-import time
 from typing import Sequence
 
-from ytspark.config import DATA_FORMATS, TRAIN_LAUNCHERS, Config, ConfigError, load_config, validate
+from ytspark import pipeline
+from ytspark.config import DATA_FORMATS, TRAIN_LAUNCHERS, Config, ConfigError, load_config
+from ytspark.pipeline import STAGES
 
-log = logging.getLogger("ytspark")
+# ytspark.session and ytspark.sources (pyspark) and pandas are imported inside the functions that use them:
+# parsing and the config check load neither, so a wrong value exits in milliseconds.
 
 _EPILOG = """Configuration: conf/default.toml, a --profile on top, then --set overrides,
 e.g. --set prepare.max_examples_per_user=50 --set spark.master=local[2] --set score.run_date=2026-12-01.
@@ -112,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
                                     "evaluate, on the given inputs, or on freshly generated synthetic data when "
                                     "no --events/--movielens is given. Each stage can be skipped to reuse its "
-                                    "output; without impressions train-ranker learns from the candidate model's retrievals.")
+                                    "output; without impressions train-ranker learns from the candidate model's "
+                                    "retrievals.")
     _common(pl)
     _inputs(pl)
     pl.add_argument("--skip", action="append", default=[], choices=list(STAGES),
@@ -127,9 +133,6 @@ def _run_date(p: argparse.ArgumentParser) -> None:
                    help="the scoring run's date: events up to the end of this UTC day count, output in "
                         "recommendations/run_date=YYYY-MM-DD (sets score.run_date; default: score.run_date, "
                         "else today, UTC)")
-
-
-STAGES = ("generate", "prepare", "train-candidates", "train-ranker", "score", "evaluate")
 
 
 def _training(p: argparse.ArgumentParser) -> None:
@@ -171,234 +174,18 @@ def _config(args: argparse.Namespace) -> Config:
         for key in ("users", "videos", "seed"):
             if getattr(args, key) is not None:
                 over.append(f"generate.{key}={getattr(args, key)}")
-    cfg = load_config(args.profile, over)
-    validate(cfg)
-    return cfg
+    return load_config(args.profile, over)  # validated: every enumerated or ranged value
 
 
-def paths(cfg: Config) -> dict[str, str]:
-    """Where each stage writes under ``data.output``."""
-    from ytspark.storage import resolve
-
-    out = resolve(cfg.data.root, cfg.data.output) if cfg.data.root else cfg.data.output
-    if "://" not in out and not os.path.isabs(out):
-        # absolute on the driver: executors and Horovod ranks run in their own working directories
-        out = os.path.abspath(out)
-    return {"raw": f"{out}/raw", "prepared": f"{out}/prepared", "models": f"{out}/models",
-            "evaluation": f"{out}/evaluation", "scores": out}
-
-
-def cmd_generate(spark, cfg: Config) -> dict:
-    from ytspark.generate import generate
-
-    target = paths(cfg)["raw"]
-    t = time.time()
-    counts = generate(spark, cfg.generate, target)
-    log.info("generate: %s in %.1fs -> %s", counts, time.time() - t, target)
-    return {"raw": target, **counts}
-
-
-def _raw_tables(spark, cfg: Config, movielens: str | None):
-    from ytspark.prepare import read_inputs
-
-    if movielens:
-        from ytspark.movielens import read_movielens
-
-        return read_movielens(spark, movielens)
-    return read_inputs(spark, cfg)
-
-
-def cmd_prepare(spark, cfg: Config, movielens: str | None = None) -> dict:
-    from ytspark.prepare import run_prepare
-
-    raw = _raw_tables(spark, cfg, movielens)
-    target = paths(cfg)["prepared"]
-    m = run_prepare(spark, cfg, raw, target)
-    ev = m["tables"]["events"]
-    log.info("prepare: events input=%d accepted=%d rejected=%d %s", ev["input"], ev["accepted"], ev["rejected"],
-             ev["reasons"])
-    log.info("prepare: candidate rows %s, ranking rows %s, vocab sizes %s -> %s",
-             m["candidates"], m["ranking"], m["vocab_sizes"], target)
-    return {"prepared": target, "manifest": m}
-
-
-def cmd_train(spark, cfg: Config, task: str, args: argparse.Namespace) -> dict:
-    from ytspark.train.launcher import train
-
-    p = paths(cfg)
-    prepared = getattr(args, "prepared", None) or p["prepared"]
-    models = getattr(args, "models", None) or p["models"]
-    candidate = rows = None
-    t = time.time()
-    if task == "ranker":
-        candidate = getattr(args, "candidate_model", None) or models
-        if _has_model(candidate, "candidate"):
-            from ytspark.train.rank_rows import build_rank_rows
-
-            rows = f"{models.rstrip('/')}/ranker/_rows"
-            build_rank_rows(spark, cfg, prepared, candidate, rows)
-        else:
-            log.warning("train-ranker: no candidate model at %s; the video table starts from random and the "
-                        "network trains without retrieval scores", candidate)
-            candidate = None
-    result = train(cfg, task, prepared, models, resume=bool(getattr(args, "resume", False)), spark=spark,
-                   candidate_model=candidate, rank_rows=rows)
-    result["seconds"] = round(time.time() - t, 1)
-    return {"task": task, **result}
-
-
-def _has_model(path: str, kind: str) -> bool:
-    from ytspark.models.export import ModelDirError, resolve_model_dir
-
-    try:
-        resolve_model_dir(path, kind)
-        return True
-    except ModelDirError:
-        return False
-
-
-def _history(models: str, kind: str) -> list[dict]:
-    from ytspark.models.export import read_model_dir
-
-    if not _has_model(models, kind):
-        return []
-    return read_model_dir(models, kind).json("metrics.json")["history"]
-
-
-def _covisit_weight(models: str) -> float:
-    """The co-visitation weight the candidate model under ``models`` serves with (0: the network alone)."""
-    from ytspark.models.export import read_model_dir
-
-    return float((read_model_dir(models, "candidate").meta.get("covisit") or {}).get("weight", 0.0))
-
-
-def cmd_evaluate(spark, cfg: Config, args: argparse.Namespace) -> dict:
-    from ytspark.evaluate.job import MAIN_SPLIT, add_impression_scores, add_system, run_baselines, write_evaluation
-    from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
-
-    p = paths(cfg)
-    prepared = getattr(args, "prepared", None) or p["prepared"]
-    models = getattr(args, "models", None) or p["models"]
-    ev = run_baselines(spark, cfg, prepared)
-    curves, calibration = {}, {}
-    if not getattr(args, "no_model", False):
-        if not _has_model(models, "candidate"):
-            raise FileNotFoundError(f"no candidate model under {models}: run `ytspark train-candidates` first, "
-                                    "or pass --no-model for baselines only")
-        k = max(cfg.evaluate.topk, max(cfg.evaluate.ks))
-
-        def add(name: str, system) -> None:
-            """``system(evalset, held)`` -> top-K, or (top-K, held-out impression scores) for the main split."""
-            t = time.time()
-            out = {s: system(ev.sets[s], ev.held_out if s == MAIN_SPLIT else None) for s in ev.sets}
-            scores = {s: o[1] for s, o in out.items() if isinstance(o, tuple)}
-            add_system(ev, name, {s: o[0] if isinstance(o, tuple) else o for s, o in out.items()}, cfg.evaluate)
-            if MAIN_SPLIT in scores:
-                add_impression_scores(ev, name, scores[MAIN_SPLIT])
-            ev.timings[name] = round(time.time() - t, 1)
-
-        add("ytspark candidate", lambda es, h: candidate_topk(models, prepared, es, k, held=h))
-        if _covisit_weight(models) > 0:  # the fused source's share, measured in the same run
-            add("ytspark candidate network alone",
-                lambda es, h: candidate_topk(models, prepared, es, k, covisit=False, held=h))
-        for name, other in _compare(getattr(args, "compare", [])):
-            add(f"ytspark candidate ({name})", lambda es, h, other=other: candidate_topk(other, prepared, es, k, held=h))
-        calibration["candidate network: P(next watch) of the top 10 (test)"] = {
-            "rows": candidate_calibration(models, prepared, ev.sets["test"], 10), "x": "mean softmax probability",
-            "y": "observed hit rate"}
-        if _has_model(models, "ranker"):
-            from ytspark import schema as S
-            from ytspark.train.ranker_task import calibration_panels, evaluate_ranker, load_ranker, load_split
-
-            r = cfg.ranker
-            for name, other in [("", models), *_compare(getattr(args, "compare_ranker", []), "ranker")]:
-                add("ytspark candidate + ranking" + (f" ({name})" if name else ""),
-                    lambda es, h, other=other: ranked_topk(spark, models, other, prepared, es, k, cfg.score.k,
-                                                           objective=r.objective, blend_weight=r.blend_weight, held=h))
-            from ytspark.models.export import read_model_dir
-
-            val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
-            if len(val[S.USER_ID]):
-                ranker_model, rmd = load_ranker(models)
-                res = evaluate_ranker(ranker_model, val, cal=rmd.meta.get("calibration"))
-                calibration.update(calibration_panels(res))  # exp(logit), and the served score cross-fitted
-        curves = {f"{kind} network": h for kind in ("candidate", "ranker") if (h := _history(models, kind))}
-    from ytspark.evaluate.truth import truth_metrics
-
-    split = "test" if "test" in ev.sets else next(iter(ev.sets))
-    for name, m in truth_metrics(spark, prepared, {n: by[split] for n, by in ev.topk.items() if split in by},
-                                 ev.sets[split]).items():  # generated data: the ranker's objective, by the truth
-        ev.metrics[name][split].update(m)
-    report = write_evaluation(p["evaluation"], ev, curves, prepared, calibration)
-    return {"report": report, "evaluation": p["evaluation"], "table": ev.table()}
-
-
-def cmd_score(spark, cfg: Config, args: argparse.Namespace) -> dict:
-    from ytspark.score.job import run_score
-
-    p = paths(cfg)
-    prepared = getattr(args, "prepared", None) or p["prepared"]
-    models = getattr(args, "models", None) or p["models"]
-    ranker = models if _has_model(models, "ranker") else None
-    # --run-date is already score.run_date (see _config); the argument still wins for a caller that built cfg itself
-    return run_score(spark, cfg, prepared, models, getattr(args, "run_date", None) or cfg.score.run_date or None,
-                     p["scores"], ranker_dir=ranker)
-
-
-def _can_train_ranker(cfg: Config, args: argparse.Namespace) -> bool:
-    """Impressions in the prepared data, or a candidate model whose retrievals stand in for them."""
-    from ytspark.train.data import read_json
-
-    m = read_json(f"{paths(cfg)['prepared']}/manifest.json")
-    return int(m["ranking"]["train"]) > 0 or _has_model(getattr(args, "models", None) or paths(cfg)["models"],
-                                                        "candidate")
-
-
-def cmd_pipeline(spark, cfg: Config, args: argparse.Namespace) -> dict:
-    summary: dict = {}
-    skip = set(args.skip)
-    if not (cfg.data.events or args.movielens):
-        raw = paths(cfg)["raw"]
-        if "generate" not in skip:
-            summary["generate"] = cmd_generate(spark, cfg)
-        from dataclasses import replace
-
-        cfg = replace(cfg, data=replace(cfg.data, events=f"{raw}/events", users=f"{raw}/users",
-                                        videos=f"{raw}/videos", format="parquet"))
-    for stage in STAGES[1:]:
-        if stage in skip:
-            log.info("pipeline: skipping %s", stage)
-            continue
-        t = time.time()
-        log.info("pipeline: stage %s starts", stage)
-        if stage == "prepare":
-            summary[stage] = cmd_prepare(spark, cfg, args.movielens)
-        elif stage == "train-candidates":
-            summary[stage] = cmd_train(spark, cfg, "candidate", args)
-        elif stage == "train-ranker":
-            if not _can_train_ranker(cfg, args):
-                log.info("pipeline: no impressions and no candidate model, train-ranker skipped (scores = retrieval)")
-                continue
-            summary[stage] = cmd_train(spark, cfg, "ranker", args)
-        elif stage == "score":
-            summary[stage] = cmd_score(spark, cfg, args)
-        else:
-            summary[stage] = cmd_evaluate(spark, cfg, args)
-        log.info("pipeline: stage %s done in %.1fs", stage, time.time() - t)
-    return summary
-
-
-def cmd_check_skew(spark, cfg: Config, args: argparse.Namespace) -> int:
-    """``ytspark check-skew``: print the per-feature table; 1 when a checked feature differs."""
-    from ytspark.score.skew import check_skew
-
-    prepared = getattr(args, "prepared", None) or paths(cfg)["prepared"]
-    table = check_skew(spark, prepared, n=args.sample, seed=args.seed)
+def _print_skew(prepared: str, table) -> int:
+    """``ytspark check-skew``'s output: the per-feature table; 1 when a checked feature differs."""
     if table.empty:
         print(f"check-skew: {prepared} has no training impressions: the impression features are 0 both in "
               "training and at serving; nothing to compare")
         return 0
-    with __import__("pandas").option_context("display.width", 200, "display.max_colwidth", 60):
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False))
     bad = table[(table["note"] == "") & (table["differ"] > 0)]
     print(f"check-skew: {int(table['rows'].max())} training rows of {prepared}: "
@@ -452,7 +239,6 @@ TABLE_COLUMNS = (("hr@10", "hr@10", "{:.4f}"), ("hr@50", "hr@50", "{:.4f}"), ("n
 def evaluation_table(table: dict[str, dict]) -> str:
     """The evaluation's test table as printed at the end of ``pipeline`` and ``evaluate``: both objectives'
     metrics per system, then one line saying what each stage optimises."""
-    import math
 
     def cell(m: dict, key: str, fmt: str) -> str:
         v = m.get(key)
@@ -471,6 +257,26 @@ def evaluation_table(table: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _run(spark, cfg: Config, args: argparse.Namespace):
+    """Dispatch ``args.command`` to its :mod:`ytspark.pipeline` function; returns its summary."""
+    c = args.command
+    if c == "generate":
+        return pipeline.run_generate(spark, cfg)
+    if c == "prepare":
+        return pipeline.run_prepare(spark, cfg, args.movielens)
+    if c in ("train-candidates", "train-ranker"):
+        return pipeline.run_train(spark, cfg, "candidate" if c == "train-candidates" else "ranker", args.prepared,
+                                  args.models, args.resume, getattr(args, "candidate_model", None))
+    if c == "evaluate":
+        return pipeline.run_evaluate(spark, cfg, args.prepared, args.models, args.no_model, args.compare,
+                                     args.compare_ranker)
+    if c == "score":
+        return pipeline.run_score(spark, cfg, args.prepared, args.models, args.run_date)
+    if c == "check-skew":
+        return pipeline.run_check_skew(spark, cfg, args.prepared, args.sample, args.seed)
+    return pipeline.run_pipeline(spark, cfg, args.skip, args.movielens, args.resume)
+
+
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """Entry point of the ``ytspark`` script and of ``jobs/*.py`` (which pass ``command``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -485,7 +291,10 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         print(f"ytspark: config error: {e}", file=sys.stderr)
         return 2
     try:  # a model directory that cannot be used fails before Spark starts
-        _check_models(cfg, args)
+        if args.command in ("evaluate", "score") and not getattr(args, "no_model", False):
+            pipeline.check_models(cfg, args.models, baselines_hint=args.command == "evaluate",
+                                  compare=getattr(args, "compare", ()),
+                                  compare_ranker=getattr(args, "compare_ranker", ()))
     except ValueError as e:
         print(f"ytspark {args.command}: error: {e}", file=sys.stderr)
         return 1
@@ -494,22 +303,9 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
 
     spark = get_spark(cfg, app_name=f"ytspark-{args.command}")
     try:
-        if args.command == "generate":
-            result = cmd_generate(spark, cfg)
-        elif args.command == "prepare":
-            result = cmd_prepare(spark, cfg, args.movielens)
-        elif args.command == "train-candidates":
-            result = cmd_train(spark, cfg, "candidate", args)
-        elif args.command == "train-ranker":
-            result = cmd_train(spark, cfg, "ranker", args)
-        elif args.command == "evaluate":
-            result = cmd_evaluate(spark, cfg, args)
-        elif args.command == "score":
-            result = cmd_score(spark, cfg, args)
-        elif args.command == "check-skew":
-            return cmd_check_skew(spark, cfg, args)
-        else:
-            result = cmd_pipeline(spark, cfg, args)
+        result = _run(spark, cfg, args)
+        if args.command == "check-skew":
+            return _print_skew(*result)
         _print_summary(args.command, result)
         return 0
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
@@ -522,43 +318,6 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         return 1
     finally:
         spark.stop()
-
-
-def _compare(items: Sequence[str], kind: str = "candidate") -> list[tuple[str, str]]:
-    """``--compare NAME=DIR`` (``--compare-ranker``: kind "ranker") values -> [(name, dir)]; a bad value or a
-    missing model raises, naming it."""
-    from ytspark.models.export import ModelDirError, read_model_dir
-
-    flag = "--compare" if kind == "candidate" else "--compare-ranker"
-    out = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"{flag} '{item}' must look like NAME=DIR (e.g. {flag} linear=out/models_linear)")
-        try:
-            read_model_dir(path.strip(), kind)
-        except ModelDirError as e:
-            raise ModelDirError(f"{flag} {name}: {e}") from None
-        out.append((name.strip(), path.strip()))
-    return out
-
-
-def _check_models(cfg: Config, args: argparse.Namespace) -> None:
-    """Raise ModelDirError when evaluate/score would read a missing, incomplete or other-version model."""
-    if args.command not in ("evaluate", "score") or getattr(args, "no_model", False):
-        return
-    from ytspark.models.export import ModelDirError, read_model_dir
-
-    models = getattr(args, "models", None) or paths(cfg)["models"]
-    try:
-        read_model_dir(models, "candidate")
-    except ModelDirError as e:
-        hint = "; or pass --no-model for baselines only" if args.command == "evaluate" else ""
-        raise ModelDirError(f"{e}{hint}") from None
-    if _has_model(models, "ranker"):
-        read_model_dir(models, "ranker")
-    _compare(getattr(args, "compare", []))
-    _compare(getattr(args, "compare_ranker", []), "ranker")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,17 @@
 
 Input contract (DESIGN.md "Input contract"): ``events``, ``users``, ``videos``.
 Internal tables produced by ``prepare``: validated events, rejects, candidate
-rows, ranking rows. Every Spark step declares its output schema here and its
-test checks it.
+rows, ranking rows; by ``score``: the nightly top-N rows. Every Spark step
+declares its output schema here and its test checks it. A table built both in
+Spark and as Arrow batches is declared once (:class:`Table`) and its two
+schemas are made from that one declaration (``*_SCHEMA`` and ``*_ARROW_SCHEMA``).
+Shared constants live here too: PAD/OOV/N_SPECIAL, DAY, NEVER_DAYS, KIND_*.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import pyarrow as pa
 from pyspark.sql import types as T
 
 # ---------------------------------------------------------------- input columns
@@ -77,10 +83,63 @@ TABLES = {
 # Columns parsed as timestamps (accept timestamp, epoch number or ISO string).
 TIMESTAMP_COLUMNS = {"events": (EVENT_TS,), "users": (), "videos": (UPLOAD_TS,)}
 
+# ---------------------------------------------------------------- declared tables
+# A table written by a Spark step and built as Arrow batches (mapInArrow) has two schemas, a Spark
+# StructType and a pyarrow Schema. Each is declared once, as a Table of (name, kind) columns, and both
+# twins are made from it: ``to_spark()`` and ``to_arrow()``. Kinds are Spark simple strings, each mapped
+# here to its (Spark type, Arrow type). Arrow lists keep Arrow's default (nullable) item field: what the batch
+# builders write and the tests compare; Spark's arrays say containsNull=False.
+_KINDS: dict[str, tuple[T.DataType, pa.DataType]] = {
+    "string": (T.StringType(), pa.string()),
+    "int": (T.IntegerType(), pa.int32()),
+    "bigint": (T.LongType(), pa.int64()),
+    "float": (T.FloatType(), pa.float32()),
+    "double": (T.DoubleType(), pa.float64()),
+    "boolean": (T.BooleanType(), pa.bool_()),
+    "array<int>": (T.ArrayType(T.IntegerType(), False), pa.list_(pa.int32())),
+    "array<float>": (T.ArrayType(T.FloatType(), False), pa.list_(pa.float32())),
+}
+
+
+class Col(NamedTuple):
+    """One declared column: its name, its kind (a key of ``_KINDS``) and whether it may be null."""
+
+    name: str
+    kind: str
+    nullable: bool = False
+
+
+class Table:
+    """A table's columns, declared once; ``to_spark()`` and ``to_arrow()`` give its two schemas."""
+
+    def __init__(self, columns) -> None:
+        cols = tuple(c if isinstance(c, Col) else Col(*c) for c in columns)
+        bad = [f"{c.name}: {c.kind}" for c in cols if c.kind not in _KINDS]
+        if bad:
+            raise ValueError(f"Table: unknown column kind(s) {bad}; known: {sorted(_KINDS)}")
+        self.columns = cols
+
+    def __add__(self, other: Table) -> Table:
+        return Table(self.columns + other.columns)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def to_spark(self) -> T.StructType:
+        return T.StructType([T.StructField(c.name, _KINDS[c.kind][0], c.nullable) for c in self.columns])
+
+    def to_arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _KINDS[c.kind][1], nullable=c.nullable) for c in self.columns])
+
+
 # ---------------------------------------------------------------- rejects
 REJECT_REASON = "reject_reason"
 REJECT_TABLE = "source_table"
 CORRUPT_RECORD = "_corrupt_record"
+RAW = "raw"  # the original row as JSON (or the unparseable line itself)
+REJECTS = Table([(REJECT_TABLE, "string"), (REJECT_REASON, "string"), (RAW, "string", True)])
+REJECTS_SCHEMA = REJECTS.to_spark()
 EVENT_SEQ = "event_seq"  # stable tie-breaker within a user's timeline
 
 # ---------------------------------------------------------------- internal columns
@@ -95,6 +154,12 @@ PAD = 0
 OOV = 1
 N_SPECIAL = 2  # ids below this (PAD, OOV) are never in the catalogue: never recommended, sampled or a neighbour
 
+# Time units and event kinds shared by prepare, train and score.
+DAY = 86400.0  # seconds
+NEVER_DAYS = -1.0  # a "days since" feature with nothing before (no previous watch / impression, unknown upload)
+KIND_WATCH, KIND_SEARCH, KIND_IMPRESSION = 0, 1, 2  # the int ``kind`` prepare gives each event row
+KIND_USER = 3  # a per-user marker row of the serving pass (ytspark.score.features.serving_events): no event
+
 # Candidate-generation rows (one per label watch).
 CAND_LABEL = "label"  # video vocab index of the positive watch
 CAND_LABEL_TS = "label_ts"
@@ -108,22 +173,24 @@ DEMOGRAPHIC_COLUMNS = ("gender_idx", "country_idx", "language_idx", "device_idx"
 USER_AGE = "user_age"
 USER_IDX = "user_idx"  # row number of the user (stable: sorted by user_id) for baselines
 
-CANDIDATE_SCHEMA = T.StructType(
+CANDIDATE = Table(
     [
-        T.StructField(USER_ID, T.StringType(), False),
-        T.StructField(SPLIT, T.StringType(), False),
-        T.StructField(CAND_LABEL, T.IntegerType(), False),
-        T.StructField(CAND_LABEL_TS, T.DoubleType(), False),
-        T.StructField(CAND_WATCH_HIST, T.ArrayType(T.IntegerType(), False), False),
-        T.StructField(CAND_WATCH_AGE, T.ArrayType(T.FloatType(), False), False),
-        T.StructField(CAND_SEARCH_HIST, T.ArrayType(T.IntegerType(), False), False),
-        T.StructField(CAND_N_WATCHES, T.IntegerType(), False),
-        T.StructField(CAND_SINCE_LAST, T.FloatType(), False),
-        T.StructField(CAND_EXAMPLE_AGE, T.FloatType(), False),
-        T.StructField(USER_AGE, T.FloatType(), False),
+        (USER_ID, "string"),
+        (SPLIT, "string"),
+        (CAND_LABEL, "int"),
+        (CAND_LABEL_TS, "double"),
+        (CAND_WATCH_HIST, "array<int>"),
+        (CAND_WATCH_AGE, "array<float>"),
+        (CAND_SEARCH_HIST, "array<int>"),
+        (CAND_N_WATCHES, "int"),
+        (CAND_SINCE_LAST, "float"),
+        (CAND_EXAMPLE_AGE, "float"),
+        (USER_AGE, "float"),
     ]
-    + [T.StructField(c, T.IntegerType(), False) for c in DEMOGRAPHIC_COLUMNS]
+    + [(c, "int") for c in DEMOGRAPHIC_COLUMNS]
 )
+CANDIDATE_SCHEMA = CANDIDATE.to_spark()
+CANDIDATE_ARROW_SCHEMA = CANDIDATE.to_arrow()
 
 # Sequence rows (candidate.encoder = sequence | auto): one row per user window, training only. A window is
 # a candidate row (label = the window's last watch, history = the watches before it) plus, per history slot
@@ -134,11 +201,9 @@ CANDIDATE_SCHEMA = T.StructType(
 # strictly before its target's time.
 SEQ_NEXT = "seq_next"
 SEQ_SEARCH_FROM = "seq_search_from"
-SEQUENCE_SCHEMA = T.StructType(
-    list(CANDIDATE_SCHEMA.fields)
-    + [T.StructField(SEQ_NEXT, T.ArrayType(T.IntegerType(), False), False),
-       T.StructField(SEQ_SEARCH_FROM, T.ArrayType(T.IntegerType(), False), False)]
-)
+SEQUENCE = CANDIDATE + Table([(SEQ_NEXT, "array<int>"), (SEQ_SEARCH_FROM, "array<int>")])
+SEQUENCE_SCHEMA = SEQUENCE.to_spark()
+SEQUENCE_ARROW_SCHEMA = SEQUENCE.to_arrow()
 
 # Ranking rows (one per impression).
 RANK_VIDEO = "video_idx"
@@ -164,26 +229,59 @@ RANK_CONTINUOUS = (
     "retrieval_score",
 )
 
-RANKING_SCHEMA = T.StructType(
+RANKING = Table(
     [
-        T.StructField(USER_ID, T.StringType(), False),
-        T.StructField(SPLIT, T.StringType(), False),
-        T.StructField(RANK_IMPRESSION_TS, T.DoubleType(), False),
-        T.StructField(RANK_VIDEO, T.IntegerType(), False),
-        T.StructField(CAND_WATCH_HIST, T.ArrayType(T.IntegerType(), False), False),
-        T.StructField(RANK_USER_LANGUAGE, T.IntegerType(), False),
-        T.StructField(RANK_VIDEO_LANGUAGE, T.IntegerType(), False),
-        T.StructField(RANK_CHANNEL, T.IntegerType(), False),
-        T.StructField(RANK_CATEGORY, T.IntegerType(), False),
-        T.StructField(RANK_SOURCE, T.IntegerType(), False),
+        (USER_ID, "string"),
+        (SPLIT, "string"),
+        (RANK_IMPRESSION_TS, "double"),
+        (RANK_VIDEO, "int"),
+        (CAND_WATCH_HIST, "array<int>"),
+        (RANK_USER_LANGUAGE, "int"),
+        (RANK_VIDEO_LANGUAGE, "int"),
+        (RANK_CHANNEL, "int"),
+        (RANK_CATEGORY, "int"),
+        (RANK_SOURCE, "int"),
     ]
-    + [T.StructField(c, T.FloatType(), False) for c in RANK_CONTINUOUS]
+    + [(c, "float") for c in RANK_CONTINUOUS]
     + [
-        T.StructField(RANK_CLICKED, T.IntegerType(), False),
-        T.StructField(RANK_WATCH_SECONDS, T.FloatType(), False),
-        T.StructField(RANK_WEIGHT, T.FloatType(), False),
+        (RANK_CLICKED, "int"),
+        (RANK_WATCH_SECONDS, "float"),
+        (RANK_WEIGHT, "float"),
     ]
 )
+RANKING_SCHEMA = RANKING.to_spark()
+RANKING_ARROW_SCHEMA = RANKING.to_arrow()
+
+# Nightly top-N rows (score): SCORED is what the per-partition scorer returns, RECOMMENDATIONS the
+# published table (the same rows with the model version and run date).
+RANK = "rank"  # 1-based position in the user's list
+SCORE = "score"
+RETRIEVAL_SCORE = "retrieval_score"
+SOURCE = "source"  # "candidate" or the fallback list the row came from
+MODEL_VERSION = "model_version"
+RUN_DATE = "run_date"
+SCORED = Table([
+    (USER_ID, "string"),
+    (RANK, "int"),
+    (VIDEO_ID, "string"),
+    (SCORE, "float"),
+    (RETRIEVAL_SCORE, "float"),
+    (SOURCE, "string"),
+])
+SCORED_SCHEMA = SCORED.to_spark()
+SCORED_ARROW_SCHEMA = SCORED.to_arrow()
+RECOMMENDATIONS = SCORED + Table([(MODEL_VERSION, "string"), (RUN_DATE, "string")])
+RECOMMENDATIONS_SCHEMA = RECOMMENDATIONS.to_spark()
+
+# Every table declared with both twins (tests/test_schema.py checks that they agree).
+DECLARED_TABLES = {
+    "rejects": REJECTS,
+    "candidates": CANDIDATE,
+    "sequences": SEQUENCE,
+    "ranking": RANKING,
+    "scored": SCORED,
+    "recommendations": RECOMMENDATIONS,
+}
 
 # Vocabulary names written by prepare.
 VOCAB_NAMES = ("video", "token", "gender", "country", "language", "device", "channel", "category", "source")

@@ -19,15 +19,7 @@ from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.config import ValidateConfig
-
-RAW = "raw"  # the original row as JSON (or the unparseable line itself)
-REJECTS_SCHEMA = T.StructType(
-    [
-        T.StructField(S.REJECT_TABLE, T.StringType(), False),
-        T.StructField(S.REJECT_REASON, T.StringType(), False),
-        T.StructField(RAW, T.StringType(), True),
-    ]
-)
+from ytspark.schema import RAW, REJECTS_SCHEMA  # noqa: F401  (REJECTS_SCHEMA: the rejects table, declared in schema)
 
 
 class RejectShareError(ValueError):

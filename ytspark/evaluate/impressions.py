@@ -27,9 +27,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ytspark import schema as S
-from ytspark.evaluate.protocol import N_SPECIAL, EvalSet, load_video_vocab
-
-DAY = 86400.0
+from ytspark.evaluate.protocol import EvalSet, load_video_vocab
+from ytspark.schema import DAY, N_SPECIAL
 
 
 @dataclass(frozen=True)

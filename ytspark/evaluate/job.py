@@ -6,7 +6,7 @@ point refitted for the test target) and returns an :class:`Evaluation`.
 Other systems join with ``add_system(ev, name, {"val": topk, "test": topk},
 cfg.evaluate)`` (lists in ``ev.sets[split].user_ids`` order; see
 ``EvalSet.align``), then ``write_evaluation(out_dir, ev, curves)`` writes
-the report. ``ytspark.cli.cmd_evaluate`` assembles them.
+the report. ``ytspark.pipeline.run_evaluate`` assembles them (with the models' systems).
 """
 from __future__ import annotations
 

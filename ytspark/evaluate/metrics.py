@@ -1,8 +1,9 @@
 """Ranking metrics of top-K lists against an :class:`~ytspark.evaluate.protocol.EvalSet`.
 
-Numbers agree with ``ytspark.models.metrics.hit_rate_ndcg`` on the same top-K
-lists (tested): the rank of the target is its position among the list's real
-entries (index >= 2; pad 0 marks an empty slot), HR@K = rank < K,
+HR@K, NDCG@K and MRR are those of :mod:`ytspark.metrics` (the one place for
+them), so numbers agree with ``ytspark.models.metrics.hit_rate_ndcg`` on the
+same top-K lists (tested): the rank of the target is its position among the
+list's real entries (index >= 2; pad 0 marks an empty slot), HR@K = rank < K,
 NDCG@K = 1/log2(rank + 2) with rank 0-based (1/log2(r + 1) for a 1-based r),
 MRR = 1/(rank + 1) within the list, else 0. Unlike the torch helper, a list
 that contains a seen video or a duplicate raises: a system must exclude them.
@@ -15,7 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ytspark.evaluate.protocol import N_SPECIAL, EvalSet
+from ytspark.evaluate.protocol import EvalSet
+from ytspark.metrics import hit_rates, list_metrics, target_ranks
+from ytspark.schema import N_SPECIAL
+
+__all__ = ["check_lists", "target_ranks", "popularity_percentiles", "top_channel_share", "exposure_gini",
+           "ranking_metrics", "hr_curve"]
 
 
 def _row_keys(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -49,17 +55,6 @@ def check_lists(topk: np.ndarray, evalset: EvalSet, system: str = "system") -> N
             f"{system}: {int(hit.sum())} recommended videos were already watched before the {evalset.split} target "
             f"(e.g. user '{evalset.user_ids[b_idx[j]]}', video index {topk[b_idx[j], k_idx[j]]}); "
             "exclude each user's seen videos (EvalSet.seen) before taking the top K")
-
-
-def target_ranks(topk: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """0-based rank of each label among the list's real entries (index >= 2); inf when absent. float64 [B]."""
-    real = topk >= N_SPECIAL
-    pos = np.cumsum(real, axis=1) - 1
-    match = (topk == labels[:, None]) & real & (labels[:, None] >= N_SPECIAL)
-    found = match.any(axis=1)
-    ranks = np.full(len(labels), np.inf)
-    ranks[found] = pos[found, match[found].argmax(axis=1)]
-    return ranks
 
 
 def popularity_percentiles(item_counts: np.ndarray) -> np.ndarray:
@@ -125,12 +120,7 @@ def ranking_metrics(topk: np.ndarray, evalset: EvalSet, ks: Sequence[int] = (10,
     labels = evalset.labels
     ranks = target_ranks(topk, labels)
     n = max(len(labels), 1)
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"hr@{k}"] = float(hit.sum()) / n
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2), 0.0).sum()) / n
-    out["mrr"] = float((1.0 / (ranks + 1)).sum()) / n
+    out = list_metrics(ranks, ks)
     head = topk[:, :coverage_k]
     real = head[head >= N_SPECIAL]
     out[f"coverage@{coverage_k}"] = len(np.unique(real)) / max(evalset.n_catalogue, 1)
@@ -150,6 +140,4 @@ def ranking_metrics(topk: np.ndarray, evalset: EvalSet, ks: Sequence[int] = (10,
 def hr_curve(topk: np.ndarray, evalset: EvalSet, ks: Sequence[int] | None = None) -> list[tuple[int, float]]:
     """[(K, HR@K)] for K = 1..len(list) (or ``ks``): the HR@K-vs-K curve of one system."""
     ranks = target_ranks(np.asarray(topk), evalset.labels)
-    ks = list(ks) if ks is not None else list(range(1, topk.shape[1] + 1))
-    n = max(len(ranks), 1)
-    return [(int(k), float((ranks < k).sum()) / n) for k in ks]
+    return hit_rates(ranks, list(ks) if ks is not None else range(1, topk.shape[1] + 1))

@@ -29,10 +29,10 @@ from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark import storage
+from ytspark.schema import N_SPECIAL
 from ytspark.vocab import Vocab, apply_vocab
 
 EVAL_SPLITS = ("val", "test")
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 COUNT = "count"
 _DUP = "__dup"
 

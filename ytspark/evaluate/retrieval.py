@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from ytspark.evaluate.protocol import N_SPECIAL, EvalSet
+from ytspark.evaluate.protocol import EvalSet
+from ytspark.schema import N_SPECIAL
 
 ScoreBlock = Callable[[int, int], np.ndarray]
 MAX_BLOCK_ELEMS = 1 << 24  # scores held at once (128 MiB of float64): caps the user chunk on big catalogues

@@ -118,7 +118,7 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
     from pyspark.sql import types as T
 
     from ytspark.prepare.batch_ranking import impression_history
-    from ytspark.prepare.candidates import DAY
+    from ytspark.schema import DAY
     from ytspark.score.rank import Csr
     from ytspark.vocab import apply_vocab
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
+from ytspark.metrics import list_metrics, slate_ranks
 from ytspark.models.rank_metrics import weighted_per_user_loss
 
 OBJECTIVES = ("watch_time", "next_watch", "blend")
@@ -102,29 +102,12 @@ def slate_metrics(user_ids, key: np.ndarray, clicked: np.ndarray, k: int = 10) -
 
     One slate per user (all of that user's rows). A clicked row's rank is the
     number of the user's unclicked rows with a key above it, plus half of those
-    tied with it (rounded down): ties are neither a free win nor a loss. Users
-    without a clicked row are skipped; ``n`` counts clicked rows. Vectorised:
-    (user, key rank) pairs are packed into one sorted int64 key per row.
+    tied with it (rounded down): ties are neither a free win nor a loss
+    (:func:`ytspark.metrics.slate_ranks`). Users without a clicked row are
+    skipped; ``n`` counts clicked rows.
     """
-    users = np.asarray(user_ids, dtype=object)
-    key = np.asarray(key, np.float64)
-    clicked = np.asarray(clicked) > 0
-    if not (len(users) == len(key) == len(clicked)):
-        raise ValueError(f"slate_metrics: {len(users)} users, {len(key)} keys, {len(clicked)} labels")
-    code, _ = pd.factorize(users)
-    _, rank = np.unique(key, return_inverse=True)  # dense ranks: same order and ties as the keys
-    R = np.int64(rank.max() + 1) if len(rank) else np.int64(1)
-    packed = code.astype(np.int64) * R + rank.astype(np.int64)
-    neg = np.sort(packed[~clicked])
-    pos, cp = packed[clicked], code[clicked].astype(np.int64)
-    user_end = np.searchsorted(neg, (cp + 1) * R, side="left")
-    hi = np.searchsorted(neg, pos, side="right")
-    tied = hi - np.searchsorted(neg, pos, side="left")
-    r = (user_end - hi) + tied // 2
-    n = len(pos)
-    hit = r < k
-    ndcg = np.where(hit, 1.0 / np.log2(np.minimum(r, k) + 2.0), 0.0)
-    return {f"hr@{k}": float(hit.sum()) / max(n, 1), f"ndcg@{k}": float(ndcg.sum()) / max(n, 1), "n": int(n)}
+    ranks = slate_ranks(user_ids, key, clicked)
+    return {**list_metrics(ranks, [k], mrr=False), "n": int(len(ranks))}
 
 
 def paper_blend(rows: int = 0) -> dict:

@@ -60,39 +60,48 @@ import torch
 from torch import nn
 
 from ytspark import schema as S
+from ytspark.config import CandidateTrainConfig, PrepareConfig
 from ytspark.models.features import CandidateBatch, QuantileNormalizer
 from ytspark.models.sequence import SequenceEncoder
+from ytspark.schema import N_SPECIAL
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
 ENCODERS = ("bag", "sequence")
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
+
+
+_DEFAULT = CandidateTrainConfig()  # the [candidate] defaults: one set, in ytspark/config.py
 
 
 @dataclass(frozen=True)
 class CandidateConfig:
-    """Shape and inputs of :class:`CandidateModel`; vocabulary sizes include pad and OOV (``len(Vocab)``)."""
+    """Shape and inputs of :class:`CandidateModel`; vocabulary sizes include pad and OOV (``len(Vocab)``).
+
+    A field named as a ``[candidate]`` key defaults to that key's default (``ytspark.config``);
+    ``ytspark.train.candidate_task.model_config`` builds one from a loaded config.
+    """
 
     n_videos: int
     n_tokens: int
     demographic_vocab_sizes: tuple[int, ...]  # one per schema.DEMOGRAPHIC_COLUMNS, in that order
-    embed_dim: int = 64
-    hidden: tuple[int, ...] = (1024, 512, 256)
-    use_watches: bool = True
-    use_searches: bool = True
-    use_demographics: bool = True
-    use_example_age: bool = True
-    recency: str = "none"  # none | last_k | weighted
-    recent_k: int = 5
-    tau_days: float = 7.0  # initial (or fixed) recency time constant for recency="weighted"
-    learn_tau: bool = True
-    dropout: float = 0.0
-    tie_embeddings: bool = False  # watched-id input table = output video table (beyond the paper)
-    linear_skip: bool = False  # u = tower(x) + skip(x), skip linear (beyond the paper; needs hidden layers)
-    attn_layers: int = 2  # recency="attention": Transformer layers over the watch history
-    attn_heads: int = 2
-    max_history: int = 50  # recency="attention": position embeddings (prepare.history_length)
-    seq_head: bool = False  # recency="attention": a linear head on every slot for the all-positions loss
-    encoder: str = "bag"  # bag | sequence (ytspark.models.sequence)
+    embed_dim: int = _DEFAULT.embed_dim
+    hidden: tuple[int, ...] = _DEFAULT.hidden
+    use_watches: bool = _DEFAULT.use_watches
+    use_searches: bool = _DEFAULT.use_searches
+    use_demographics: bool = _DEFAULT.use_demographics
+    use_example_age: bool = _DEFAULT.use_example_age
+    recency: str = _DEFAULT.recency  # none | last_k | weighted | attention
+    recent_k: int = _DEFAULT.recent_k
+    tau_days: float = _DEFAULT.tau_days  # initial (or fixed) recency time constant for recency="weighted"
+    learn_tau: bool = True  # model only (no config key): tau is trained from tau_days
+    dropout: float = _DEFAULT.dropout
+    tie_embeddings: bool = _DEFAULT.tie_embeddings  # watched-id input table = output video table (beyond the paper)
+    linear_skip: bool = _DEFAULT.linear_skip  # u = tower(x) + skip(x), skip linear (beyond the paper)
+    attn_layers: int = _DEFAULT.attn_layers  # recency="attention": Transformer layers over the watch history
+    attn_heads: int = _DEFAULT.attn_heads
+    max_history: int = PrepareConfig().history_length  # recency="attention": position embeddings
+    seq_head: bool = False  # recency="attention": a linear head on every slot (from candidate.seq_loss_weight > 0)
+    # bag | sequence (ytspark.models.sequence); not candidate.encoder's default: "auto" there trains both
+    encoder: str = ENCODERS[0]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -166,11 +175,7 @@ class CandidateModel(nn.Module):
     def __init__(self, config: CandidateConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"CandidateModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['candidates'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "CandidateModel", "candidates")
         D = c.embed_dim
         width = 0
         self.video_in = nn.Embedding(c.n_videos, D, padding_idx=S.PAD) if c.use_watches else None

@@ -39,8 +39,8 @@ import torch
 
 from ytspark import schema as S
 from ytspark.models.metrics import hit_rate_ndcg
+from ytspark.schema import N_SPECIAL
 
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 ARRAYS = ("covisit_indptr", "covisit_indices", "covisit_values")
 
 

@@ -59,7 +59,7 @@ class CandidateBatch:
         })
 
 
-def _numpy(x, name: str) -> np.ndarray:
+def _numpy(x, name: str, what: str = "candidate batch") -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
@@ -69,22 +69,23 @@ def _numpy(x, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"candidate batch: column '{name}' is not array-like ({type(x).__name__})") from e
+        raise ValueError(f"{what}: column '{name}' is not array-like ({type(x).__name__})") from e
 
 
-def _matrix(x, name: str, dtype) -> np.ndarray:
-    """A [B, H] array from a 2-D array or a 1-D object array (or list) of equal-length 1-D arrays."""
-    a = _numpy(x, name)
+def _matrix(x, name: str, dtype, what: str = "candidate batch") -> np.ndarray:
+    """A [B, H] array from a 2-D array or a 1-D object array (or list) of equal-length 1-D arrays.
+    ``what`` names the batch in errors."""
+    a = _numpy(x, name, what)
     if a.ndim == 1 and (a.dtype == object or len(a) == 0):
         if len(a) == 0:
             return np.zeros((0, 0), dtype)
         lengths = {len(r) for r in a}
         if len(lengths) != 1:
-            raise ValueError(f"candidate batch: rows of array column '{name}' have different lengths "
+            raise ValueError(f"{what}: rows of array column '{name}' have different lengths "
                              f"{sorted(lengths)}; prepare pads them to history_length, check the input")
         a = np.stack([np.asarray(r) for r in a])
     if a.ndim != 2:
-        raise ValueError(f"candidate batch: column '{name}' must be [B, H] or B arrays, got shape {a.shape}")
+        raise ValueError(f"{what}: column '{name}' must be [B, H] or B arrays, got shape {a.shape}")
     return a.astype(dtype, copy=False)
 
 
@@ -153,6 +154,17 @@ class QuantileNormalizer(nn.Module):
     no boundary -> 0, one boundary b -> 1[x >= b]). Boundaries are buffers, so
     they follow ``.to(device)`` and are part of the ``state_dict``.
     """
+
+    @classmethod
+    def of(cls, features: Sequence[str], quantiles: Mapping[str, Sequence[float]], model: str,
+           table: str) -> "QuantileNormalizer":
+        """The normaliser of ``features`` from prepare's boundaries; KeyError naming the missing features and the
+        quantiles.json section (``table``) to pass to ``model``."""
+        missing = [f for f in features if f not in quantiles]
+        if missing:
+            raise KeyError(f"{model}: no quantile boundaries for {missing}; pass "
+                           f"quantiles.json ['{table}'] from prepare")
+        return cls({f: quantiles[f] for f in features})
 
     def __init__(self, boundaries: Mapping[str, Sequence[float]]):
         super().__init__()

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ytspark import schema as S
-
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
+from ytspark.schema import N_SPECIAL
 
 
 class Sampler(Protocol):

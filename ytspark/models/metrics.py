@@ -6,6 +6,8 @@ excluded, pad or OOV label can never be recommended and counts as a miss.
 From scores, ties are counted against the label (pessimistic), so a constant
 scorer earns nothing. From top-K index lists, ranks are positions after the
 same filtering, and MRR is truncated at the list's end (1/rank or 0).
+The ranks become numbers in :func:`ytspark.metrics.list_metrics`, the one
+place for HR@K / NDCG@K / MRR.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ytspark.metrics import list_metrics, target_ranks
 from ytspark import schema as S
-
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
+from ytspark.schema import N_SPECIAL
 
 
 def _tensor(x) -> torch.Tensor:
@@ -44,18 +46,15 @@ def _ranks_from_scores(scores: torch.Tensor, labels: torch.Tensor, exclude, chun
     return ranks
 
 
-def _ranks_from_topk(topk: torch.Tensor, labels: torch.Tensor, exclude) -> torch.Tensor:
-    ranks = torch.full((len(labels),), math.inf, dtype=torch.float64)
-    topk, labels = topk.cpu(), labels.cpu()
-    for b in range(len(labels)):
-        ex = set() if exclude is None else set(_tensor(exclude[b]).reshape(-1).tolist())
-        label = int(labels[b])
-        if label < N_SPECIAL or label in ex:
-            continue
-        kept = [int(i) for i in topk[b].tolist() if i >= N_SPECIAL and int(i) not in ex]
-        if label in kept:
-            ranks[b] = kept.index(label)
-    return ranks
+def _ranks_from_topk(topk: torch.Tensor, labels: torch.Tensor, exclude) -> np.ndarray:
+    """Rank of each label among its list's entries that are real and not excluded (an excluded label: inf)."""
+    topk = topk.cpu().numpy().copy()
+    if exclude is not None:
+        for b, ex in enumerate(exclude):
+            ex = _tensor(ex).reshape(-1).cpu().numpy()
+            if ex.size:
+                topk[b, np.isin(topk[b], ex)] = S.PAD  # a padded slot: not a real entry
+    return target_ranks(topk, labels.cpu().numpy())
 
 
 def hit_rate_ndcg(scores_or_topk, labels, k_list: Sequence[int] = (10, 50, 100),
@@ -83,12 +82,6 @@ def hit_rate_ndcg(scores_or_topk, labels, k_list: Sequence[int] = (10, 50, 100),
             raise ValueError(f"hit_rate_ndcg: top-K lists have K={x.shape[1]} < max(k_list)={max(k_list)}; "
                              "retrieve more candidates or pass full scores")
         ranks = _ranks_from_topk(x, labels, exclude)
-    out: dict[str, float] = {}
-    n = max(len(labels), 1)
-    for k in k_list:
-        hit = ranks < k
-        out[f"hr@{k}"] = float(hit.sum()) / n
-        out[f"ndcg@{k}"] = float(torch.where(hit, 1.0 / torch.log2(ranks + 2), torch.zeros_like(ranks)).sum()) / n
-    out["mrr"] = float((1.0 / (ranks + 1)).sum()) / n
+    out = list_metrics(ranks.numpy() if isinstance(ranks, torch.Tensor) else ranks, k_list)
     out["n"] = len(labels)
     return out

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ytspark import schema as S
-from ytspark.models.features import _numpy, _tensor
+from ytspark.models.features import _matrix, _numpy, _tensor
 
 CATEGORICAL_COLUMNS = (S.RANK_USER_LANGUAGE, S.RANK_VIDEO_LANGUAGE, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_SOURCE)
 LABEL_COLUMNS = (S.RANK_CLICKED, S.RANK_WATCH_SECONDS, S.RANK_WEIGHT)
@@ -66,24 +66,8 @@ class RankBatch:
         return RankBatch(**out)
 
 
-def _matrix(x, name: str, dtype) -> np.ndarray:
-    """A [B, H] array from a 2-D array or a 1-D object array (or list) of equal-length 1-D arrays."""
-    a = _numpy(x, name)
-    if a.ndim == 1 and (a.dtype == object or len(a) == 0):
-        if len(a) == 0:
-            return np.zeros((0, 0), dtype)
-        lengths = {len(r) for r in a}
-        if len(lengths) != 1:
-            raise ValueError(f"ranking batch: rows of array column '{name}' have different lengths "
-                             f"{sorted(lengths)}; prepare pads them to history_length, check the input")
-        a = np.stack([np.asarray(r) for r in a])
-    if a.ndim != 2:
-        raise ValueError(f"ranking batch: column '{name}' must be [B, H] or B arrays, got shape {a.shape}")
-    return a.astype(dtype, copy=False)
-
-
 def _vector(x, name: str, dtype, rows: int) -> np.ndarray:
-    a = _numpy(x, name)
+    a = _numpy(x, name, "ranking batch")
     if a.ndim != 1:
         raise ValueError(f"ranking batch: column '{name}' must be 1-D [B], got shape {a.shape}")
     if a.shape[0] != rows:
@@ -108,12 +92,12 @@ def rank_batch_from_numpy(d: Mapping[str, object], serving: bool = False) -> Ran
     if missing:
         raise KeyError(f"ranking batch: missing column(s) {missing}; expected the columns of "
                        f"ytspark.schema.RANKING_SCHEMA (got {sorted(d)})")
-    video = _numpy(d[S.RANK_VIDEO], S.RANK_VIDEO)
+    video = _numpy(d[S.RANK_VIDEO], S.RANK_VIDEO, "ranking batch")
     if video.ndim != 1:
         raise ValueError(f"ranking batch: column '{S.RANK_VIDEO}' must be 1-D [B], got shape {video.shape}")
     B = video.shape[0]
     video = video.astype(np.int64, copy=False)
-    hist = _matrix(d[S.CAND_WATCH_HIST], S.CAND_WATCH_HIST, np.int64)
+    hist = _matrix(d[S.CAND_WATCH_HIST], S.CAND_WATCH_HIST, np.int64, "ranking batch")
     if hist.shape[0] != B:
         raise ValueError(f"ranking batch: column '{S.CAND_WATCH_HIST}' has {hist.shape[0]} rows, "
                          f"'{S.RANK_VIDEO}' has {B}")
@@ -131,7 +115,7 @@ def rank_batch_from_numpy(d: Mapping[str, object], serving: bool = False) -> Ran
         raise ValueError(f"ranking batch: column '{S.RANK_WEIGHT}' must be finite and >= 0 "
                          "(watch seconds if clicked, 1 if not); check the prepare output")
     user = d.get(S.USER_ID)
-    user = None if user is None else _numpy(user, S.USER_ID)
+    user = None if user is None else _numpy(user, S.USER_ID, "ranking batch")
     if user is not None and user.shape != (B,):
         raise ValueError(f"ranking batch: column '{S.USER_ID}' has shape {user.shape}, expected ({B},)")
     t = _tensor

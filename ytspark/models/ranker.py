@@ -57,11 +57,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ytspark import schema as S
+from ytspark.config import RankerTrainConfig
 from ytspark.models.candidate import demographic_dim, masked_mean
 from ytspark.models.features import QuantileNormalizer
 from ytspark.models.rank_features import RankBatch
+from ytspark.schema import N_SPECIAL
 
-N_SPECIAL = S.N_SPECIAL  # pad 0 and OOV 1 (ytspark.schema)
 # Continuous features of each switchable group, in RANK_CONTINUOUS names.
 GROUP_CONTINUOUS = {
     "use_recency": ("since_last_watch_days", "n_prev_impressions", "since_impression_days", "prev_impression_clicked"),
@@ -72,27 +73,34 @@ GROUP_CONTINUOUS = {
 }
 
 
+_DEFAULT = RankerTrainConfig()  # the [ranker] defaults: one set, in ytspark/config.py
+
+
 @dataclass(frozen=True)
 class RankerConfig:
-    """Shape and inputs of :class:`RankerModel`; vocabulary sizes include pad and OOV (``len(Vocab)``)."""
+    """Shape and inputs of :class:`RankerModel`; vocabulary sizes include pad and OOV (``len(Vocab)``).
+
+    A field named as a ``[ranker]`` key defaults to that key's default (``ytspark.config``); the other
+    ``use_*`` switches are model-only ablations, all on.
+    """
 
     n_videos: int
     n_languages: int
     n_channels: int
     n_categories: int
     n_sources: int
-    embed_dim: int = 32  # video id embedding width
-    hidden: tuple[int, ...] = (128,)  # the [ranker] default; the paper's (1024, 512, 256): conf/paper.toml
+    embed_dim: int = _DEFAULT.embed_dim  # video id embedding width
+    hidden: tuple[int, ...] = _DEFAULT.hidden  # the paper's (1024, 512, 256): conf/paper.toml
     use_video: bool = True
     use_watches: bool = True
-    use_affinity: bool = True
+    use_affinity: bool = _DEFAULT.use_affinity
     use_language: bool = True
     use_channel: bool = True
     use_category: bool = True
     use_recency: bool = True
     use_video_age: bool = True
     use_source: bool = True
-    dropout: float = 0.0
+    dropout: float = _DEFAULT.dropout
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -147,11 +155,7 @@ class RankerModel(nn.Module):
     def __init__(self, config: RankerConfig, quantiles: Mapping[str, Sequence[float]]):
         super().__init__()
         c = self.config = config
-        missing = [f for f in c.quantile_features() if f not in quantiles]
-        if missing:
-            raise KeyError(f"RankerModel: no quantile boundaries for {missing}; pass "
-                           "quantiles.json ['ranking'] from prepare")
-        self.norm = QuantileNormalizer({f: quantiles[f] for f in c.quantile_features()})
+        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "RankerModel", "ranking")
         D = c.embed_dim
 
         def table(v: int, dim: int, on: bool) -> ZeroOOVEmbedding | None:
@@ -324,7 +328,7 @@ class FactorisedRanker:
     =====================  ===========  =============  =========
 
     The first layer's cost becomes negligible; what is left is R, which with
-    the default (1024, 512, 256) tower is ~97 % of the unfactorised cost, so
+    the paper's (1024, 512, 256) tower is ~97 % of the unfactorised cost, so
     there the factorisation saves only ~17 %: 200 candidates cost 135 M
     multiply-adds per user against ~3.3 M for a 50k-video flat search. Only
     a narrow tower (one hidden layer of ≤ 128: ≤ 0.52 M per user) keeps
@@ -390,7 +394,9 @@ class FactorisedRanker:
             if w is None:
                 continue
             v = v.to(torch.float32)
-            d = (self.encode(name, v) - self.encode(name, torch.full_like(v, self.constants[name]))) @ w
+            # the folded constant's encoding once ([1, width]), broadcast over the m pairs
+            d = (self.encode(name, v) - self.encode(name, torch.full((1,), self.constants[name],
+                                                                     dtype=torch.float32))) @ w
             out = d if out is None else out.add_(d)
         return out
 

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from ytspark import schema as S
+from ytspark.schema import DAY
 
 if TYPE_CHECKING:
     from ytspark.models.candidate import CandidateModel
     from ytspark.models.features import CandidateBatch
 
-DAY = 86400.0
 GAP_BUCKETS = 32  # 0: no previous watch (or pad), 1: under a second, 2 + floor(log2 seconds), capped
 
 

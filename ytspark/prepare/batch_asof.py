@@ -30,8 +30,9 @@ import pyarrow.compute as pc
 
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import search_tokens
-from ytspark.prepare.candidates import DAY, KIND_WATCH, NEVER_DAYS, CandidateParams
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, window, window_mask
+from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
+from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
 
 
 def _values_at(column: pa.Array, idx: np.ndarray, dtype, fill) -> np.ndarray:
@@ -54,10 +55,7 @@ class _Events:
 
     @classmethod
     def of(cls, batch: pa.Table | pa.RecordBatch, vocab_tokens: pa.Array) -> "_Events":
-        c = columns(batch)
-        ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-        kind = c["kind"].to_numpy(zero_copy_only=False)
-        users = Users.of(c[S.USER_ID], ts)
+        c, ts, kind, users = user_events(batch)
         is_w = kind == KIND_WATCH
         wi = np.flatnonzero(is_w)
         w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)

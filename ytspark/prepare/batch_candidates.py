@@ -15,17 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS, CandidateParams, check_sampling
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
+from ytspark.prepare.candidates import CandidateParams, check_sampling
+from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
+from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
-CANDIDATE_ARROW_SCHEMA = pa.schema([
-    pa.field(f.name, t, nullable=False) for f, t in zip(S.CANDIDATE_SCHEMA.fields, [
-        pa.string(), pa.string(), pa.int32(), pa.float64(), pa.list_(pa.int32()), pa.list_(pa.float32()),
-        pa.list_(pa.int32()), pa.int32(), pa.float32(), pa.float32(), pa.float32(),
-        *[pa.int32()] * len(S.DEMOGRAPHIC_COLUMNS)])
-])
+
 
 
 def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
@@ -70,22 +66,12 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     """
     check_sampling(p.example_sampling)
     H = p.history_length
-    c = columns(batch)
+    c, ts, kind, users = user_events(batch)
     uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
 
     # Watches: global arrays in event order, and where each user's watches begin.
-    is_w = kind == KIND_WATCH
-    wi = np.flatnonzero(is_w)
-    cw = exclusive_cumsum(is_w)  # watches before each event
-    w_ts = ts[wi]
-    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
-    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
+    wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
     w_user = users.event_user[wi]
-    u_w0 = cw[users.starts]
-    n_w = cw[users.ends] - u_w0
     w_pos = np.arange(len(wi)) - u_w0[w_user]
 
     # Search tokens flattened in event order; ``ct`` counts the tokens before each event.
@@ -114,14 +100,39 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     # Example age (paper 3.3): 0 for validation/test rows, which stand for serving time.
     ex_age = np.where(split == 0, np.maximum(0.0, (p.window_end - t) / DAY), 0.0)
 
-    n = len(lab)
-    first = users.starts[g]
-    arrays = [
-        take(uid, first),
-        SPLIT_NAMES.take(pa.array(split)),
-        pa.array(w_vid[lab], pa.int32()),
+    arrays = candidate_arrays(c, users.starts[g], SPLIT_NAMES.take(pa.array(split)), w_vid[lab], t,
+                              window(w_vid, w_end, lo, H), ages, search, k, since, ex_age)
+    return pa.RecordBatch.from_arrays(arrays, schema=CANDIDATE_ARROW_SCHEMA)
+
+
+def watch_arrays(c: dict, ts: np.ndarray, kind: np.ndarray, users: Users):
+    """The watches of a batch of whole users, in event order (a watch's global index is its position here).
+
+    Returns (``wi`` event index of each watch, ``cw`` watches before each event [events + 1], ``w_ts``,
+    ``w_vid`` int32, ``w_done`` bool, ``u_w0`` global index of each user's first watch, ``n_w`` watches per user).
+    """
+    is_w = kind == KIND_WATCH
+    wi = np.flatnonzero(is_w)
+    cw = exclusive_cumsum(is_w)  # watches before each event
+    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
+    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
+    u_w0 = cw[users.starts]
+    return wi, cw, ts[wi], w_vid, w_done, u_w0, cw[users.ends] - u_w0
+
+
+def candidate_arrays(c: dict, first: np.ndarray, split: pa.Array, label: np.ndarray, t: np.ndarray,
+                     hist: np.ndarray, ages: np.ndarray, search: np.ndarray, k: np.ndarray, since: np.ndarray,
+                     ex_age: np.ndarray) -> list[pa.Array]:
+    """The :data:`CANDIDATE_ARROW_SCHEMA` columns of n rows: ``first`` [n] an event of each row's user (for its
+    id and demographics), ``split`` its split names, the label and its time, the [n, H] histories (watched ids,
+    their ages in days, search tokens) and the scalar features."""
+    n, H = hist.shape
+    return [
+        take(c[S.USER_ID], first),
+        split,
+        pa.array(label, pa.int32()),
         pa.array(t, pa.float64()),
-        list_column(window(w_vid, w_end, lo, H), n, H, pa.int32()),
+        list_column(hist, n, H, pa.int32()),
         list_column(ages.astype(np.float32), n, H, pa.float32()),
         list_column(search, n, H, pa.int32()),
         pa.array(k.astype(np.int32), pa.int32()),
@@ -129,7 +140,6 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
         pa.array(ex_age.astype(np.float32), pa.float32()),
         _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
     ] + [_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS]
-    return pa.RecordBatch.from_arrays(arrays, schema=CANDIDATE_ARROW_SCHEMA)
 
 
 def search_tokens(c: dict, kind: np.ndarray, vocab_tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -13,14 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 from ytspark.prepare.ranking import RankingParams
-from ytspark.prepare.segments import Users, change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, window
+from ytspark.prepare.segments import change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, user_events, window
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
-_ARROW_TYPES = {"string": pa.string(), "int": pa.int32(), "float": pa.float32(), "double": pa.float64(),
-                "array<int>": pa.list_(pa.int32())}
-RANKING_ARROW_SCHEMA = pa.schema([pa.field(f.name, _ARROW_TYPES[f.dataType.simpleString()], nullable=False)
-                                  for f in S.RANKING_SCHEMA.fields])
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())
 
 
@@ -100,11 +96,8 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
         A record batch with :data:`RANKING_ARROW_SCHEMA` (``RANKING_SCHEMA``).
     """
     H = p.history_length
-    c = columns(batch)
+    c, ts, kind, users = user_events(batch)
     uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
     num = lambda name, dtype, fill=0: pc.fill_null(c[name], fill).to_numpy(zero_copy_only=False).astype(dtype)  # noqa: E731
 
     is_w = kind == KIND_WATCH

@@ -27,15 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, _values_at, search_tokens
-from ytspark.prepare.candidates import DAY, KIND_WATCH, NEVER_DAYS, CandidateParams
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, window, window_mask
-
-SEQUENCE_ARROW_SCHEMA = pa.schema(list(CANDIDATE_ARROW_SCHEMA) + [
-    pa.field(S.SEQ_NEXT, pa.list_(pa.int32()), nullable=False),
-    pa.field(S.SEQ_SEARCH_FROM, pa.list_(pa.int32()), nullable=False),
-])
-
+from ytspark.prepare.batch_candidates import candidate_arrays, search_tokens, watch_arrays
+from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.segments import list_column, user_events, window, window_mask
+from ytspark.schema import DAY, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
                         windows: int, stride: int = 0) -> pa.RecordBatch:
@@ -48,20 +43,9 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
         raise ValueError(f"prepare.sequence_windows must be >= 1, got {windows}")
     H = p.history_length
     step = H if stride <= 0 else min(stride, H)
-    c = columns(batch)
-    uid = c[S.USER_ID]
-    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    kind = c["kind"].to_numpy(zero_copy_only=False)
-    users = Users.of(uid, ts)
+    c, ts, kind, users = user_events(batch)
 
-    is_w = kind == KIND_WATCH
-    wi = np.flatnonzero(is_w)
-    cw = exclusive_cumsum(is_w)
-    w_ts = ts[wi]
-    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
-    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
-    u_w0 = cw[users.starts]
-    n_w = cw[users.ends] - u_w0
+    wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
     s_tok, ct = search_tokens(c, kind, vocab_tokens)
     w_tie = cw[users.tie_start[wi]]  # per watch: global index of the first watch of its tie run
     ev_tie = users.tie_start[wi]  # per watch: first event of its tie run
@@ -109,20 +93,8 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
     ex_age = np.maximum(0.0, (p.window_end - t) / DAY)
 
     n = len(e)
-    first = users.starts[g]
-    arrays = [
-        take(uid, first),
-        pa.array(["train"] * n, pa.string()),
-        pa.array(w_vid[e], pa.int32()),
-        pa.array(t, pa.float64()),
-        list_column(hist, n, H, pa.int32()),
-        list_column(ages.astype(np.float32), n, H, pa.float32()),
-        list_column(search, n, H, pa.int32()),
-        pa.array(k.astype(np.int32), pa.int32()),
-        pa.array(since.astype(np.float32), pa.float32()),
-        pa.array(ex_age.astype(np.float32), pa.float32()),
-        _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
-        *[_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS],
+    arrays = candidate_arrays(c, users.starts[g], pa.array(["train"] * n, pa.string()), w_vid[e], t, hist, ages,
+                              search, k, since, ex_age) + [
         list_column(seq_next, n, H, pa.int32()),
         list_column(search_from, n, H, pa.int32()),
     ]

@@ -17,9 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ytspark import schema as S
-
-DAY = 86400.0
-NEVER_DAYS = -1.0  # "no previous watch" for since_last_watch_days
+from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 
 @dataclass(frozen=True)
@@ -131,10 +129,6 @@ def user_candidate_rows(
     for f in (S.CAND_SINCE_LAST, S.CAND_EXAMPLE_AGE, S.USER_AGE):
         out[f] = out[f].astype(np.float32)
     return out
-
-
-KIND_WATCH, KIND_SEARCH, KIND_IMPRESSION = 0, 1, 2
-KIND_USER = 3  # a per-user marker row of the serving pass (ytspark.score.features.serving_events): no event
 
 
 def frame_candidate_rows(user: pd.DataFrame, p: CandidateParams) -> pd.DataFrame:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, split_positions
+from ytspark.prepare.candidates import split_positions
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 
 @dataclass(frozen=True)
 class RankingParams:

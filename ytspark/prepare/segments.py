@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ytspark import schema as S
+
 
 def change_mask(*keys: np.ndarray) -> np.ndarray:
     """True at 0 and wherever any of ``keys`` differs from the element before."""
@@ -99,6 +101,15 @@ def columns(batch: pa.Table | pa.RecordBatch) -> dict[str, pa.Array]:
     if isinstance(batch, pa.Table):
         return {n: c.combine_chunks() for n, c in zip(batch.column_names, batch.columns)}
     return dict(zip(batch.schema.names, batch.columns))
+
+
+def user_events(batch: pa.Table | pa.RecordBatch) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray, Users]:
+    """(columns by name, ``ts`` float64, ``kind``, :class:`Users`) of a batch of whole users' events sorted by
+    (user_id, ts, kind, ...): what every row builder starts from."""
+    c = columns(batch)
+    ts = c[S.TS].to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    kind = c["kind"].to_numpy(zero_copy_only=False)
+    return c, ts, kind, Users.of(c[S.USER_ID], ts)
 
 
 def take(arr: pa.Array, idx: np.ndarray) -> pa.Array:

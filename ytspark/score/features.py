@@ -39,8 +39,9 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark.prepare.batch_asof import inputs_at_end
 from ytspark.prepare.batch_candidates import TOKENS
-from ytspark.prepare.candidates import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH, CandidateParams
+from ytspark.prepare.candidates import CandidateParams
 from ytspark.prepare.job import event_seq
+from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
 
 SEEN = "seen"

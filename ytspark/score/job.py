@@ -6,7 +6,7 @@ the previous table as it was)::
 
     <out_root>/recommendations/run_date=YYYY-MM-DD/
       part-*.parquet   user_id, rank (1..N), video_id, score, retrieval_score, source,
-                       model_version, run_date   (scorer.RECOMMENDATIONS_SCHEMA)
+                       model_version, run_date   (schema.RECOMMENDATIONS_SCHEMA)
       _manifest.json   rows, users, sources, coverage, index kind and recall, timings, versions
       _SUCCESS
 The manifest's name starts with ``_`` so that Spark, pyarrow and pandas read the
@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
@@ -44,11 +44,14 @@ from ytspark import storage
 from ytspark.config import Config, ScoreConfig
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
-from ytspark.models.ranker import RankerConfig
 from ytspark.models.export import load_candidate
-from ytspark.prepare.candidates import KIND_WATCH
+from ytspark.models.ranker import RankerConfig
 from ytspark.prepare.grouping import sort_by_user
 from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
+from ytspark.schema import (
+    KIND_WATCH, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_ARROW_SCHEMA,
+    SCORED_SCHEMA, SOURCE,
+)
 from ytspark.score import index as ix
 from ytspark.score.bundle import Bundle, folded_table, model_vocabs, read_ranker, state_bytes
 from ytspark.score.catalog import publish_partition
@@ -56,10 +59,7 @@ from ytspark.score.fallback import AGE_SLOTS, popular_lists
 from ytspark.score.features import Encoder, as_of_ts, collect_serving_columns, serving_events
 from ytspark.score.rank import IMPRESSION_FEATURES, VideoMeta
 from ytspark.score.rules import RULES, build_rules, rules_configured
-from ytspark.score.scorer import (
-    ARROW_SCHEMA, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_SCHEMA,
-    SOURCE, STEPS, RunData, Tally, TallyParam, partition_fn, usable_history, user_vectors,
-)
+from ytspark.score.scorer import STEPS, RunData, Tally, TallyParam, partition_fn, usable_history, user_vectors
 from ytspark.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _write_fallback(spark: SparkSession, tmp: str, t: Tally, V: int, run: RunDat
     batch = pa.RecordBatch.from_arrays([
         pa.array(out[S.USER_ID], pa.string()), pa.array(out[RANK], pa.int32()), pa.array(out[S.VIDEO_ID], pa.string()),
         pa.array(out[SCORE], pa.float32()), pa.array(out[RETRIEVAL_SCORE], pa.float32()),
-        pa.array(out[SOURCE], pa.string())], schema=ARROW_SCHEMA)
+        pa.array(out[SOURCE], pa.string())], schema=SCORED_ARROW_SCHEMA)
     t.count(batch, 0, 0, run.n)
     t.add_counts("removed", popular.removed)
     t.add_counts("struck", popular.struck)

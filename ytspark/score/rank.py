@@ -39,7 +39,7 @@ since and of retrieval_score).
 Per pair that is n_p·h1 + 2·h1 + D multiply-adds for the first layer plus
 the rest of the tower R, instead of input_width·h1 + R plus an H·D watch
 mean (input_width = 161 at D = 32 and typical vocabularies; the
-FactorisedRanker docstring tabulates both by tower: with the default
+FactorisedRanker docstring tabulates both by tower: with the paper's
 (1024, 512, 256) R dominates and the saving is ~17 %; with one hidden layer
 of 128 it is ~8x). With per-user cut-offs (``UserBlock.as_of``, evaluation)
 video_age_days moves to the pair part (n_p = 20). The channel/category
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import DAY, NEVER_DAYS
+from ytspark.schema import DAY, NEVER_DAYS
 from ytspark.score.features import AFFINITY_GROUPS
 
 RANK_CHUNK_ROWS = 16384  # (user, video) pairs per ranker forward pass

@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark.config import TABLE_NAME, ScoreConfig
-from ytspark.prepare.candidates import DAY
+from ytspark.schema import DAY
 
 log = logging.getLogger(__name__)
 

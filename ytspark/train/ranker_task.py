@@ -61,11 +61,6 @@ def predict_logit(model: RankerModel, cols: dict) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def predict_watch_time(model: RankerModel, cols: dict) -> np.ndarray:
-    """exp(logit) for every row of ``cols`` (the serving score: expected watch time)."""
-    return np.exp(predict_logit(model, cols))
-
-
 def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = None, cal: dict | None = None) -> dict:
     """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows
     (``logit``: the model's :func:`predict_logit` of ``cols`` when already computed; ``cal``: the ranker's
