@@ -338,7 +338,7 @@ def test_known_answer_exp_logit_tracks_watch_time_of_two_features():
 def test_calibration_maps_odds_to_watch_time_within_25_percent_per_decile_on_held_out_rows():
     """Known answer: P(click) and E[T | click] per row are known; the ranker's odds-like prediction
     E[T] / (1 - p) (x 1.5 noise) overstates E[T] most where clicks are frequent. The map fitted on one half
-    (binned isotonic, ytspark.models.score_calibration) gives the other half's observed watch time per decile
+    (ytspark.models.score_calibration, its export default) gives the other half's observed watch time per decile
     within 25%, keeps the order, and an uncalibrated prediction fails the same check."""
     from ytspark.models import score_calibration as C
     from ytspark.models.rank_metrics import calibration as table

@@ -46,7 +46,8 @@ def test_calibrated_ranker_writes_watch_seconds_and_keeps_the_order(spark, world
     from ytspark.models import score_calibration
     from ytspark.score import run_score
 
-    cal = {"method": "binned-isotonic", "x_log_pred": [-3.0, 0.0, 3.0], "y_watch_s": [2.0, 20.0, 50.0], "n": 1}
+    cal = {"method": "isotonic-loglinear", "x_logit": [-3.0, 0.0, 3.0], "y_watch_s": [2.0, 20.0, 50.0],
+           "slope_below": 0.5, "slope_above": 0.3, "n": 1}
     out = {}
     for name, c in (("raw", None), ("calibrated", cal)):
         ranker = ranker_dir(world["tmp"] / f"models_{name}", world["prepared"], seed=4, calibration=c)

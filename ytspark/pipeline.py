@@ -233,7 +233,7 @@ def _add_model_systems(spark, cfg: Config, prepared: str, models: str, ev: Any, 
     from ytspark import schema as S
     from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
     from ytspark.models.export import read_model_dir
-    from ytspark.train.ranker_task import evaluate_ranker, load_ranker, load_split
+    from ytspark.train.ranker_task import calibration_panels, evaluate_ranker, load_ranker, load_split
 
     k = max(cfg.evaluate.topk, max(cfg.evaluate.ks))
     add("ytspark candidate", lambda es, h: candidate_topk(models, prepared, es, k, held=h))
@@ -256,11 +256,7 @@ def _add_model_systems(spark, cfg: Config, prepared: str, models: str, ev: Any, 
     if len(val[S.USER_ID]):
         ranker_model, rmd = load_ranker(models)
         res = evaluate_ranker(ranker_model, val, cal=rmd.meta.get("calibration"))
-        calibration["ranking network: watch time per impression (validation), exp(logit)"] = {
-            "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s"}
-        if "calibration_served" in res:  # the written score: exp(logit) through the export's map
-            calibration["ranking network: watch time per impression (validation), served score"] = {
-                "rows": res["calibration_served"], "x": "mean served score, s", "y": "mean observed watch time, s"}
+        calibration.update(calibration_panels(res))  # exp(logit), and the served score cross-fitted
     return calibration
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from typing import Sequence
 
 import matplotlib
@@ -88,7 +89,7 @@ def plot_curves(curves: dict[str, Rows], path: str, x: str = "epoch") -> list[st
 
 def plot_calibration(panels: dict[str, dict], path: str) -> None:
     """One reliability panel per entry: {"rows": [(bin, mean predicted, mean observed, n)], "x": .., "y": ..}
-    (axis labels), with the diagonal of perfect calibration."""
+    (axis labels; "log": True for log-log axes), with the diagonal of perfect calibration."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4), squeeze=False)
     for ax, (title, p) in zip(axes.flat, panels.items()):
         rows = p["rows"]
@@ -96,8 +97,12 @@ def plot_calibration(panels: dict[str, dict], path: str) -> None:
         obs = [r[2] for r in rows]
         ax.plot(pred, obs, marker="o", label="per decile of the prediction")
         hi = max(pred + obs + [1e-12])
-        ax.plot([0, hi], [0, hi], ls="--", color="grey", lw=1, label="perfect calibration")
-        ax.set_title(title, fontsize=9)
+        lo = min(v for v in pred + obs + [hi] if v > 0) if p.get("log") else 0
+        ax.plot([lo, hi], [lo, hi], ls="--", color="grey", lw=1, label="perfect calibration")
+        if p.get("log"):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_title(textwrap.fill(title, 48), fontsize=9)
         ax.set_xlabel(p.get("x", "mean predicted"))
         ax.set_ylabel(p.get("y", "mean observed"))
         ax.grid(alpha=0.3)
@@ -129,8 +134,9 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
         hr_at_k: system name -> [(K, HR@K)] points.
         extra_tables: section title -> rows (dicts), rendered as Markdown tables.
         notes: lines printed under the title (protocol, data, timings).
-        calibration: panel title -> {"rows": [(bin, predicted, observed, n)], "x", "y"} (a PNG
-            of reliability curves, and the rows as tables).
+        calibration: panel title -> {"rows": [(bin, predicted, observed, n, *more)], "x", "y"} (a PNG
+            of reliability curves, and the rows as tables; optional "columns": a name for each element
+            of a row, and "note": a line printed above the table).
     """
     out_dir = storage.to_url(out_dir).rstrip("/")
     with storage.staged_dir(out_dir) as tmp:
@@ -147,9 +153,9 @@ def write_report(out_dir: str, metrics_by_system: dict[str, dict], curves: dict[
             plot_calibration(calibration, f"{tmp}/calibration.png")
             md += ["## Calibration", "", "![calibration](calibration.png)", ""]
             for name, p in calibration.items():
-                md += [f"### {name}", "", markdown_table(
-                    [{"bin": int(r[0]), p.get("x", "predicted"): r[1], p.get("y", "observed"): r[2], "n": r[3]}
-                     for r in p["rows"]])]
+                cols = p.get("columns") or ["bin", p.get("x", "predicted"), p.get("y", "observed"), "n"]
+                md += [f"### {name}", ""] + ([p["note"], ""] if p.get("note") else []) + [markdown_table(
+                    [{c: (int(v) if i in (0, 3) else v) for i, (c, v) in enumerate(zip(cols, r))} for r in p["rows"]])]
         for name, table in (extra_tables or {}).items():
             md += [f"## {name}", "", markdown_table(table)]
         storage.save_text(f"{tmp}/report.md", "\n".join(md))

@@ -64,7 +64,9 @@ def predict_logit(model: RankerModel, cols: dict) -> np.ndarray:
 def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = None, cal: dict | None = None) -> dict:
     """AUC, weighted per-user loss, weighted logistic loss and calibration summary on ranking rows
     (``logit``: the model's :func:`predict_logit` of ``cols`` when already computed; ``cal``: the ranker's
-    calibration map, whose served score gets its own summary, ``calibration_served``)."""
+    calibration map. With it, ``calibration_served`` is the served score's table per decile of the logit,
+    cross-fitted: each half of the users scored by the map fitted on the other half with ``cal``'s settings,
+    :func:`ytspark.models.score_calibration.cross_fit` and ``decile_table``)."""
     logit = predict_logit(model, cols) if logit is None else logit
     pred = np.exp(logit)
     clicked = np.asarray(cols[S.RANK_CLICKED])
@@ -77,8 +79,33 @@ def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = N
             "one_minus_wpul": 1.0 - wpul["weighted_per_user_loss"], "loss": loss,
             "mean_pred_watch": float(pred.mean()), "mean_watch": float(watch.mean()),
             "calibration": [list(map(float, c)) for c in calibration_table(pred, watch)],
-            **({"calibration_served": [list(map(float, c)) for c in calibration_table(
-                score_calibration.apply(cal, pred), watch)]} if cal else {})}
+            **({"calibration_served": [list(map(float, c)) for c in score_calibration.decile_table(
+                pred, score_calibration.cross_fit(pred, watch, cols[S.USER_ID], cal), watch)],
+                "calibration_map": {k: cal.get(k) for k in ("method", "choice", "cv_deviance")}} if cal else {})}
+
+
+def calibration_panels(res: dict) -> dict[str, dict]:
+    """The report's calibration panels (:func:`ytspark.evaluate.report.write_report`) of an
+    :func:`evaluate_ranker` result on validation rows: exp(logit) and, with a map, the served score (cross-fitted),
+    per decile of the logit (the same rows in both)."""
+    panels = {"ranking network: watch time per impression (validation), exp(logit)": {
+        "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s", "log": True}}
+    if "calibration_served" in res:
+        panels["ranking network: watch time per impression (validation), served score, cross-fitted"] = {
+            "rows": res["calibration_served"], "x": "mean served score, s", "y": "mean observed watch time, s",
+            "log": True, "columns": list(score_calibration.TABLE_COLUMNS),
+            "note": "Per decile of the logit. Cross-fitted, not in-sample: the validation users are split in two "
+                    "(ytspark.models.score_calibration.user_fold), and each half's served score comes from the map "
+                    "fitted (as at export) on the other half (cross_fit); the written score's map is fitted on all "
+                    f"of them: {_map_summary(res.get('calibration_map') or {})}."}
+    return panels
+
+
+def _map_summary(m: dict) -> str:
+    dev = m.get("cv_deviance") or {}
+    chose = (f", chosen over {', '.join(k for k in dev if k != m.get('method'))} by cross-fitted Poisson deviance "
+             f"({', '.join(f'{k} {v:.4g}' for k, v in dev.items())})") if dev else ""
+    return f"{m.get('method', 'unknown')}{chose}"
 
 
 class RankerTask:
@@ -171,7 +198,8 @@ class RankerTask:
         if not int(self.counts.get("val", 0)):
             return None
         cols = read_split(self.val_path(), FIELDS)
-        return score_calibration.fit(np.exp(predict_logit(model, cols)), np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64))
+        return score_calibration.fit(np.exp(predict_logit(model, cols)), np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64),
+                                     cols[S.USER_ID])
 
     def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
         files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
