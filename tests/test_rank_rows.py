@@ -23,7 +23,9 @@ from ytspark.schema import DAY, KIND_WATCH
 from ytspark.score.rank import VideoMeta
 
 V = 10  # video ids 0..9 (random_events uses 1..8; 1 is OOV)
-PARAMS = CandidateParams(history_length=6, max_examples_per_user=5, window_end=1.7e9 + 30 * DAY)
+# candidate_inputs_at keeps the strict rule (an impression and the watch it led to share a second), which is
+# the candidate rows' rule with ties = "excluded"
+PARAMS = CandidateParams(history_length=6, max_examples_per_user=5, window_end=1.7e9 + 30 * DAY, ties="excluded")
 INPUT_COLUMNS = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES, S.CAND_SINCE_LAST,
                  S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS)
 

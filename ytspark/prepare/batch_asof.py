@@ -5,8 +5,10 @@ One place for "the user's inputs strictly before t", used by every stage:
 - :func:`candidate_inputs_at` (train-ranker, candidate negatives): the
   candidate-row inputs as of chosen events of the batch (e.g. every
   impression), with the same rollback as :func:`ytspark.prepare.batch_candidates.
-  batch_candidate_rows`: only watches and searches *strictly before* the event
-  (a tie run of equal timestamps is excluded as a whole);
+  batch_candidate_rows` with ``prepare.ties = "excluded"``: only watches and
+  searches *strictly before* the event (a tie run of equal timestamps is
+  excluded as a whole, whatever ``prepare.ties``: an impression and the watch
+  it led to often share a second);
 - :func:`inputs_at_end` (nightly scoring): the same columns as of a cut-off
   later than every event of the batch (the run date's end), one row per user,
   plus what serving reads beside them: ``seen`` (the user's distinct
