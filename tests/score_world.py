@@ -19,7 +19,9 @@ from helpers import DAY, T0, make_config, write_jsonl, write_random_candidate_mo
 from ytspark import schema as S
 from ytspark.models.export import write_model_dir
 from ytspark.prepare import read_inputs, run_prepare
-from ytspark.prepare.candidates import CandidateParams, user_candidate_rows
+from reference_rows import user_candidate_rows
+
+from ytspark.prepare.params import CandidateParams
 from ytspark.vocab import Vocab, tokenize
 
 H = 8  # prepare.history_length

@@ -31,7 +31,7 @@ ALLOWED = {
     ("score/features.py", "ytspark.prepare.batch_asof"),
     ("score/features.py", "ytspark.prepare.batch_candidates"),
     ("score/features.py", "ytspark.prepare.batch_ranking"),
-    ("score/features.py", "ytspark.prepare.candidates"),
+    ("score/features.py", "ytspark.prepare.params"),
     ("score/features.py", "ytspark.prepare.job"),
     ("score/features.py", "ytspark.prepare.segments"),
     ("score/job.py", "ytspark.prepare.grouping"),

@@ -16,7 +16,7 @@ from test_prepare_vectorised import EVENT_SCHEMA, ORDER, VOCAB_TOKENS, random_ev
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import TOKENS
 from ytspark.prepare.batch_sequences import SEQUENCE_ARROW_SCHEMA, batch_sequence_rows
-from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.params import CandidateParams
 from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH
 
 T0 = 1.7e9

@@ -1,7 +1,7 @@
 """The batch (vectorised) row builders equal the per-user reference functions, row for row.
 
-The reference is the pure per-user code (``candidates.frame_candidate_rows``,
-``ranking.user_ranking_rows``) run user by user over the same sorted events;
+The reference is the pure per-user code (``tests/reference_rows.py``: ``frame_candidate_rows``,
+``user_ranking_rows``) run user by user over the same sorted events;
 the batch path must give the same rows in the same order with the same values.
 Checked on seeded random timelines (ties, OOV, incomplete watches, nulls, users
 without watches), on the hand-built logs of test_prepare, and on a generated
@@ -26,10 +26,14 @@ from ytspark.generate import generate
 from ytspark.prepare import read_inputs, run_prepare
 from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, TOKENS, batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows, count_and_last_before
-from ytspark.prepare.candidates import CandidateParams, frame_candidate_rows
+from reference_rows import frame_candidate_rows
+
+from ytspark.prepare.params import CandidateParams
 from ytspark.prepare.grouping import iter_user_tables, iter_users
 from ytspark.prepare.job import CANDIDATE_SOURCES
-from ytspark.prepare.ranking import RankingParams, _count_and_last_before, user_ranking_rows
+from reference_rows import _count_and_last_before, user_ranking_rows
+
+from ytspark.prepare.params import RankingParams
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 
 WORDS = ["cats", "dogs", "funny", "news", "funny cats", "rare"]

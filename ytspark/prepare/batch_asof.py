@@ -20,7 +20,7 @@ One place for "the user's inputs strictly before t", used by every stage:
 The example age is 0, as at serving. For a label watch the columns equal that
 label's candidate row (example age aside); ``tests/test_rank_rows.py`` and
 ``tests/test_score.py`` check both entry points against the per-user reference
-:func:`ytspark.prepare.candidates.user_candidate_rows`.
+``user_candidate_rows`` (``tests/reference_rows.py``).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import search_tokens
-from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.params import CandidateParams
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
 from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
 

@@ -1,7 +1,7 @@
 """Candidate rows of a whole Arrow batch of users at once (the fast path of :mod:`.candidates`).
 
 :func:`batch_candidate_rows` gives, user after user, exactly the rows of
-:func:`ytspark.prepare.candidates.frame_candidate_rows` (same values, same
+``frame_candidate_rows`` (``tests/reference_rows.py``) (same values, same
 order: users in batch order, labels in time order) with no Python loop per
 user or per row, except for ``example_sampling="uniform"``, where the
 reference's seeded draw runs once for each user whose labels exceed the cap.
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.candidates import CandidateParams, check_sampling
+from ytspark.prepare.params import CandidateParams, check_sampling
 from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
 from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
@@ -32,7 +32,7 @@ def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
 
 def _capped(eligible: np.ndarray, w_user: np.ndarray, w_pos: np.ndarray, u_w0: np.ndarray,
             user_ids: pa.Array, user_start: np.ndarray, p: CandidateParams) -> np.ndarray:
-    """The eligible training labels that survive the per-user cap (``candidates._choose``)."""
+    """The eligible training labels that survive the per-user cap (``tests/reference_rows.py`` ``_choose``)."""
     cap = p.max_examples_per_user
     per_user = np.bincount(w_user[eligible], minlength=len(u_w0))
     if not (per_user > cap).any():
@@ -77,7 +77,7 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     # Search tokens flattened in event order; ``ct`` counts the tokens before each event.
     s_tok, ct = search_tokens(c, kind, vocab_tokens)
 
-    # Split (``candidates.split_positions``) and the label watches, in time order per user.
+    # Split (``params.split_positions``) and the label watches, in time order per user.
     nu = n_w[w_user]
     train_end = np.where(nu >= 3, nu - 2, np.where(nu == 2, 1, nu))
     is_val = (nu >= 3) & (w_pos == nu - 2)

@@ -45,8 +45,8 @@ from ytspark import schema as S
 from ytspark.prepare.batch_asof import batch_watches
 from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.prepare.candidates import CandidateParams
-from ytspark.prepare.ranking import RankingParams
+from ytspark.prepare.params import CandidateParams
+from ytspark.prepare.params import RankingParams
 from ytspark.prepare.segments import Users, columns
 from ytspark.schema import KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 

@@ -1,7 +1,7 @@
 """Ranking rows of a whole Arrow batch of users at once (the fast path of :mod:`.ranking`).
 
 :func:`batch_ranking_rows` gives, user after user, exactly the rows of
-:func:`ytspark.prepare.ranking.user_ranking_rows` (one per impression, in
+``user_ranking_rows`` (``tests/reference_rows.py``) (one per impression, in
 batch order) with no Python loop over users or rows. Per-(user, channel) and
 per-(user, category) "watches strictly before t" come from one joint sort of
 watches and impressions (impressions first among equal timestamps).
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.ranking import RankingParams
+from ytspark.prepare.params import RankingParams
 from ytspark.prepare.segments import change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, user_events, window
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
@@ -90,7 +90,7 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
 
     Args:
         batch: events of whole users sorted by (user_id, ts, kind, video_idx), with the
-            columns of :func:`ytspark.prepare.ranking.user_ranking_rows`' frame;
+            columns of ``user_ranking_rows`` (``tests/reference_rows.py``)' frame;
             kinds other than watch and impression are ignored.
     Returns:
         A record batch with :data:`RANKING_ARROW_SCHEMA` (``RANKING_SCHEMA``).
@@ -112,7 +112,7 @@ def batch_ranking_rows(batch: pa.Table | pa.RecordBatch, p: RankingParams) -> pa
     t = ts[ii]
     n = len(ii)
 
-    # Split by the user's validation and test watches (``candidates.split_positions``).
+    # Split by the user's validation and test watches (``params.split_positions``).
     nu, w_last = n_w[g], u_w0[g] + n_w[g]
     test_ts = gather(w_ts, np.where(nu >= 2, w_last - 1, -1), np.nan)
     val_ts = gather(w_ts, np.where(nu >= 3, w_last - 2, -1), np.nan)

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ytspark import schema as S
 from ytspark.prepare.batch_candidates import candidate_arrays, search_tokens, watch_arrays
-from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.params import CandidateParams
 from ytspark.prepare.segments import list_column, user_events, window, window_mask
 from ytspark.schema import DAY, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
 

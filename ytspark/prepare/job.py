@@ -34,10 +34,10 @@ from ytspark.config import Config
 from ytspark.prepare.batch_candidates import TOKENS, batch_candidate_rows
 from ytspark.prepare.batch_ranking import batch_ranking_rows
 from ytspark.prepare.batch_sequences import batch_sequence_rows
-from ytspark.prepare.candidates import CandidateParams, check_sampling
+from ytspark.prepare.params import CandidateParams, check_sampling
 from ytspark.prepare.grouping import map_user_batches
 from ytspark.prepare.quantiles import fit_quantiles
-from ytspark.prepare.ranking import RankingParams
+from ytspark.prepare.params import RankingParams
 from ytspark.schema import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 from ytspark.sources import read_table
 from ytspark.validate import RAW, RejectShareError, summarize, validate

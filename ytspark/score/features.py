@@ -11,7 +11,7 @@ list), with no join; they are hash-partitioned by user and sorted as
 :func:`ytspark.prepare.batch_asof.inputs_at_end`, the same code that gives the
 ranker's training rows their candidate inputs.
 The columns mean exactly what they mean in a training row of
-:func:`ytspark.prepare.candidates.user_candidate_rows` labelled at ``as_of``
+``user_candidate_rows`` (``tests/reference_rows.py``) labelled at ``as_of``
 (a "next watch" asked about now): the last ``history_length`` watched video
 idx most recent first and their age in days before ``as_of``, the last
 ``history_length`` search tokens, ``n_prior_watches``,
@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark.prepare.batch_asof import inputs_at_end
 from ytspark.prepare.batch_candidates import TOKENS
-from ytspark.prepare.candidates import CandidateParams
+from ytspark.prepare.params import CandidateParams
 from ytspark.prepare.job import event_seq
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
@@ -106,7 +106,7 @@ _USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)
 
 def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impressions: bool = False) -> DataFrame:
     """The prepared watches and searches strictly before ``as_of`` plus one marker row per ``users`` row
-    (kind :data:`~ytspark.prepare.candidates.KIND_USER`, ts -1, the user's raw attributes): the input of the
+    (kind :data:`~ytspark.schema.KIND_USER`, ts -1, the user's raw attributes): the input of the
     serving pass, unsorted and not yet encoded.
 
     There is no join: vocabulary ids and demographics are encoded inside the tasks (:class:`Encoder`), so

@@ -41,8 +41,8 @@ from ytspark.prepare.batch_asof import candidate_inputs_at
 from ytspark.prepare.batch_candidates import TOKENS
 from ytspark.prepare.batch_negatives import candidate_negative_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.prepare.candidates import CandidateParams
-from ytspark.prepare.ranking import RankingParams
+from ytspark.prepare.params import CandidateParams
+from ytspark.prepare.params import RankingParams
 from ytspark.schema import KIND_IMPRESSION
 
 log = logging.getLogger(__name__)
