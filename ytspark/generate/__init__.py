@@ -33,9 +33,10 @@ top-N table into impression events in the ``events`` format, clicks and watch ti
 drawn from that same truth. Both take the ``GenerateConfig`` the world was
 generated with (the world is rebuilt from its seed, exactly).
 
-Size: about 1.7 watches, 0.25 searches and 5.3 impressions per visit, so
-``visits_per_user`` 12 gives ~87 events per user (~21 watches, ~63 impressions); the
-default config writes ~435k events, ``users=1_000_000`` ~87M. Home-feed impressions
+Size: about 2.1 watches (1.7 chosen, 0.4 autoplay continuations), 0.25 searches and
+5.3 impressions per visit, so ``visits_per_user`` 12 gives ~93 events per user (~27
+watches, ~63 impressions); the default config writes ~465k events, ``users=1_000_000``
+~93M. Home-feed impressions
 are clicked ~12% of the time (a video the user came for is in the slate only with
 ``P_INTENT_SHOWN``; the rest of the slate is clicked with a small, affinity-driven
 probability).
