@@ -95,6 +95,12 @@ def test_schema_matches_contract(spark, small):
     assert ui[G.INTEREST].dataType.elementType == T.FloatType()
     vt = spark.read.parquet(os.path.join(small["out"], "_truth/video_topic")).schema
     assert vt[S.CATEGORY].dataType == T.IntegerType() and vt[G.QUALITY].dataType == T.DoubleType()
+    # series and autoplay truth (issue 17) live only in the truth table, never in the input contract
+    assert vt[G.SERIES_ID].dataType == vt[G.EPISODE].dataType == T.IntegerType()
+    assert vt[G.UP_NEXT].dataType == T.StringType()
+    topic = small["_truth/video_topic"]
+    assert (topic[G.SERIES_ID].isna() == topic[G.EPISODE].isna()).all() and topic[G.SERIES_ID].notna().any()
+    assert topic[G.UP_NEXT].dropna().isin(topic[S.VIDEO_ID]).all()
 
 
 def test_counts_match_written_tables(small):

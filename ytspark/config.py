@@ -88,6 +88,9 @@ class GenerateConfig:
     seed: int = 42
     partitions: int = 8
     start_date: str = "2026-01-01"
+    series_share: float = 0.3  # share of videos that are episodes of a series (a channel's uploads 1..n, in order)
+    p_binge: float = 0.6  # after episode e, the next watch is episode e+1 (autoplay of the series)
+    p_autoplay: float = 0.15  # else the next watch is the watched video's fixed "up next" video
 
 
 @dataclass(frozen=True)
@@ -494,6 +497,8 @@ def validate(cfg: Config) -> None:
                "generate.days", "generate.partitions")
     c.above(0, "generate.visits_per_user")
     c.at_least(0, "generate.seed")
+    for key in ("generate.series_share", "generate.p_binge", "generate.p_autoplay"):
+        c.between(key, 0, 1)
     if not _is_datetime(cfg.generate.start_date):
         c.bad("generate.start_date", "an ISO date YYYY-MM-DD (or date-time)")
     # [validate]

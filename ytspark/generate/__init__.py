@@ -14,7 +14,8 @@ Every name below is importable from ``ytspark.generate``.
 * ``<out_dir>/videos``  catalogue (``schema.VIDEOS_COLUMNS``)
 * ``<out_dir>/_truth/user_interest``  user_id, interest (array<float> over categories,
   at the end of the window), interest_start (at the start)
-* ``<out_dir>/_truth/video_topic``    video_id, category (int index), quality, popularity
+* ``<out_dir>/_truth/video_topic``    video_id, category (int index), quality, popularity,
+  series_id and episode (null: not in a series), up_next (the video autoplay continues with)
 * ``<out_dir>/_truth/generate_config.json``  the GenerateConfig (the world is a function of it:
   :func:`truth_config` reads it back, :func:`true_engagement` rebuilds the truth from it)
 
@@ -32,9 +33,10 @@ top-N table into impression events in the ``events`` format, clicks and watch ti
 drawn from that same truth. Both take the ``GenerateConfig`` the world was
 generated with (the world is rebuilt from its seed, exactly).
 
-Size: about 1.7 watches, 0.25 searches and 5.3 impressions per visit, so
-``visits_per_user`` 12 gives ~87 events per user (~21 watches, ~63 impressions); the
-default config writes ~435k events, ``users=1_000_000`` ~87M. Home-feed impressions
+Size: about 2.1 watches (1.7 chosen, 0.4 autoplay continuations), 0.25 searches and
+5.3 impressions per visit, so ``visits_per_user`` 12 gives ~93 events per user (~27
+watches, ~63 impressions); the default config writes ~465k events, ``users=1_000_000``
+~93M. Home-feed impressions
 are clicked ~12% of the time (a video the user came for is in the slate only with
 ``P_INTENT_SHOWN``; the rest of the slate is clicked with a small, affinity-driven
 probability).
@@ -53,7 +55,8 @@ below says which property it serves:
 2. channels, category-specific title words, Zipf popularity, languages
                                                           -> video ids, language match
 3. interests drift over the window                       -> recency, example age
-4. next watch often from the last watch's channel / next episode
+4. next watch often from the last watch's channel; series (a channel's uploads 1..n)
+   binged in order and autoplay's fixed "up next": the next watch a function of the last
                                                           -> watch history / sequence
 5. fresh uploads get a burst exp(-(t - upload)/tau); nothing is watched before upload
                                                           -> example age, video age
@@ -73,8 +76,8 @@ from ytspark.generate.constants import (  # noqa: F401
     _GENERIC_WORDS,
 )
 from ytspark.generate.driver import (  # noqa: F401
-    EVENTS_SCHEMA, INTEREST, INTEREST_START, POPULARITY, QUALITY, TRUTH_CONFIG, USER_INTEREST_SCHEMA, USERS_SCHEMA,
-    VIDEO_TOPIC_SCHEMA, VIDEOS_SCHEMA, generate, truth_config,
+    EPISODE, EVENTS_SCHEMA, INTEREST, INTEREST_START, POPULARITY, QUALITY, SERIES_ID, TRUTH_CONFIG, UP_NEXT,
+    USER_INTEREST_SCHEMA, USERS_SCHEMA, VIDEO_TOPIC_SCHEMA, VIDEOS_SCHEMA, generate, truth_config,
 )
 from ytspark.generate.world import (  # noqa: F401
     _context, _theta_at, _user_profile, _width, _window, build_catalog, category_names, category_words, interest_at,

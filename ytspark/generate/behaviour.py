@@ -1,8 +1,9 @@
 """Behaviour: what a user does in the world, visit after visit, from the user's own RNG.
 
 Searches carry category words and steer the next watch; watches follow
-interests, the last watch's channel or the next episode, trending and fresh
-uploads; home-page slates of impressions get clicks and watch time from the
+interests, the last watch's channel, trending and fresh uploads; after any
+watch, autoplay may continue with the series' next episode or the video's
+fixed "up next" video; home-page slates of impressions get clicks and watch time from the
 true affinity and the video's duration (the click and completion models,
 also used by :mod:`ytspark.generate.closed_loop`).
 """
@@ -19,7 +20,7 @@ from ytspark import schema as S
 from ytspark.generate.constants import (
     AFF_EPS, CLICK_BIAS, CLICK_DURATION_SLOPE, CLICK_SLOPE, COMPLETION_BIAS, COMPLETION_CONC,
     COMPLETION_DURATION_SLOPE, COMPLETION_SLOPE, DEVICES, DURATION_REF, FRESH_BOOST, FRESH_WINDOW_TAUS,
-    LANGUAGES, MIN_VISITS, P_INTENT_SHOWN, P_NEXT_EPISODE, P_OWN_LANGUAGE, P_SEARCH_HIT, P_SEARCH_VISIT,
+    LANGUAGES, MIN_VISITS, P_INTENT_SHOWN, P_OWN_LANGUAGE, P_SEARCH_HIT, P_SEARCH_VISIT,
     P_SEQ_ACROSS, P_SEQ_WITHIN, P_TRENDING, SLATE_SIZE, VISIT_MARGIN, _GENERIC_WORDS,
 )
 from ytspark.generate.world import _draw_cum, _sigmoid, _theta_at
@@ -78,9 +79,6 @@ def _behaviour_watch(ctx, prof, theta_cum, t, last: int, p_seq: float, watched: 
     for _ in range(6):  # re-draw already watched videos a few times
         v = -1
         if last >= 0 and rng.random() < p_seq:
-            nxt = int(ctx["next_ep"][last])
-            if rng.random() < P_NEXT_EPISODE and nxt >= 0 and ctx["upload"][nxt] <= t and nxt not in watched:
-                return nxt
             v = _sample_group(ctx, ctx["g_chan"], int(ctx["chan"][last]), t, rng)
         if v < 0 and rng.random() < P_TRENDING:  # trending, mostly in the user's language
             if rng.random() < P_OWN_LANGUAGE:
@@ -92,6 +90,36 @@ def _behaviour_watch(ctx, prof, theta_cum, t, last: int, p_seq: float, watched: 
         if v not in watched:
             return v
     return v
+
+
+def _continuation(ctx, last: int, t: float, seen: tuple[set, ...], rng) -> int:
+    """What autoplay plays after ``last`` at time t, or -1 (4): the series' next episode with
+    ``p_binge`` (when uploaded and not yet seen), else the video's fixed up-next with ``p_autoplay``."""
+    nxt = int(ctx["next_ep"][last])
+    if nxt >= 0 and ctx["upload"][nxt] <= t and all(nxt not in s for s in seen) and rng.random() < ctx["p_binge"]:
+        return nxt
+    up = int(ctx["up_next"][last])
+    if up >= 0 and all(up not in s for s in seen) and rng.random() < ctx["p_autoplay"]:
+        return up
+    return -1
+
+
+def _autoplay_chain(ctx, last: int, t: float, end: float, seen: tuple[set, ...], watch, rng) -> tuple[int, float]:
+    """Watches autoplay chains after ``last`` (starting at t) until a continuation is declined (4).
+
+    Each watch starts after the previous one ended plus 3-29 s, so timestamps strictly increase
+    along a chain. Returns the chain's last video and the time after it.
+    """
+    while t < end:
+        c = _continuation(ctx, last, t, seen, rng)
+        if c < 0:
+            break
+        ws = watch(c, t)
+        for s in seen:
+            s.add(c)
+        last = c
+        t += math.ceil(ws) + float(rng.integers(3, 30))
+    return last, t
 
 
 def _affinity_x(ctx, theta, v: int) -> float:
@@ -219,6 +247,7 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
                 watched.add(v)
                 last = v
                 t += math.ceil(ws) + float(rng.integers(3, 30))
+                last, t = _autoplay_chain(ctx, last, t, end, (watched,), watch, rng)
             busy_until = max(busy_until, t)
             continue
 
@@ -273,6 +302,7 @@ def _simulate_user(ctx: dict[str, Any], prof: dict[str, Any], rows: _Rows) -> No
             watched.add(v)
             last = v
             t += math.ceil(ws_of[k]) + float(rng.integers(3, 30))
+            last, t = _autoplay_chain(ctx, last, t, end, (watched, taken), watch, rng)  # not in this slate either
         busy_until = max(busy_until, t)
         for k, v in enumerate(slate):
             if not in_slate[k]:

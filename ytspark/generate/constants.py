@@ -1,7 +1,8 @@
 """What the synthetic world is: behaviour knobs, vocabularies and demographics.
 
-Module constants rather than config keys: ``GenerateConfig`` sets only the
-world's size and seed. A number in parentheses names the property of the
+Module constants rather than config keys: ``GenerateConfig`` sets the
+world's size and seed, and the strength of its ordered viewing (series share,
+binge and autoplay probabilities). A number in parentheses names the property of the
 world it serves (the list in :mod:`ytspark.generate`).
 """
 from __future__ import annotations
@@ -10,14 +11,15 @@ from ytspark.schema import DAY  # noqa: F401  (re-exported: the generator's time
 
 # ------------------------------------------------------------------ behaviour knobs
 # Module constants rather than config keys: they define *what* the synthetic world
-# is, GenerateConfig only its size and seed.
+# is, GenerateConfig its size, seed and ordered viewing (series_share, p_binge, p_autoplay).
 SLATE_SIZE = 8  # impressions shown per home-page visit (7)
 P_INTENT_SHOWN = 0.35  # a video the user came for is in the home slate this often, else reached elsewhere (7)
 P_SEARCH_VISIT = 0.3  # share of visits that start with a search (6)
 P_SEARCH_HIT = 0.9  # first watch after a search is from the searched category (6)
 P_SEQ_WITHIN = 0.5  # next watch in the same visit follows the last watch's channel (4)
 P_SEQ_ACROSS = 0.3  # same, for the first watch of a visit (4)
-P_NEXT_EPISODE = 0.6  # given "follow the channel": take the next upload of the channel (4)
+SERIES_MIN_LENGTH = 2  # a series has 2 + Poisson(SERIES_EXTRA_MEAN) episodes, cut at its channel's last upload (4)
+SERIES_EXTRA_MEAN = 4.0
 P_OWN_LANGUAGE = 0.8  # interest-driven watches restricted to the user's language (2)
 P_TRENDING = 0.15  # a watch picked by global popularity x freshness, whatever the interest (2)
 FRESH_TAU_DAYS = 3.0  # freshness burst decay (5)

@@ -40,6 +40,9 @@ INTEREST = "interest"
 INTEREST_START = "interest_start"
 QUALITY = "quality"
 POPULARITY = "popularity"
+SERIES_ID = "series_id"  # truth: the video's series (null: none)
+EPISODE = "episode"  # truth: its episode number in the series, 1..n (null: none)
+UP_NEXT = "up_next"  # truth: the video_id autoplay continues with (null: none)
 USER_INTEREST_SCHEMA = T.StructType(
     [
         T.StructField(S.USER_ID, T.StringType(), False),
@@ -53,6 +56,9 @@ VIDEO_TOPIC_SCHEMA = T.StructType(
         T.StructField(S.CATEGORY, T.IntegerType(), False),
         T.StructField(QUALITY, T.DoubleType(), False),
         T.StructField(POPULARITY, T.DoubleType(), False),
+        T.StructField(SERIES_ID, T.IntegerType(), True),
+        T.StructField(EPISODE, T.IntegerType(), True),
+        T.StructField(UP_NEXT, T.StringType(), True),
     ]
 )
 _USERS_WITH_TRUTH = T.StructType(USERS_SCHEMA.fields + USER_INTEREST_SCHEMA.fields[1:])
@@ -112,6 +118,9 @@ def _videos_partition(ctx: dict[str, Any], batches: Iterator[pd.DataFrame]) -> I
                 "topic_" + S.CATEGORY: ctx["cat"][i].astype(np.int32),
                 "topic_" + QUALITY: ctx["quality"][i],
                 "topic_" + POPULARITY: ctx["pop"][i],
+                "topic_" + SERIES_ID: pd.array(np.where(ctx["series"][i] >= 0, ctx["series"][i], None), dtype="Int32"),
+                "topic_" + EPISODE: pd.array(np.where(ctx["episode"][i] > 0, ctx["episode"][i], None), dtype="Int32"),
+                "topic_" + UP_NEXT: [f"v{k:0{vw}d}" if k >= 0 else None for k in ctx["up_next"][i]],
             }
         )
 

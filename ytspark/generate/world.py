@@ -15,9 +15,9 @@ import numpy as np
 from ytspark.config import GenerateConfig
 from ytspark.generate.constants import (
     CHANNEL_MAIN_CATEGORY, COUNTRIES, DEVICES, DIRICHLET_CONCENTRATION, DRIFT_MAX, FRESH_TAU_DAYS, GENDERS,
-    LANGUAGES, MAX_DURATION, P_NO_AGE, SHIFT_SD_AGE, SHIFT_SD_COUNTRY, SHIFT_SD_GENDER, WORDS_PER_CATEGORY,
-    ZIPF_EXPONENT, _AGE_P, _AGE_RANGES, _CATEGORY_MEDIAN_SECONDS, _CATEGORY_WORDS, _COUNTRY_LANGUAGES,
-    _COUNTRY_P, _DEVICE_P_BY_AGE, _GENDER_P, _GENERIC_WORDS,
+    LANGUAGES, MAX_DURATION, P_NO_AGE, SERIES_EXTRA_MEAN, SERIES_MIN_LENGTH, SHIFT_SD_AGE, SHIFT_SD_COUNTRY,
+    SHIFT_SD_GENDER, WORDS_PER_CATEGORY, ZIPF_EXPONENT, _AGE_P, _AGE_RANGES, _CATEGORY_MEDIAN_SECONDS,
+    _CATEGORY_WORDS, _COUNTRY_LANGUAGES, _COUNTRY_P, _DEVICE_P_BY_AGE, _GENDER_P, _GENERIC_WORDS,
 )
 from ytspark.schema import DAY
 
@@ -172,11 +172,7 @@ def build_catalog(cfg: GenerateConfig) -> dict[str, Any]:
             ws.insert(0, _GENERIC_WORDS[rng.integers(len(_GENERIC_WORDS))])
         titles.append(" ".join(ws))
 
-    # Next episode: the next upload of the same channel (4).
-    by_channel = np.lexsort((np.arange(m), upload, chan))
-    next_ep = np.full(m, -1, dtype=np.int32)
-    same = chan[by_channel[:-1]] == chan[by_channel[1:]]
-    next_ep[by_channel[:-1][same]] = by_channel[1:][same]
+    series, episode, next_ep, up_next = _series_and_up_next(cfg, chan, upload)
 
     return {
         "start": start,
@@ -195,12 +191,65 @@ def build_catalog(cfg: GenerateConfig) -> dict[str, Any]:
         "pop": pop,
         "quality": quality,
         "titles": titles,
+        "series": series,
+        "episode": episode,
         "next_ep": next_ep,
+        "up_next": up_next,
         "g_cat": _groups(cat, K, upload, pop),
         "g_catlang": _groups(cat * L + lang, K * L, upload, pop),
         "g_chan": _groups(chan, n_ch, upload, pop),
         "g_lang": _groups(lang, L, upload, pop),
     }
+
+
+def _series_and_up_next(
+    cfg: GenerateConfig, chan: np.ndarray, upload: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Series and the fixed "up next" video of every video (4); own RNG stream, the rest of the catalogue unchanged.
+
+    A series is a run of consecutive uploads of one channel (episodes 1..n in upload order,
+    n = SERIES_MIN_LENGTH + Poisson); runs start so that about ``cfg.series_share`` of the
+    videos are episodes. ``up_next[v]`` is an earlier upload of v's channel drawn once (so it
+    is available whenever v is; -1 for a channel's first upload). Returns series id (-1: none),
+    episode number (0: none), next episode (-1: none) and up next, all by video index.
+    """
+    rng = np.random.default_rng([cfg.seed, 0x5E41E5])
+    m = len(chan)
+    by_channel = np.lexsort((np.arange(m), upload, chan))
+    ch_sorted = chan[by_channel]
+    first = np.r_[True, ch_sorted[1:] != ch_sorted[:-1]]
+    pos = np.arange(m) - np.maximum.accumulate(np.where(first, np.arange(m), 0))  # rank of the upload in its channel
+    up_next = np.full(m, -1, dtype=np.int32)
+    has = pos > 0
+    back = np.floor(rng.random(m) * pos).astype(np.int64)  # uniform over the channel's earlier uploads
+    up_next[by_channel[has]] = by_channel[(np.arange(m) - pos + back)[has]]
+
+    series = np.full(m, -1, dtype=np.int32)
+    episode = np.zeros(m, dtype=np.int32)
+    next_ep = np.full(m, -1, dtype=np.int32)
+    s, mu = float(cfg.series_share), SERIES_MIN_LENGTH + SERIES_EXTRA_MEAN
+    p_start = s / (mu * (1.0 - s) + s) if s < 1.0 else 1.0  # a run of mean mu starts at this rate: share ~ s
+    end_of_channel = np.r_[ch_sorted[1:] != ch_sorted[:-1], True]
+    i, sid = 0, 0
+    while i < m:
+        if s > 0.0 and rng.random() < p_start:
+            n = SERIES_MIN_LENGTH + int(rng.poisson(SERIES_EXTRA_MEAN))
+            j = i
+            while j - i < n:  # the run stops at the end of the channel
+                series[by_channel[j]], episode[by_channel[j]] = sid, j - i + 1
+                if j > i:
+                    next_ep[by_channel[j - 1]] = by_channel[j]
+                j += 1
+                if end_of_channel[j - 1]:
+                    break
+            if j - i == 1:  # a one-video run is no series
+                series[by_channel[i]], episode[by_channel[i]] = -1, 0
+            else:
+                sid += 1
+            i = j
+        else:
+            i += 1
+    return series, episode, next_ep, up_next
 
 
 def _demographic_prior(cfg: GenerateConfig) -> dict[str, np.ndarray]:
@@ -294,6 +343,8 @@ def _context(cfg: GenerateConfig, cat: dict[str, Any]) -> dict[str, Any]:
     ctx["g_all"] = _groups(np.zeros(m, dtype=np.int64), 1, cat["upload"], cat["pop"])
     ctx["seed"] = int(cfg.seed)
     ctx["visits"] = float(cfg.visits_per_user)
+    ctx["p_binge"] = float(cfg.p_binge)
+    ctx["p_autoplay"] = float(cfg.p_autoplay)
     ctx["tau"] = FRESH_TAU_DAYS * DAY
     ctx["prior"] = _demographic_prior(cfg)
     ctx["user_w"] = _width(cfg.users, 6)
