@@ -1,4 +1,4 @@
-"""Candidate rows of a whole Arrow batch of users at once (the fast path of :mod:`.candidates`).
+"""Candidate rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: :mod:`.params`).
 
 :func:`batch_candidate_rows` gives, user after user, exactly the rows of
 ``frame_candidate_rows`` (``tests/reference_rows.py``) (same values, same
@@ -21,7 +21,6 @@ from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH,
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
-
 
 
 def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
