@@ -4,7 +4,8 @@
     .venv/bin/python bench/nightly.py --users 3000 --videos 2000 --results /tmp/n.json   # one small size
     .venv/bin/python bench/nightly.py --prepared out/prepared --model out/models/candidate --ranker out/models/ranker
     add --write-benchmarks to replace the "## Nightly scoring" section of BENCHMARKS.md, --no-ranker for an extra
-    retrieval-only row, --skip-als to leave ALS out.
+    retrieval-only row, --skip-als to leave ALS out, --repeats N to time each system N times, interleaved, and
+    report the median run (BENCHMARKS.md's figures: --no-ranker --repeats 2 --write-benchmarks).
 
 Setup (not timed), per size: a synthetic prepared directory written with pyarrow
 (users with Zipf-popular watch histories over the last 30 days, some searches,
