@@ -196,6 +196,8 @@ BAD = [
     ("ranker.negatives_seed", ["ranker.negatives_seed=-1"]),
     ("ranker.hard_negatives", ["ranker.hard_negatives=21"]),
     ("ranker.hard_negatives", ["ranker.hard_negatives=-1"]),
+    ("ranker.calibration_share", ["ranker.calibration_share=0.6"]),
+    ("ranker.calibration_share", ["ranker.calibration_share=-0.1"]),
     ("ranker.objective", ["ranker.objective=mean"]),
     ("ranker.blend_weight", ["ranker.blend_weight=-0.5"]),  # -1 = chosen on validation, else >= 0
     ("ranker.blend_weights", ["ranker.blend_weights=[]"]),  # objective blend, blend_weight -1 chooses among them

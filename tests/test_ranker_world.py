@@ -35,11 +35,20 @@ def test_ranker_training_rows_have_the_features_serving_builds(spark, world):
     m = build_rank_rows(spark, world["cfg"], prepared, world["model"], out)
     assert m["mode"] == "impressions"
     assert build_rank_rows(spark, world["cfg"], prepared, world["model"], out) == m  # reused, not rebuilt
-    rows = pd.concat([pd.read_parquet(Path(out, s)) for s in S.SPLITS], ignore_index=True)
+    rows = pd.concat([pd.read_parquet(Path(out, s)) for s in (*S.SPLITS, S.CALIBRATION)], ignore_index=True)
     base = pd.concat([pd.read_parquet(Path(prepared, "ranking", s)) for s in S.SPLITS], ignore_index=True)
     key = [S.USER_ID, S.RANK_IMPRESSION_TS, S.RANK_VIDEO]
     both = rows.merge(base, on=key, suffixes=("", "_prepared"))
     assert len(rows) == len(base) == len(both) > 60
+    # ranker.calibration_share of the users: their training impressions are held out of train, whole users
+    assert m["rows"][S.CALIBRATION] == (rows[S.SPLIT] == S.CALIBRATION).sum() > 0
+    moved = both[both[S.SPLIT] != both[S.SPLIT + "_prepared"]]
+    assert set(moved[S.SPLIT]) == {S.CALIBRATION} and set(moved[S.SPLIT + "_prepared"]) == {"train"}
+    held = set(moved[S.USER_ID])
+    assert held.isdisjoint(rows.loc[rows[S.SPLIT] == "train", S.USER_ID])
+    assert (both.loc[both[S.USER_ID].isin(held) & (both[S.SPLIT + "_prepared"] == "train"), S.SPLIT]
+            == S.CALIBRATION).all()
+    assert 1 <= len(held) <= 0.3 * base[S.USER_ID].nunique()
     for c in ("since_last_watch_days", "channel_watches", "category_watches", S.RANK_CLICKED, S.RANK_WEIGHT):
         np.testing.assert_array_equal(both[c], both[c + "_prepared"], err_msg=c)
     assert (base["retrieval_score"] == 0).all() and rows["retrieval_score"].std() > 0.1  # the skew that was

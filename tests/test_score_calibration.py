@@ -166,3 +166,15 @@ def test_apply_edge_cases_and_older_maps():
         C.fit([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="min_clicks"):
         C.fit([1.0], [1.0], min_clicks=0)
+
+
+def test_power_law_on_few_rows_whose_watches_sit_at_the_top_clips_the_slope_instead_of_failing():
+    """A handful of held-out users (a small ``ranker.calibration_share``): the only watched row has the highest
+    logit, so the Poisson slope runs off to infinity and Newton's Hessian turns singular. The fit keeps the
+    largest slope the map allows (1: the score grows like the odds) and still matches the mean."""
+    x = np.array([0.0, 1.0, 2.0])
+    cal = C.fit(np.exp(x), [0.0, 0.0, 5.0], method=C.POWER)
+    assert cal["slope_below"] == cal["slope_above"] == 1.0
+    served = C.apply(cal, np.exp(x))
+    assert served.mean() == pytest.approx(5.0 / 3.0) and np.all(np.diff(served) > 0)
+    assert C.fit(np.exp(x), [0.0, 0.0, 5.0], ["a", "b", "c"])["n_clicked"] == 1  # auto: both methods tried

@@ -240,6 +240,10 @@ class RankerTrainConfig:
     negatives: int = 20  # logs without impressions: unclicked rows per label, drawn from the top score.k
     negatives_seed: int = 13  # seeds that draw (a hash of user, label time and video)
     hard_negatives: int = 0  # of those, the best-scored unwatched retrievals always taken
+    # Logged impressions: this share of users' training impressions is held out of training and fits the
+    # served score's map to watch seconds (ytspark.models.score_calibration). Validation impressions cannot:
+    # they lie between a user's last two watches, so at most one click follows them (a third of the rate).
+    calibration_share: float = 0.1
     # The serving objective (ytspark.models.blend), read where lists are ordered (score, evaluate):
     # "watch_time": ranker logit (the paper); "next_watch": retrieval logit (the candidate model's order);
     # "blend": ranker logit + w * retrieval logit, w = blend_weight, or (blend_weight = -1) the weight the
@@ -558,6 +562,7 @@ def validate(cfg: Config) -> None:
     rk = cfg.ranker
     c.at_least(1, "ranker.negatives")
     c.at_least(0, "ranker.negatives_seed")
+    c.between("ranker.calibration_share", 0, 0.5)
     if not 0 <= rk.hard_negatives <= rk.negatives:
         c.bad("ranker.hard_negatives", f"in [0, ranker.negatives = {rk.negatives}]")
     c.one_of("ranker.objective", RANKER_OBJECTIVES)

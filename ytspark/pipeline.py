@@ -252,11 +252,13 @@ def _add_model_systems(spark, cfg: Config, prepared: str, models: str, ev: Any, 
         add("ytspark candidate + ranking" + (f" ({name})" if name else ""),
             lambda es, h, other=other: ranked_topk(spark, models, other, prepared, es, k, cfg.score.k,
                                                    objective=r.objective, blend_weight=r.blend_weight, held=h))
-    val = load_split(prepared, "val", read_model_dir(models, "ranker").meta.get("rank_rows"))
-    if len(val[S.USER_ID]):
-        ranker_model, rmd = load_ranker(models)
-        res = evaluate_ranker(ranker_model, val, cal=rmd.meta.get("calibration"))
-        calibration.update(calibration_panels(res))  # exp(logit), and the served score cross-fitted
+    ranker_model, rmd = load_ranker(models)
+    cal = rmd.meta.get("calibration")
+    split = (cal or {}).get("fitted_on", "val")  # the held-out users' impressions, or validation
+    rows = load_split(prepared, split, rmd.meta.get("rank_rows"))
+    if len(rows[S.USER_ID]):
+        res = evaluate_ranker(ranker_model, rows, cal=cal)
+        calibration.update(calibration_panels(res, split))  # exp(logit), and the served score cross-fitted
     return calibration
 
 

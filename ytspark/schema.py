@@ -148,6 +148,7 @@ VIDEO_IDX = "video_idx"
 TOKEN_IDX = "token_idx"
 SPLIT = "split"
 SPLITS = ("train", "val", "test")
+CALIBRATION = "calibration"  # the ranker's rows only: training impressions of held-out users (ranker.calibration_share)
 
 # Fixed-length padded arrays (index 0 = padding, 1 = OOV).
 PAD = 0

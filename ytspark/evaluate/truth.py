@@ -43,3 +43,24 @@ def truth_metrics(spark: SparkSession, prepared_dir: str, topk: dict[str, np.nda
         out[name] = {f"true_watch_s@{k}": round(float(watch.mean()), 1),
                      f"true_p_click@{k}": round(float(tr["p_click"].mean()) if len(b) else 0.0, 4)}
     return out
+
+
+def true_watch_of_rows(spark: SparkSession, prepared_dir: str, rows: dict) -> np.ndarray | None:
+    """[N] the generator's expected watch seconds of each ranking row (its user shown its video at its
+    impression time; NaN for an out-of-vocabulary video); None without truth (real logs, MovieLens)."""
+    from ytspark.generate import true_engagement, truth_config
+    from ytspark.prepare.job import load_manifest
+    from ytspark.vocab import Vocab
+
+    events = (load_manifest(spark, prepared_dir).get("inputs") or {}).get("events") or ""
+    cfg = truth_config(spark, events) if events else None
+    if cfg is None or not len(rows[S.USER_ID]):
+        return None
+    videos = np.array([None, None, *Vocab.load(spark, f"{prepared_dir}/vocab/video.json").values], dtype=object)
+    v = np.asarray(rows[S.RANK_VIDEO])
+    known = v >= S.N_SPECIAL  # out-of-vocabulary videos have no id to ask the truth about
+    out = np.full(len(v), np.nan)
+    tr = true_engagement(cfg, np.asarray(rows[S.USER_ID])[known], videos[v[known]],
+                         np.asarray(rows[S.RANK_IMPRESSION_TS], np.float64)[known])
+    out[known] = tr["expected_watch_seconds"].to_numpy(np.float64)
+    return out

@@ -32,18 +32,20 @@ seconds, unclicked by 1), the odds exp(logit) learn Σ T_i / (N - k) over
 impressions alike in their features (k of N clicked): E[T] / (1 - P(click)),
 ≈ E[T] when clicks are rare. Serving order: :meth:`RankerModel.expected_watch_time` (or the retrieval
 logit, or a blend of both: ``ranker.objective``, :mod:`ytspark.models.blend`). Serving score: that value through the export's calibration
-(:mod:`ytspark.models.score_calibration`, MODEL.json ``calibration``): the odds overstate E[T] (2-5x
-in most deciles of the embedded default's validation rows, more where clicks are frequent), so a map from
-the logit to the observed watch seconds per impression, fitted on the validation rows at export, turns it
-into expected watch seconds. The map is strictly increasing and piecewise log-linear: an isotonic fit on
+(:mod:`ytspark.models.score_calibration`, MODEL.json ``calibration``): the odds are not E[T] (0.2-2.3x the
+observed watch seconds per impression across the embedded default's deciles), so a map from the logit to the
+observed watch seconds per impression, fitted at export, turns it into expected watch seconds. It is fitted on
+the training impressions of ``ranker.calibration_share`` of the users, held out of training
+(:mod:`ytspark.train.rank_rows`), not on the validation impressions: those lie between a user's last two
+watches, so at most one click follows them and their watch time per impression is less than half the log's.
+The map is strictly increasing and piecewise log-linear: an isotonic fit on
 quantile bins of the logit with enough clicks each, or a two-parameter power law of the odds, whichever has
-the lower Poisson deviance cross-fitted over two halves of the validation users (on the default's ~460
-clicked validation impressions the two are within 0.5% of each other; the report's table is cross-fitted,
-each half scored by the other half's map). Chosen over a click head times a watch-time head: it keeps the
+the lower Poisson deviance cross-fitted over two halves of the held-out users (the report's table is
+cross-fitted too, each half scored by the other half's map). Chosen over a click head times a watch-time head: it keeps the
 order the ranker was selected for (the ranker's own criterion, 1 - weighted per-user loss, is unchanged:
 the map is strictly monotone in the logit and applied to the written score only, never to the order), needs
 no second network or retraining, and a product of two heads would need its own calibration anyway, judged
-on the same few validation clicks.
+on the same held-out clicks.
 """
 from __future__ import annotations
 

@@ -129,7 +129,11 @@ def _fit_power(x: np.ndarray, w: np.ndarray) -> dict:
             m = np.exp(np.clip(beta[0] + beta[1] * z, -50.0, 50.0))
             r = w - m
             h = np.array([[m.sum(), (m * z).sum()], [(m * z).sum(), (m * z * z).sum()]])
-            step = np.clip(np.linalg.solve(h, np.array([r.sum(), (r * z).sum()])), -5.0, 5.0)
+            # least squares, not solve: when the slope runs off (the watched rows all at the top) the Hessian
+            # turns singular, and b is clipped to [TIE_SLOPE, 1] below anyway
+            step = np.clip(np.linalg.lstsq(h, np.array([r.sum(), (r * z).sum()]), rcond=None)[0], -5.0, 5.0)
+            if not np.isfinite(step).all():
+                break
             beta += step
             if np.abs(step).max() < 1e-10:
                 break

@@ -16,6 +16,13 @@ whole users (``mapInArrow``):
 - logs without impressions: :func:`~ytspark.prepare.batch_negatives.candidate_negative_rows`
   (the watched label as the clicked row, retrieved-but-unwatched videos as unclicked ones).
 
+With logged impressions, the training impressions of a hashed
+``ranker.calibration_share`` of the users go to ``calibration`` instead of
+``train``: never trained on, they fit the served score's map to watch seconds
+(:mod:`ytspark.models.score_calibration`). The validation impressions cannot
+serve: they lie between a user's last two watches, so at most one click can
+follow them, and their click rate is about a third of the log's.
+
 It also fits the quantile boundaries of every continuous feature on these
 training rows (the retrieval score's included), stored with the ranker. The
 directory is reused while the prepared data, candidate model and settings are
@@ -47,8 +54,8 @@ from ytspark.schema import KIND_IMPRESSION
 
 log = logging.getLogger(__name__)
 
-ROWS_VERSION = 4  # 2: candidate negatives only where the label was retrieved; 3: full held-out slates;
-#                  4: retrieval by the fused co-visitation score
+ROWS_VERSION = 5  # 2: candidate negatives only where the label was retrieved; 3: full held-out slates;
+#                  4: retrieval by the fused co-visitation score; 5: the calibration users' split
 INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS,
          S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE)
 SCORE_CHUNK = 4096
@@ -127,7 +134,17 @@ def rows_key(prepared_manifest: dict, candidate_version: str, cfg: Config) -> di
     return {"rows_version": ROWS_VERSION, "prepared_created_at": prepared_manifest.get("created_at"),
             "window_end": prepared_manifest.get("window_end"), "candidate_model": candidate_version,
             "pool": cfg.score.k, "negatives": cfg.ranker.negatives, "seed": cfg.ranker.negatives_seed,
-            "hard_negatives": cfg.ranker.hard_negatives}
+            "hard_negatives": cfg.ranker.hard_negatives, "calibration_share": cfg.ranker.calibration_share}
+
+
+CALIBRATION_SALT = "ytspark-calibration"
+
+
+def calibration_users(user_id, share: float):
+    """Spark boolean column: the user is one of the ``share`` held out for calibration (a salted hash, so the
+    same users on every run and every machine)."""
+    bucket = F.pmod(F.xxhash64(F.lit(CALIBRATION_SALT), user_id.cast("string")), F.lit(10_000))
+    return bucket < F.lit(int(round(share * 10_000)))
 
 
 MODES = ("auto", "impressions", "candidate_negatives")
@@ -135,7 +152,7 @@ MODES = ("auto", "impressions", "candidate_negatives")
 
 def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_model: str, out_dir: str,
                     mode: str = "auto") -> dict:
-    """Write scored ranking rows ``out_dir/{train,val,test}``, ``quantiles.json``, ``manifest.json``.
+    """Write scored ranking rows ``out_dir/{train,val,test}`` (and ``calibration``), ``quantiles.json``, ``manifest.json``.
 
     ``mode``: "impressions" (prepared impressions, scored), "candidate_negatives", or "auto" =
     impressions when the prepared data has training impressions. Returns the manifest: ``mode``,
@@ -198,15 +215,20 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
             return candidate_negative_rows(t, cp, rp, vocab_tokens, _scorer(mkey, lambda: bc.value).logits,
                                            pool, neg, meta, seed, hard)
     rows = map_user_batches(ev, fn, S.RANKING_SCHEMA, ROW_ORDER)
+    share = cfg.ranker.calibration_share if impressions else 0.0
+    splits = (*S.SPLITS, S.CALIBRATION) if share > 0 else S.SPLITS
+    if share > 0:
+        held = (F.col(S.SPLIT) == "train") & calibration_users(F.col(S.USER_ID), share)
+        rows = rows.withColumn(S.SPLIT, F.when(held, F.lit(S.CALIBRATION)).otherwise(F.col(S.SPLIT)))
     with storage.atomic_dir(spark, out_dir) as tmp:
         rows.write.parquet(f"{tmp}/_all")
         allr = spark.read.parquet(f"{tmp}/_all")
         counts = {r[S.SPLIT]: int(r["count"]) for r in allr.groupBy(S.SPLIT).count().collect()}
-        counts = {s: counts.get(s, 0) for s in S.SPLITS}
+        counts = {s: counts.get(s, 0) for s in splits}
         if counts["train"] == 0:
             raise ValueError(f"no ranking rows for training from {prepared}: it has no impressions and no "
                              "candidate training labels (each user needs 3+ watches)")
-        for split in S.SPLITS:
+        for split in splits:
             _write_balanced(allr.where(F.col(S.SPLIT) == split), f"{tmp}/{split}", counts[split],
                             int(p["target_shards"]), int(p["row_groups_per_shard"]) if split == "train" else 1)
         quantiles = fit_quantiles(spark.read.parquet(f"{tmp}/train"), S.RANK_CONTINUOUS, int(p["quantiles"]),

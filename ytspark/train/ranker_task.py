@@ -79,22 +79,27 @@ def evaluate_ranker(model: RankerModel, cols: dict, logit: np.ndarray | None = N
             "one_minus_wpul": 1.0 - wpul["weighted_per_user_loss"], "loss": loss,
             "mean_pred_watch": float(pred.mean()), "mean_watch": float(watch.mean()),
             "calibration": [list(map(float, c)) for c in calibration_table(pred, watch)],
-            **({"calibration_served": [list(map(float, c)) for c in score_calibration.decile_table(
-                pred, score_calibration.cross_fit(pred, watch, cols[S.USER_ID], cal), watch)],
-                "calibration_map": {k: cal.get(k) for k in ("method", "choice", "cv_deviance")}} if cal else {})}
+            **(_served(pred, watch, cols[S.USER_ID], cal) if cal else {})}
 
 
-def calibration_panels(res: dict) -> dict[str, dict]:
+def _served(pred: np.ndarray, watch: np.ndarray, user_ids, cal: dict) -> dict:
+    oof = score_calibration.cross_fit(pred, watch, user_ids, cal)
+    return {"calibration_served": [list(map(float, c)) for c in score_calibration.decile_table(pred, oof, watch)],
+            "calibration_map": {k: cal.get(k) for k in ("method", "choice", "cv_deviance", "fitted_on")}}
+
+
+def calibration_panels(res: dict, split: str = "val") -> dict[str, dict]:
     """The report's calibration panels (:func:`ytspark.evaluate.report.write_report`) of an
-    :func:`evaluate_ranker` result on validation rows: exp(logit) and, with a map, the served score (cross-fitted),
-    per decile of the logit (the same rows in both)."""
-    panels = {"ranking network: watch time per impression (validation), exp(logit)": {
+    :func:`evaluate_ranker` result on ``split``'s rows: exp(logit) and, with a map, the served score
+    (cross-fitted), per decile of the logit (the same rows in both)."""
+    where = {"val": "validation", S.CALIBRATION: "held-out users' impressions"}.get(split, split)
+    panels = {f"ranking network: watch time per impression ({where}), exp(logit)": {
         "rows": res["calibration"], "x": "mean exp(logit), s", "y": "mean observed watch time, s", "log": True}}
     if "calibration_served" in res:
-        panels["ranking network: watch time per impression (validation), served score, cross-fitted"] = {
+        panels[f"ranking network: watch time per impression ({where}), served score, cross-fitted"] = {
             "rows": res["calibration_served"], "x": "mean served score, s", "y": "mean observed watch time, s",
             "log": True, "columns": list(score_calibration.TABLE_COLUMNS),
-            "note": "Per decile of the logit. Cross-fitted, not in-sample: the validation users are split in two "
+            "note": "Per decile of the logit. Cross-fitted, not in-sample: these users are split in two "
                     "(ytspark.models.score_calibration.user_fold), and each half's served score comes from the map "
                     "fitted (as at export) on the other half (cross_fit); the written score's map is fitted on all "
                     f"of them: {_map_summary(res.get('calibration_map') or {})}."}
@@ -192,14 +197,24 @@ class RankerTask:
                              np.asarray(cols["retrieval_score"], np.float64), cols[S.RANK_CLICKED],
                              cols[S.RANK_WATCH_SECONDS])
 
+    def calibration_split(self) -> str | None:
+        """The rows the served score's map is fitted on: ``calibration`` (training impressions of held-out users,
+        ``ranker.calibration_share``) when the rows have them, else ``val``; None when neither has rows."""
+        for split in (S.CALIBRATION, "val"):
+            if int(self.counts.get(split, 0)):
+                return split
+        return None
+
     def calibration(self, model: RankerModel) -> dict | None:
-        """The serving score's map to watch seconds per impression, fitted on the validation rows
-        (:mod:`ytspark.models.score_calibration`); None without validation rows."""
-        if not int(self.counts.get("val", 0)):
+        """The serving score's map to watch seconds per impression (:mod:`ytspark.models.score_calibration`),
+        fitted on :meth:`calibration_split`'s rows (named in the map's ``fitted_on``); None without rows."""
+        split = self.calibration_split()
+        if split is None:
             return None
-        cols = read_split(self.val_path(), FIELDS)
-        return score_calibration.fit(np.exp(predict_logit(model, cols)), np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64),
-                                     cols[S.USER_ID])
+        cols = read_split(f"{self.rows_dir}/{split}", FIELDS)
+        cal = score_calibration.fit(np.exp(predict_logit(model, cols)),
+                                    np.asarray(cols[S.RANK_WATCH_SECONDS], np.float64), cols[S.USER_ID])
+        return {**cal, "fitted_on": split}
 
     def export(self, model: RankerModel) -> tuple[dict, dict, dict]:
         files = {f"vocab/{name}.json": read_json(f"{self.prepared}/vocab/{name}.json") for name in S.VOCAB_NAMES}
@@ -222,7 +237,8 @@ def load_ranker(path):
     return model.eval(), md
 
 
-def load_split(prepared: str, split: str, rank_rows: str | None = None) -> dict:
-    """Ranking rows of ``split``: from ``rank_rows`` (a ranker's training rows) when given, else prepared."""
+def load_split(prepared: str, split: str, rank_rows: str | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """Ranking rows of ``split`` (the training fields and ``extra`` columns): from ``rank_rows`` (a ranker's
+    training rows) when given, else prepared."""
     root = rank_rows.rstrip("/") if rank_rows else f"{prepared.rstrip('/')}/ranking"
-    return read_split(f"{root}/{split}", FIELDS)
+    return read_split(f"{root}/{split}", [*FIELDS, *extra])
