@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ytspark import schema as S
-from ytspark.prepare.params import CandidateParams, RankingParams, split_positions
+from ytspark.features.params import CandidateParams, RankingParams, split_positions
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 

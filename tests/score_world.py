@@ -21,7 +21,7 @@ from ytspark.models.export import write_model_dir
 from ytspark.prepare import read_inputs, run_prepare
 from reference_rows import user_candidate_rows
 
-from ytspark.prepare.params import CandidateParams
+from ytspark.features.params import CandidateParams
 from ytspark.vocab import Vocab, tokenize
 
 H = 8  # prepare.history_length

@@ -28,15 +28,9 @@ STAGE_OF_MODULE = {"movielens.py": "prepare"}
 # that is no longer needed fails too, so this list only shrinks.
 ALLOWED = {
     # score reuses prepare's feature code (features as of a time) and its manifest / row-order helpers
-    ("score/features.py", "ytspark.prepare.batch_asof"),
-    ("score/features.py", "ytspark.prepare.batch_candidates"),
     ("score/features.py", "ytspark.prepare.batch_ranking"),
-    ("score/features.py", "ytspark.prepare.params"),
     ("score/features.py", "ytspark.prepare.job"),
-    ("score/features.py", "ytspark.prepare.segments"),
-    ("score/job.py", "ytspark.prepare.grouping"),
     ("score/job.py", "ytspark.prepare.job"),
-    ("score/scorer.py", "ytspark.prepare.grouping"),
     ("score/skew.py", "ytspark.prepare.job"),
     # evaluation reads prepared and training rows with train's readers and scores them with prepare's features
     ("evaluate/impressions.py", "ytspark.train.data"),

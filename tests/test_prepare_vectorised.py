@@ -22,18 +22,19 @@ import pytest
 from helpers import make_config
 
 from ytspark import schema as S
+from ytspark.features.events import TOKENS
 from ytspark.generate import generate
 from ytspark.prepare import read_inputs, run_prepare
-from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, TOKENS, batch_candidate_rows
+from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows, count_and_last_before
 from reference_rows import frame_candidate_rows
 
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.grouping import iter_user_tables, iter_users
+from ytspark.features.grouping import iter_user_tables, iter_users
+from ytspark.features.params import CandidateParams
 from ytspark.prepare.job import CANDIDATE_SOURCES
 from reference_rows import _count_and_last_before, user_ranking_rows
 
-from ytspark.prepare.params import RankingParams
+from ytspark.features.params import RankingParams
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 
 WORDS = ["cats", "dogs", "funny", "news", "funny cats", "rare"]

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.params import RankingParams
-from ytspark.prepare.segments import change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, user_events, window
+from ytspark.features.params import RankingParams
+from ytspark.features.segments import change_mask, columns, exclusive_cumsum, gather, list_column, run_start, take, user_events, window
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())

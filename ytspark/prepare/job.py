@@ -31,13 +31,13 @@ from pyspark.sql import types as T
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
-from ytspark.prepare.batch_candidates import TOKENS, batch_candidate_rows
+from ytspark.features.events import TOKENS
+from ytspark.features.grouping import map_user_batches
+from ytspark.features.params import CandidateParams, check_sampling, RankingParams
+from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import batch_ranking_rows
 from ytspark.prepare.batch_sequences import batch_sequence_rows
-from ytspark.prepare.params import CandidateParams, check_sampling
-from ytspark.prepare.grouping import map_user_batches
 from ytspark.prepare.quantiles import fit_quantiles
-from ytspark.prepare.params import RankingParams
 from ytspark.schema import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 from ytspark.sources import read_table
 from ytspark.validate import RAW, RejectShareError, summarize, validate

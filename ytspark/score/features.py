@@ -8,7 +8,7 @@ list), with no join; they are hash-partitioned by user and sorted as
 ``prepare`` sorts them, and the scoring function reads whole users at a time:
 :class:`Encoder` gives them prepare's vocabulary ids and demographics, and
 :func:`serving_columns` builds their inputs with
-:func:`ytspark.prepare.batch_asof.inputs_at_end`, the same code that gives the
+:func:`ytspark.features.asof.inputs_at_end`, the same code that gives the
 ranker's training rows their candidate inputs.
 The columns mean exactly what they mean in a training row of
 ``user_candidate_rows`` (``tests/reference_rows.py``) labelled at ``as_of``
@@ -37,9 +37,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
-from ytspark.prepare.batch_asof import inputs_at_end
-from ytspark.prepare.batch_candidates import TOKENS
-from ytspark.prepare.params import CandidateParams
+from ytspark.features.asof import inputs_at_end
+from ytspark.features.events import TOKENS
+from ytspark.features.params import CandidateParams
 from ytspark.prepare.job import event_seq
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
@@ -166,7 +166,7 @@ class Encoder:
         return dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
 
     def encode(self, table: pa.Table) -> pa.Table:
-        """:func:`serving_events` rows -> the columns :func:`~ytspark.prepare.batch_asof.inputs_at_end` reads,
+        """:func:`serving_events` rows -> the columns :func:`~ytspark.features.asof.inputs_at_end` reads,
         with ``prepare``'s definitions (:func:`ytspark.prepare.job._user_features`: demographic ids, age =
         age, else ref_year - birth_year, its bucket, -1 unknown); only marker rows carry demographics (the
         first row of their user, which is where the row builders read them)."""
@@ -206,7 +206,7 @@ def impression_csr(encoded: pa.Table, as_of: float, n_videos: int):
     (ids sorted; counts = n_prev_impressions, since = since_impression_days, flag = prev_impression_clicked),
     by :func:`ytspark.prepare.batch_ranking.impression_history`, the definition of the training rows."""
     from ytspark.prepare.batch_ranking import impression_history
-    from ytspark.prepare.segments import Users
+    from ytspark.features.segments import Users
     from ytspark.score.rank import Csr
 
     ts = encoded[S.TS].to_numpy().astype(np.float64)

@@ -42,11 +42,11 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config, ScoreConfig
+from ytspark.features.grouping import sort_by_user
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
 from ytspark.models.ranker import RankerConfig
-from ytspark.prepare.grouping import sort_by_user
 from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
 from ytspark.schema import (
     KIND_WATCH, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_ARROW_SCHEMA,

@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import search_tokens
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
+from ytspark.features.events import search_tokens
+from ytspark.features.params import CandidateParams
+from ytspark.features.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
 from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
 
 
