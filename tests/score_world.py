@@ -92,7 +92,7 @@ def make_world(spark, tmp: Path) -> dict:
     cfg = score_cfg(raw)
     prepared = str(tmp / "prepared")
     run_prepare(spark, cfg, read_inputs(spark, cfg), prepared)
-    from ytspark.prepare.job import event_seq
+    from ytspark.features.events import event_seq
 
     # with prepare's same-second tie-break, which the reference rows sort by too
     ev = spark.read.parquet(str(Path(prepared, "events"))).withColumn(S.EVENT_SEQ, event_seq()).toPandas()

@@ -182,6 +182,7 @@ def _sorted_inputs(spark, prepared: str, cfg, tmp) -> dict[str, pa.Table]:
     """The enriched events prepare feeds each row builder, sorted as the job sorts them (Arrow types from Spark)."""
     from pyspark.sql import functions as F
 
+    from ytspark.features.events import ROW_ORDER
     from ytspark.prepare import job as J
     from ytspark.vocab import Vocab
 
@@ -194,7 +195,7 @@ def _sorted_inputs(spark, prepared: str, cfg, tmp) -> dict[str, pa.Table]:
     for name, skip, cols in (("cand", KIND_IMPRESSION, J.CANDIDATE_INPUT), ("rank", KIND_SEARCH, J.RANKING_INPUT)):
         path = str(tmp / name)
         ev.where(F.col("kind") != skip).select(*cols).coalesce(1).sortWithinPartitions(
-            S.USER_ID, *J.ROW_ORDER).write.parquet(path)
+            S.USER_ID, *ROW_ORDER).write.parquet(path)
         out[name] = pq.read_table(path)
     out["vocab_tokens"] = vocabs["token"].values
     out["manifest"] = m

@@ -74,7 +74,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
     """"channel"/"category" -> :class:`Csr` of each user's watches strictly before their own ``as_of``."""
     from pyspark.sql import functions as F
 
-    from ytspark.prepare.job import _video_features
+    from ytspark.features.events import video_features
     from ytspark.score.features import AFFINITY_GROUPS, _affinity_features, affinity_columns
     from ytspark.score.rank import Csr
     from ytspark.vocab import apply_vocab
@@ -83,7 +83,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
     ev = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TYPE) == "watch") \
         .withColumn(S.TS, F.col(S.EVENT_TS)).join(F.broadcast(cut), S.USER_ID).where(F.col(S.TS) < F.col("as_of"))
     ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
-    vfeat = _video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
+    vfeat = video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
     ev = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
         .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV})
     aff = _affinity_features(ev, F.col("as_of")).toPandas().set_index(S.USER_ID)

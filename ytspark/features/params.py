@@ -13,7 +13,7 @@ reference builders the batch code is checked against live in
 (``ordered``: earlier watches of the same second count, as at serving, where
 every event before the run date is known) or strictly before its second
 (``excluded``: a same-second run counts as a whole only after it). Searches of
-the same second sort after watches (``prepare.job.ROW_ORDER``'s kind), so
+the same second sort after watches (:data:`ytspark.features.events.ROW_ORDER`'s kind), so
 they are never inputs of a same-second watch.
 """
 from __future__ import annotations

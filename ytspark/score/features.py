@@ -38,9 +38,8 @@ from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark.features.asof import inputs_at_end
-from ytspark.features.events import TOKENS
+from ytspark.features.events import ROW_ORDER, TOKENS, event_seq
 from ytspark.features.params import CandidateParams
-from ytspark.prepare.job import event_seq
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
 
@@ -262,8 +261,6 @@ def collect_serving_columns(events: DataFrame, as_of: float, history_length: int
                             affinity: bool = False, impressions: bool = False) -> dict:
     """:func:`serving_columns` of every user of ``events`` (a :func:`serving_events` frame, or a subset of
     its users), built on the driver: for samples and tests, not for a whole catalogue of users."""
-    from ytspark.prepare.job import ROW_ORDER
-
     pdf = events.toPandas().sort_values([S.USER_ID, *ROW_ORDER], kind="stable").reset_index(drop=True)
     pdf["tokens"] = [None if t is None else [str(x) for x in t] for t in pdf["tokens"]]
     table = pa.Table.from_pandas(pdf, preserve_index=False)

@@ -140,9 +140,10 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
     impressions when the prepared data has training impressions. Returns the manifest: ``mode``,
     row counts per split, the key. Reuses ``out_dir`` when its manifest has the same key.
     """
-    from ytspark.models.export import read_model_dir
+    from ytspark.features.events import ROW_ORDER
     from ytspark.features.grouping import map_user_batches
-    from ytspark.prepare.job import ROW_ORDER, _write_balanced, enrich_events
+    from ytspark.models.export import read_model_dir
+    from ytspark.prepare.job import _write_balanced, enrich_events
     from ytspark.prepare.quantiles import fit_quantiles
     from ytspark.score.bundle import state_bytes
     from ytspark.train.data import read_json
