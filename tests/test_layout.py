@@ -28,12 +28,10 @@ STAGE_OF_MODULE = {"movielens.py": "prepare"}
 # that is no longer needed fails too, so this list only shrinks.
 ALLOWED = {
     # score reuses prepare's feature code (features as of a time) and its manifest / row-order helpers
-    ("score/features.py", "ytspark.prepare.batch_ranking"),
     ("score/job.py", "ytspark.prepare.job"),
     ("score/skew.py", "ytspark.prepare.job"),
     # evaluation reads prepared and training rows with train's readers and scores them with prepare's features
     ("evaluate/impressions.py", "ytspark.train.data"),
-    ("evaluate/systems.py", "ytspark.prepare.batch_ranking"),
     ("evaluate/systems.py", "ytspark.prepare.job"),
     ("evaluate/systems.py", "ytspark.train.candidate_task"),
     ("evaluate/systems.py", "ytspark.train.data"),

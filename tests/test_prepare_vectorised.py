@@ -23,10 +23,11 @@ from helpers import make_config
 
 from ytspark import schema as S
 from ytspark.features.events import TOKENS
+from ytspark.features.history import count_and_last_before
 from ytspark.generate import generate
 from ytspark.prepare import read_inputs, run_prepare
 from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, batch_candidate_rows
-from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows, count_and_last_before
+from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
 from reference_rows import frame_candidate_rows
 
 from ytspark.features.grouping import iter_user_tables, iter_users

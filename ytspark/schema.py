@@ -218,7 +218,7 @@ RANK_CATEGORY = "category_idx"
 RANK_SOURCE = "source_idx"
 RANK_CONTINUOUS = (
     "since_last_watch_days",
-    "n_prev_impressions",  # impressions of this video to this user before t (prepare/batch_ranking.impression_history)
+    "n_prev_impressions",  # impressions of this video to this user before t (features/history.impression_history)
     "since_impression_days",  # days since the latest of them (-1 none)
     "prev_impression_clicked",  # 1 when any of them was clicked
     "channel_watches",

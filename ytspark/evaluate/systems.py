@@ -104,7 +104,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
 
 def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray):
     """:class:`Csr` (with flag) of each user's videos shown before their own request time and the ranker's
-    impression features then (:func:`ytspark.prepare.batch_ranking.impression_history`, the definition of
+    impression features then (:func:`ytspark.features.history.impression_history`, the definition of
     the training rows and of serving); None when the log has no impressions.
 
     The request time is the start of the target's UTC day: the cut-off of the nightly table served that
@@ -117,7 +117,7 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from ytspark.prepare.batch_ranking import impression_history
+    from ytspark.features.history import impression_history
     from ytspark.schema import DAY
     from ytspark.score.rank import Csr
     from ytspark.vocab import apply_vocab

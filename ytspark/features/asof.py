@@ -15,7 +15,7 @@ One place for "the user's inputs strictly before t", used by every stage:
   in-vocabulary watched videos, excluded from the lists) and, per channel and
   per category, the watch count and days since the last such watch (the
   ranker's affinity features, defined as in
-  :func:`ytspark.prepare.batch_ranking.count_and_last_before`).
+  :func:`ytspark.features.history.count_and_last_before`).
 
 The example age is 0, as at serving. For a label watch the columns equal that
 label's candidate row (example age aside); ``tests/test_rank_rows.py`` and

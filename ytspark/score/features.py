@@ -203,8 +203,8 @@ def impression_csr(encoded: pa.Table, as_of: float, n_videos: int):
     """Per user of ``encoded`` (:meth:`Encoder.encode` rows of whole users, sorted by user), the videos shown
     before ``as_of`` with the ranker's impression features as of then -> :class:`~ytspark.score.rank.Csr`
     (ids sorted; counts = n_prev_impressions, since = since_impression_days, flag = prev_impression_clicked),
-    by :func:`ytspark.prepare.batch_ranking.impression_history`, the definition of the training rows."""
-    from ytspark.prepare.batch_ranking import impression_history
+    by :func:`ytspark.features.history.impression_history`, the definition of the training rows."""
+    from ytspark.features.history import impression_history
     from ytspark.features.segments import Users
     from ytspark.score.rank import Csr
 
