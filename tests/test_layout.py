@@ -27,16 +27,11 @@ STAGE_OF_MODULE = {"movielens.py": "prepare"}
 # train's row readers: to be moved into a shared module in a later step. A new pair fails the test; a pair
 # that is no longer needed fails too, so this list only shrinks.
 ALLOWED = {
-    # score reuses prepare's feature code (features as of a time) and its manifest / row-order helpers
-    ("score/job.py", "ytspark.prepare.job"),
-    ("score/skew.py", "ytspark.prepare.job"),
     # evaluation reads prepared and training rows with train's readers and scores them with prepare's features
     ("evaluate/impressions.py", "ytspark.train.data"),
-    ("evaluate/systems.py", "ytspark.prepare.job"),
     ("evaluate/systems.py", "ytspark.train.candidate_task"),
     ("evaluate/systems.py", "ytspark.train.data"),
     ("evaluate/systems.py", "ytspark.train.ranker_task"),
-    ("evaluate/truth.py", "ytspark.prepare.job"),
     ("evaluate/truth.py", "ytspark.train.data"),
 }
 

@@ -32,7 +32,6 @@ from reference_rows import frame_candidate_rows
 
 from ytspark.features.grouping import iter_user_tables, iter_users
 from ytspark.features.params import CandidateParams
-from ytspark.prepare.job import CANDIDATE_SOURCES
 from reference_rows import _count_and_last_before, user_ranking_rows
 
 from ytspark.features.params import RankingParams
@@ -213,7 +212,7 @@ def _check_job_against_reference(spark, prepared: str, cfg, tmp) -> None:
     p = cfg.prepare
     cp = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed,
                          inputs["manifest"]["window_end"])
-    rp = RankingParams(p.history_length, 2 + CANDIDATE_SOURCES.index("impression"))
+    rp = RankingParams(p.history_length, 2 + S.CANDIDATE_SOURCES.index("impression"))
     want_c = reference_candidates(inputs["cand"], cp, inputs["vocab_tokens"])
     want_r = reference_ranking(inputs["rank"], rp)
     # the batch functions on the same sorted input: same rows, same order

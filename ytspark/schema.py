@@ -285,6 +285,8 @@ DECLARED_TABLES = {
 
 # Vocabulary names written by prepare.
 VOCAB_NAMES = ("video", "token", "gender", "country", "language", "device", "channel", "category", "source")
+# The "source" vocabulary's values (a candidate's origin), in id order: id = 2 + position.
+CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
 AGE_BUCKETS = (0, 18, 25, 35, 45, 55, 65)  # lower bounds; bucket idx = 2 + position, 1 = unknown
 
 

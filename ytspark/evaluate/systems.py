@@ -185,7 +185,6 @@ def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str,
                       retrieve_k: int) -> RankedCandidates:
     """The nightly scoring path at each user's target time, up to the order (module docstring)."""
     from ytspark.score.job import _video_meta, _vocabs
-    from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
     from ytspark.train.data import read_split
     from ytspark.train.ranker_task import load_ranker
@@ -205,7 +204,7 @@ def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str,
                       _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of,
                       _impression_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of))
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
-        2 + CANDIDATE_SOURCES.index("candidate")
+        2 + S.CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
     return RankedCandidates(evalset, cand, logits, scorer.score(users, cand, logits), scorer, users, block, rmd.meta)
 

@@ -23,7 +23,7 @@ def truth_metrics(spark: SparkSession, prepared_dir: str, topk: dict[str, np.nda
                   ) -> dict[str, dict[str, float]]:
     """System -> {"true_watch_s@k", "true_p_click@k"} of its [B, >= k] lists on ``evalset``; {} without truth."""
     from ytspark.generate import true_engagement, truth_config
-    from ytspark.prepare.job import load_manifest
+    from ytspark.prepared import load_manifest
     from ytspark.train.data import read_split
     from ytspark.vocab import Vocab
 

@@ -38,6 +38,7 @@ from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import batch_ranking_rows
 from ytspark.prepare.batch_sequences import batch_sequence_rows
 from ytspark.prepare.quantiles import fit_quantiles
+from ytspark.prepared import MANIFEST_VERSION
 from ytspark.schema import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 from ytspark.sources import read_table
 from ytspark.validate import RAW, RejectShareError, summarize, validate
@@ -45,8 +46,6 @@ from ytspark.vocab import Vocab, apply_vocab, fit_vocab, tokens_column
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
 CANDIDATE_QUANTILE_COLUMNS = (S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.USER_AGE)
 _ROWS_PER_GROUP_MAX = 250_000
 BROADCAST_MAX_ROWS = 2_000_000  # per-user / per-video tables up to this size join by broadcast (events stay put)
@@ -241,7 +240,7 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
             users.select(S.LANGUAGE).unionByName(videos.select(S.LANGUAGE)), S.LANGUAGE, "language", mc)
         vocabs["channel"] = fit_vocab(videos, S.CHANNEL_ID, "channel", mc)
         vocabs["category"] = fit_vocab(videos, S.CATEGORY, "category", mc)
-        vocabs["source"] = Vocab("source", list(CANDIDATE_SOURCES), [0] * len(CANDIDATE_SOURCES))
+        vocabs["source"] = Vocab("source", list(S.CANDIDATE_SOURCES), [0] * len(S.CANDIDATE_SOURCES))
         for name, v in vocabs.items():
             v.save(spark, f"{tmp}/vocab/{name}.json")
         timings["vocab_s"] = round(time.time() - t1, 2)
@@ -320,14 +319,3 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
         storage.write_text(spark, f"{tmp}/_SUCCESS", "")
     log.info("prepare wrote %s in %.1fs", out_dir, timings["total_s"])
     return manifest
-
-
-def load_manifest(spark: SparkSession, prepared_dir: str) -> dict:
-    """Read a prepared directory's manifest, refusing unfinished or other-version outputs."""
-    if not storage.exists(spark, f"{prepared_dir}/_SUCCESS"):
-        raise FileNotFoundError(f"'{prepared_dir}' is not a finished prepare output (no _SUCCESS); run `ytspark prepare`")
-    m = storage.read_json(spark, f"{prepared_dir}/manifest.json")
-    if m.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError(f"'{prepared_dir}' was written by manifest version {m.get('manifest_version')}, "
-                         f"this ytspark reads {MANIFEST_VERSION}; rerun `ytspark prepare`")
-    return m

@@ -48,7 +48,7 @@ from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
 from ytspark.models.ranker import RankerConfig
-from ytspark.prepare.job import CANDIDATE_SOURCES, load_manifest
+from ytspark.prepared import load_manifest
 from ytspark.schema import (
     KIND_WATCH, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_ARROW_SCHEMA,
     SCORED_SCHEMA, SOURCE,
@@ -277,7 +277,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     t = time.time()
     step("broadcast")
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
-        2 + CANDIDATE_SOURCES.index("candidate")
+        2 + S.CANDIDATE_SOURCES.index("candidate")
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,
