@@ -187,7 +187,7 @@ def make_scored(spark, world: dict) -> dict:
 def make_fused(world: dict):
     """The world's random candidate model fused with the co-visitation table of its training rows (w = 5)."""
     from ytspark.models.covisit import build_covisitation
-    from ytspark.train.data import read_split
+    from ytspark.rows import read_split
 
     tr = read_split(f"{world['prepared']}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
     n_videos = len(world["vocab"]["video"].values) + 2

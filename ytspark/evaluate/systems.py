@@ -26,9 +26,9 @@ from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import CoVisitation, load_covisitation
-from ytspark.models.export import load_candidate, read_model_dir
+from ytspark.models.export import load_candidate, load_ranker, read_model_dir
 from ytspark.models.features import batch_from_numpy
-from ytspark.train.candidate_task import load_split
+from ytspark.rows import candidate_split
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet, 
     if md.meta["vocab_sizes"]["video"] != evalset.n_items:
         raise ValueError(f"candidate model {md.path} has {md.meta['vocab_sizes']['video']} videos but "
                          f"{prepared_dir} has {evalset.n_items}: evaluate a model trained on this prepared data")
-    cols = load_split(prepared_dir, evalset.split)
+    cols = candidate_split(prepared_dir, evalset.split)
     cols = {k: evalset.align(cols[S.USER_ID], v) for k, v in cols.items()}
     parts = [model.user_vector(batch_from_numpy({k: v[lo:lo + 4096] for k, v in cols.items()}, serving=True))
              for lo in range(0, len(evalset), 4096)]
@@ -184,10 +184,9 @@ class RankedCandidates:
 def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet,
                       retrieve_k: int) -> RankedCandidates:
     """The nightly scoring path at each user's target time, up to the order (module docstring)."""
+    from ytspark.rows import read_split
     from ytspark.score.job import _video_meta, _vocabs
     from ytspark.score.rank import TorchRanker, UserBlock
-    from ytspark.train.data import read_split
-    from ytspark.train.ranker_task import load_ranker
 
     model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
     block = retrieval_scores(model, u, cols, load_covisitation(read_model_dir(model_dir, "candidate")))

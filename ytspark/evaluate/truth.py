@@ -24,7 +24,7 @@ def truth_metrics(spark: SparkSession, prepared_dir: str, topk: dict[str, np.nda
     """System -> {"true_watch_s@k", "true_p_click@k"} of its [B, >= k] lists on ``evalset``; {} without truth."""
     from ytspark.generate import true_engagement, truth_config
     from ytspark.prepared import load_manifest
-    from ytspark.train.data import read_split
+    from ytspark.rows import read_split
     from ytspark.vocab import Vocab
 
     events = (load_manifest(spark, prepared_dir).get("inputs") or {}).get("events") or ""
