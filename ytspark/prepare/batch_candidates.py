@@ -1,4 +1,4 @@
-"""Candidate rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: :mod:`.params`).
+"""Candidate rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: ``features/params.py``).
 
 :func:`batch_candidate_rows` gives, user after user, exactly the rows of
 ``frame_candidate_rows`` (``tests/reference_rows.py``) (same values, same

@@ -1,4 +1,4 @@
-"""Ranking rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: :mod:`.params`).
+"""Ranking rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: ``features/params.py``).
 
 :func:`batch_ranking_rows` gives, user after user, exactly the rows of
 ``user_ranking_rows`` (``tests/reference_rows.py``) (one per impression, in
