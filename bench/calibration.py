@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     from ytspark.evaluate.truth import true_watch_of_rows
     from ytspark.models import score_calibration as C
     from ytspark.session import get_spark
-    from ytspark.train.ranker_task import load_ranker, load_split, predict_logit
+    from ytspark.models.export import load_ranker
+    from ytspark.train.ranker_task import load_split, predict_logit
 
     out = Path(args.output).resolve()
     prepared, models = str(out / "prepared"), str(out / "models")

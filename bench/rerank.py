@@ -99,9 +99,9 @@ def measure(spark, cfg, root: str, truth: bool) -> dict:
     from ytspark.evaluate.protocol import load_eval_sets
     from ytspark.evaluate.systems import candidate_topk, ranked_topk
     from ytspark.models.blend import ServingOrder, retrieval_weight
-    from ytspark.models.export import read_model_dir
-    from ytspark.train.data import read_split
-    from ytspark.train.ranker_task import load_ranker, load_split, predict_logit
+    from ytspark.models.export import load_ranker, read_model_dir
+    from ytspark.rows import read_split
+    from ytspark.train.ranker_task import load_split, predict_logit
     from ytspark.vocab import Vocab
 
     prepared, models = f"{root}/prepared", f"{root}/models"

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     from ytspark.generate import log_shown_lists
     from ytspark.prepare import read_inputs, run_prepare
-    from ytspark.prepare.job import load_manifest
+    from ytspark.prepared import load_manifest
     from ytspark.score import run_score
     from ytspark.score.features import as_of_ts
     from ytspark.session import get_spark

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ytspark import schema as S
-from ytspark.prepare.params import CandidateParams, RankingParams, split_positions
+from ytspark.features.params import CandidateParams, RankingParams, split_positions
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
 
 
@@ -137,7 +137,7 @@ def _count_and_last_before(w_group: np.ndarray, w_ts: np.ndarray, q_group: np.nd
     """For each query (group, t): number of watches of that group strictly before t and days since the last.
 
     Brute force over (query, watch) pairs, exact in time: the per-user reference for
-    :func:`ytspark.prepare.batch_ranking.count_and_last_before`.
+    :func:`ytspark.features.history.count_and_last_before`.
     """
     hit = (w_group[None, :] == q_group[:, None]) & (w_ts[None, :] < q_ts[:, None])
     count = hit.sum(axis=1).astype(np.float32)

@@ -21,7 +21,7 @@ from ytspark.models.export import write_model_dir
 from ytspark.prepare import read_inputs, run_prepare
 from reference_rows import user_candidate_rows
 
-from ytspark.prepare.params import CandidateParams
+from ytspark.features.params import CandidateParams
 from ytspark.vocab import Vocab, tokenize
 
 H = 8  # prepare.history_length
@@ -92,7 +92,7 @@ def make_world(spark, tmp: Path) -> dict:
     cfg = score_cfg(raw)
     prepared = str(tmp / "prepared")
     run_prepare(spark, cfg, read_inputs(spark, cfg), prepared)
-    from ytspark.prepare.job import event_seq
+    from ytspark.features.events import event_seq
 
     # with prepare's same-second tie-break, which the reference rows sort by too
     ev = spark.read.parquet(str(Path(prepared, "events"))).withColumn(S.EVENT_SEQ, event_seq()).toPandas()
@@ -187,7 +187,7 @@ def make_scored(spark, world: dict) -> dict:
 def make_fused(world: dict):
     """The world's random candidate model fused with the co-visitation table of its training rows (w = 5)."""
     from ytspark.models.covisit import build_covisitation
-    from ytspark.train.data import read_split
+    from ytspark.rows import read_split
 
     tr = read_split(f"{world['prepared']}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
     n_videos = len(world["vocab"]["video"].values) + 2

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ytspark import schema as S
 from reference_rows import user_candidate_rows
 
-from ytspark.prepare.params import CandidateParams, split_positions
+from ytspark.features.params import CandidateParams, split_positions
 from ytspark.schema import DAY
 
 DEMO = {S.USER_AGE: 30.0, **{c: 2 for c in S.DEMOGRAPHIC_COLUMNS}}

@@ -314,7 +314,7 @@ def test_allowed_values_agree_with_the_stages():
     from ytspark import sources
     from ytspark.models.blend import OBJECTIVES
     from ytspark.models.candidate import ENCODERS, RECENCY_MODES
-    from ytspark.prepare.params import SAMPLINGS
+    from ytspark.features.params import SAMPLINGS
     from ytspark.score.index import KINDS
     from ytspark.train.launcher import LAUNCHERS
 
@@ -331,7 +331,7 @@ def test_validate_refuses_whatever_the_stage_checks_refuse():
     """Every value the late checks (score job, blend, co-visitation, sampling) refuse is refused at start-up."""
     from ytspark.models.blend import check_objective
     from ytspark.models.covisit import check_params
-    from ytspark.prepare.params import check_sampling
+    from ytspark.features.params import check_sampling
     from ytspark.score.job import check_score_config
 
     def late(cfg):

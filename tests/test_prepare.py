@@ -9,7 +9,8 @@ import pytest
 from helpers import DAY, T0, impression, make_config, search, watch, write_jsonl
 
 from ytspark import schema as S
-from ytspark.prepare import load_manifest, read_inputs, run_prepare
+from ytspark.prepare import read_inputs, run_prepare
+from ytspark.prepared import load_manifest
 from ytspark.sources import InputError
 from ytspark.validate import RejectShareError
 

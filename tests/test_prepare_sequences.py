@@ -14,9 +14,9 @@ import pytest
 from test_prepare_vectorised import EVENT_SCHEMA, ORDER, VOCAB_TOKENS, random_events
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import TOKENS
+from ytspark.features.events import TOKENS
+from ytspark.features.params import CandidateParams
 from ytspark.prepare.batch_sequences import SEQUENCE_ARROW_SCHEMA, batch_sequence_rows
-from ytspark.prepare.params import CandidateParams
 from ytspark.schema import DAY, KIND_SEARCH, KIND_WATCH
 
 T0 = 1.7e9

@@ -22,18 +22,19 @@ import pytest
 from helpers import make_config
 
 from ytspark import schema as S
+from ytspark.features.events import TOKENS
+from ytspark.features.history import count_and_last_before
 from ytspark.generate import generate
 from ytspark.prepare import read_inputs, run_prepare
-from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, TOKENS, batch_candidate_rows
-from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows, count_and_last_before
+from ytspark.prepare.batch_candidates import CANDIDATE_ARROW_SCHEMA, batch_candidate_rows
+from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
 from reference_rows import frame_candidate_rows
 
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.grouping import iter_user_tables, iter_users
-from ytspark.prepare.job import CANDIDATE_SOURCES
+from ytspark.features.grouping import iter_user_tables, iter_users
+from ytspark.features.params import CandidateParams
 from reference_rows import _count_and_last_before, user_ranking_rows
 
-from ytspark.prepare.params import RankingParams
+from ytspark.features.params import RankingParams
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 
 WORDS = ["cats", "dogs", "funny", "news", "funny cats", "rare"]
@@ -181,6 +182,7 @@ def _sorted_inputs(spark, prepared: str, cfg, tmp) -> dict[str, pa.Table]:
     """The enriched events prepare feeds each row builder, sorted as the job sorts them (Arrow types from Spark)."""
     from pyspark.sql import functions as F
 
+    from ytspark.features.events import ROW_ORDER
     from ytspark.prepare import job as J
     from ytspark.vocab import Vocab
 
@@ -193,7 +195,7 @@ def _sorted_inputs(spark, prepared: str, cfg, tmp) -> dict[str, pa.Table]:
     for name, skip, cols in (("cand", KIND_IMPRESSION, J.CANDIDATE_INPUT), ("rank", KIND_SEARCH, J.RANKING_INPUT)):
         path = str(tmp / name)
         ev.where(F.col("kind") != skip).select(*cols).coalesce(1).sortWithinPartitions(
-            S.USER_ID, *J.ROW_ORDER).write.parquet(path)
+            S.USER_ID, *ROW_ORDER).write.parquet(path)
         out[name] = pq.read_table(path)
     out["vocab_tokens"] = vocabs["token"].values
     out["manifest"] = m
@@ -210,7 +212,7 @@ def _check_job_against_reference(spark, prepared: str, cfg, tmp) -> None:
     p = cfg.prepare
     cp = CandidateParams(p.history_length, p.max_examples_per_user, p.example_sampling, p.seed,
                          inputs["manifest"]["window_end"])
-    rp = RankingParams(p.history_length, 2 + CANDIDATE_SOURCES.index("impression"))
+    rp = RankingParams(p.history_length, 2 + S.CANDIDATE_SOURCES.index("impression"))
     want_c = reference_candidates(inputs["cand"], cp, inputs["vocab_tokens"])
     want_r = reference_ranking(inputs["rank"], rp)
     # the batch functions on the same sorted input: same rows, same order

@@ -13,12 +13,11 @@ import pytest
 from test_prepare_vectorised import VOCAB_TOKENS, random_events
 
 from ytspark import schema as S
-from ytspark.prepare.batch_asof import candidate_inputs_at
+from ytspark.features.asof import candidate_inputs_at
+from ytspark.features.params import CandidateParams, RankingParams
 from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_negatives import candidate_negative_rows, pick_negatives
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.params import RankingParams
 from ytspark.schema import DAY, KIND_WATCH
 from ytspark.score.rank import VideoMeta
 

@@ -28,7 +28,8 @@ import torch
 from helpers import make_config, write_known_answer_prepared
 from ytspark import storage
 from ytspark.models.export import ModelDirError, load_candidate, read_model_dir, resolve_model_dir, write_model_dir
-from ytspark.train.data import read_split, steps_per_epoch
+from ytspark.rows import read_split
+from ytspark.train.data import steps_per_epoch
 from ytspark.train.launcher import run_spec, train
 
 ROOT = Path(__file__).resolve().parent.parent

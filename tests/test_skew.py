@@ -13,8 +13,8 @@ import pytest
 from helpers import DAY, T0, make_config, write_jsonl
 
 from ytspark import schema as S
+from ytspark.features.history import impression_history
 from ytspark.prepare import read_inputs, run_prepare
-from ytspark.prepare.batch_ranking import impression_history
 
 RUN_DATE = "2023-12-01"
 AS_OF = dt.datetime(2023, 12, 2, tzinfo=dt.timezone.utc).timestamp()  # the end of RUN_DATE
@@ -132,10 +132,10 @@ def test_skew_check_finds_no_difference_between_training_and_serving_rows(spark,
 def test_skew_check_reports_a_changed_serving_definition(spark, prepared, monkeypatch):
     """Mutation: serving leaving clicked impressions out of the count (they were watches) is caught, and
     only on the features it changes."""
-    import ytspark.prepare.batch_ranking as br
+    import ytspark.features.history as fh
     from ytspark.score import skew
 
-    real = br.impression_history
+    real = fh.impression_history
 
     def unclicked_only(imp_key, imp_ts, imp_clicked, q_key, q_ts):
         keep = np.asarray(imp_clicked) == 0
@@ -144,7 +144,7 @@ def test_skew_check_reports_a_changed_serving_definition(spark, prepared, monkey
         return n, since, real(imp_key, imp_ts, imp_clicked, q_key, q_ts)[2]
 
     sample = skew.sample_rows(spark, prepared, 1000, 3)
-    monkeypatch.setattr(br, "impression_history", unclicked_only)  # prepare ran already: serving changes alone
+    monkeypatch.setattr(fh, "impression_history", unclicked_only)  # prepare ran already: serving changes alone
     table = skew.compare(sample, skew.serving_rows(spark, prepared, sample)).set_index("feature")
     assert table.loc["n_prev_impressions", "differ"] > 0 and table.loc["since_impression_days", "differ"] > 0
     assert table.loc["prev_impression_clicked", "differ"] == 0 and table.loc["channel_watches", "differ"] == 0
@@ -153,7 +153,7 @@ def test_skew_check_reports_a_changed_serving_definition(spark, prepared, monkey
 def test_impression_history_at_one_cut_off_equals_the_general_path():
     """Serving's case (every query at one cut-off after every impression) takes a group-by path: the same
     values as the general sort-based one, on seeded random impressions."""
-    import ytspark.prepare.batch_ranking as br
+    import ytspark.features.history as fh
 
     rng = np.random.default_rng(8)
     n = 5000
@@ -163,8 +163,8 @@ def test_impression_history_at_one_cut_off_equals_the_general_path():
     q = np.unique(np.r_[key, rng.integers(0, 500, 50)])  # shown keys and a few never shown
     t = np.full(len(q), 31 * DAY)
     fast = impression_history(key, ts, clicked, q, t)
-    count, since = br.count_and_last_before(key, ts, q, t)
-    slow = (count, since, (br.count_and_last_before(key[clicked > 0], ts[clicked > 0], q, t)[0] > 0).astype(np.float32))
+    count, since = fh.count_and_last_before(key, ts, q, t)
+    slow = (count, since, (fh.count_and_last_before(key[clicked > 0], ts[clicked > 0], q, t)[0] > 0).astype(np.float32))
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
     assert (fast[0] == 0).sum() > 5 and fast[2].sum() > 50

@@ -14,8 +14,10 @@ import torch
 from helpers import make_config, write_known_answer_prepared
 from ytspark import schema as S
 from ytspark.models.export import ModelDirError, load_candidate, read_model_dir, resolve_model_dir
-from ytspark.train.candidate_task import FIELDS, evaluate_candidates, load_split
-from ytspark.train.data import ShardBatches, read_split, steps_per_epoch
+from ytspark.models.features import CANDIDATE_FIELDS
+from ytspark.rows import candidate_split, read_split
+from ytspark.train.candidate_task import evaluate_candidates
+from ytspark.train.data import ShardBatches, steps_per_epoch
 from ytspark.train.launcher import run_spec, train
 
 SMALL = ("candidate.hidden=[64]", "candidate.embed_dim=16", "candidate.batch_size=64", "candidate.lr=0.01",
@@ -56,7 +58,7 @@ def test_shards_are_disjoint_cover_every_row_and_batches_have_fixed_size(prepare
     assert not a & b
     assert a | b == key(whole)
     assert len(shards[0][S.USER_ID]) + len(shards[1][S.USER_ID]) == len(whole[S.USER_ID]) == 3200
-    with ShardBatches(path, FIELDS, rank=1, size=2, batch_size=100, shuffle_buffer=300, seed=3) as it:
+    with ShardBatches(path, CANDIDATE_FIELDS, rank=1, size=2, batch_size=100, shuffle_buffer=300, seed=3) as it:
         seen = [next(it) for _ in range(40)]  # more than one pass over the shard: the reader never runs dry
     assert all(len(b[S.CAND_LABEL]) == 100 and b[S.CAND_WATCH_HIST].shape == (100, 50) for b in seen)
 
@@ -65,7 +67,7 @@ def test_known_answer_next_watch_is_learned_on_held_out_users(trained, prepared)
     result, _ = trained
     assert result["best"]["hr@10"] >= 0.95, result["history"]
     model, md = load_candidate(result["model_dir"])
-    test = load_split(prepared, "test")  # users never seen in training or validation
+    test = candidate_split(prepared, "test")  # users never seen in training or validation
     m = evaluate_candidates(model, test)
     assert m["hr@10"] >= 0.95 and m["mrr"] > 0.5, m
     # chance level for 40 videos with history excluded is ~10/38; an untrained model is near it
@@ -86,7 +88,7 @@ def test_sequence_encoder_trains_on_windows_and_serves_from_candidate_rows(prepa
     assert result["global_step"] == 4 * steps_per_epoch(3200, 32, 1)
     model, md = load_candidate(result["model_dir"])
     assert model.config.encoder == "sequence" and md.meta["model_config"]["encoder"] == "sequence"
-    m = evaluate_candidates(model, load_split(prepared_seq, "test"))  # held-out users, candidate rows
+    m = evaluate_candidates(model, candidate_split(prepared_seq, "test"))  # held-out users, candidate rows
     assert m["hr@10"] >= 0.9, m
 
 
@@ -102,7 +104,7 @@ def test_auto_trains_both_encoders_and_publishes_the_better_with_both_figures(pr
     assert figs[choice["chosen"]]["fused"] >= max(f["fused"] for f in figs.values())
     assert md.meta["model_config"]["encoder"] == choice["chosen"]
     model, _ = load_candidate(tmp_path)
-    assert evaluate_candidates(model, load_split(prepared_seq, "val"))["hr@10"] == \
+    assert evaluate_candidates(model, candidate_split(prepared_seq, "val"))["hr@10"] == \
         pytest.approx(figs[choice["chosen"]]["network"], abs=1e-6)
 
 
@@ -140,7 +142,7 @@ def test_export_fuses_the_covisitation_of_the_training_rows_with_a_validation_we
     tr = read_split(f"{prepared}/candidates/train", [S.CAND_WATCH_HIST, S.CAND_LABEL])
     cv = build_covisitation(tr[S.CAND_WATCH_HIST], tr[S.CAND_LABEL], model.config.n_videos, c.covisit_window,
                             c.covisit_top_m, c.covisit_recent_k, c.covisit_decay)
-    val = load_split(prepared, "val")
+    val = candidate_split(prepared, "val")
     with torch.no_grad():
         w, table = choose_weight(cv, lambda a, b: model.logits_full(model.user_vector(batch_from_numpy(
             {k: v[a:b] for k, v in val.items()}))).numpy(), val[S.CAND_WATCH_HIST], val[S.CAND_LABEL],
@@ -212,8 +214,8 @@ def test_resume_refuses_a_checkpoint_of_another_model(prepared, tmp_path):
 
 SHARD_SCRIPT = """
 import json, sys
+from ytspark.rows import read_split
 from ytspark.train.dist import HorovodDist
-from ytspark.train.data import read_split
 d = HorovodDist()
 cols = read_split(sys.argv[1] + '/candidates/train', ['user_id', 'label'], rank=d.rank, size=d.size)
 json.dump({'rank': d.rank, 'size': d.size, 'rows': [[u, int(l)] for u, l in zip(cols['user_id'], cols['label'])]},

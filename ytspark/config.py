@@ -42,8 +42,8 @@ class ConfigError(ValueError):
 # their own copies: they import pyspark, torch or faiss (too slow for a start-up check) or this module (a cycle).
 # tests/test_config.py checks that each pair agrees.
 DATA_FORMATS = ("auto", "parquet", "jsonl", "csv")  # ("auto", *ytspark.sources.FORMATS)
-PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.prepare.params.SAMPLINGS
-PREPARE_TIES = ("ordered", "excluded")  # ytspark.prepare.params.TIES
+PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.features.params.SAMPLINGS
+PREPARE_TIES = ("ordered", "excluded")  # ytspark.features.params.TIES
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
 CANDIDATE_ENCODERS = ("auto", "bag", "sequence")  # ytspark.models.candidate.ENCODERS, + auto (chosen on validation)

@@ -232,8 +232,8 @@ def _add_model_systems(spark, cfg: Config, prepared: str, models: str, ev: Any, 
     report's calibration tables."""
     from ytspark import schema as S
     from ytspark.evaluate.systems import candidate_calibration, candidate_topk, ranked_topk
-    from ytspark.models.export import read_model_dir
-    from ytspark.train.ranker_task import calibration_panels, evaluate_ranker, load_ranker, load_split
+    from ytspark.models.export import load_ranker
+    from ytspark.train.ranker_task import calibration_panels, evaluate_ranker, load_split
 
     k = max(cfg.evaluate.topk, max(cfg.evaluate.ks))
     add("ytspark candidate", lambda es, h: candidate_topk(models, prepared, es, k, held=h))

@@ -219,7 +219,7 @@ RANK_CATEGORY = "category_idx"
 RANK_SOURCE = "source_idx"
 RANK_CONTINUOUS = (
     "since_last_watch_days",
-    "n_prev_impressions",  # impressions of this video to this user before t (prepare/batch_ranking.impression_history)
+    "n_prev_impressions",  # impressions of this video to this user before t (features/history.impression_history)
     "since_impression_days",  # days since the latest of them (-1 none)
     "prev_impression_clicked",  # 1 when any of them was clicked
     "channel_watches",
@@ -286,6 +286,8 @@ DECLARED_TABLES = {
 
 # Vocabulary names written by prepare.
 VOCAB_NAMES = ("video", "token", "gender", "country", "language", "device", "channel", "category", "source")
+# The "source" vocabulary's values (a candidate's origin), in id order: id = 2 + position.
+CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
 AGE_BUCKETS = (0, 18, 25, 35, 45, 55, 65)  # lower bounds; bucket idx = 2 + position, 1 = unknown
 
 

@@ -75,7 +75,7 @@ class HeldOut:
 
 def load_held_out(spark: SparkSession, prepared_dir: str, evalset: EvalSet) -> HeldOut | None:
     """The held-out impressions of ``evalset`` (module docstring); None when the events hold no impression."""
-    from ytspark.train.data import read_split
+    from ytspark.rows import read_split
     from ytspark.vocab import apply_vocab
 
     ts = read_split(f"{prepared_dir.rstrip('/')}/candidates/{evalset.split}", [S.USER_ID, S.CAND_LABEL_TS])

@@ -26,9 +26,9 @@ from ytspark.evaluate.protocol import EvalSet
 from ytspark.evaluate.retrieval import topk_excluding
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import CoVisitation, load_covisitation
-from ytspark.models.export import load_candidate, read_model_dir
+from ytspark.models.export import load_candidate, load_ranker, read_model_dir
 from ytspark.models.features import batch_from_numpy
-from ytspark.train.candidate_task import load_split
+from ytspark.rows import candidate_split
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet, 
     if md.meta["vocab_sizes"]["video"] != evalset.n_items:
         raise ValueError(f"candidate model {md.path} has {md.meta['vocab_sizes']['video']} videos but "
                          f"{prepared_dir} has {evalset.n_items}: evaluate a model trained on this prepared data")
-    cols = load_split(prepared_dir, evalset.split)
+    cols = candidate_split(prepared_dir, evalset.split)
     cols = {k: evalset.align(cols[S.USER_ID], v) for k, v in cols.items()}
     parts = [model.user_vector(batch_from_numpy({k: v[lo:lo + 4096] for k, v in cols.items()}, serving=True))
              for lo in range(0, len(evalset), 4096)]
@@ -74,7 +74,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
     """"channel"/"category" -> :class:`Csr` of each user's watches strictly before their own ``as_of``."""
     from pyspark.sql import functions as F
 
-    from ytspark.prepare.job import _video_features
+    from ytspark.features.events import video_features
     from ytspark.score.features import AFFINITY_GROUPS, _affinity_features, affinity_columns
     from ytspark.score.rank import Csr
     from ytspark.vocab import apply_vocab
@@ -83,7 +83,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
     ev = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TYPE) == "watch") \
         .withColumn(S.TS, F.col(S.EVENT_TS)).join(F.broadcast(cut), S.USER_ID).where(F.col(S.TS) < F.col("as_of"))
     ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
-    vfeat = _video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
+    vfeat = video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
     ev = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
         .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV})
     aff = _affinity_features(ev, F.col("as_of")).toPandas().set_index(S.USER_ID)
@@ -104,7 +104,7 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
 
 def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray):
     """:class:`Csr` (with flag) of each user's videos shown before their own request time and the ranker's
-    impression features then (:func:`ytspark.prepare.batch_ranking.impression_history`, the definition of
+    impression features then (:func:`ytspark.features.history.impression_history`, the definition of
     the training rows and of serving); None when the log has no impressions.
 
     The request time is the start of the target's UTC day: the cut-off of the nightly table served that
@@ -117,7 +117,7 @@ def _impression_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarr
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from ytspark.prepare.batch_ranking import impression_history
+    from ytspark.features.history import impression_history
     from ytspark.schema import DAY
     from ytspark.score.rank import Csr
     from ytspark.vocab import apply_vocab
@@ -184,11 +184,9 @@ class RankedCandidates:
 def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str, evalset: EvalSet,
                       retrieve_k: int) -> RankedCandidates:
     """The nightly scoring path at each user's target time, up to the order (module docstring)."""
+    from ytspark.rows import read_split
     from ytspark.score.job import _video_meta, _vocabs
-    from ytspark.prepare.job import CANDIDATE_SOURCES
     from ytspark.score.rank import TorchRanker, UserBlock
-    from ytspark.train.data import read_split
-    from ytspark.train.ranker_task import load_ranker
 
     model, u, cols = candidate_user_vectors(model_dir, prepared_dir, evalset, with_rows=True)
     block = retrieval_scores(model, u, cols, load_covisitation(read_model_dir(model_dir, "candidate")))
@@ -205,7 +203,7 @@ def ranked_candidates(spark, model_dir: str, ranker_dir: str, prepared_dir: str,
                       _affinity_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of), as_of,
                       _impression_block(spark, prepared_dir, vocabs, evalset.user_ids, as_of))
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
-        2 + CANDIDATE_SOURCES.index("candidate")
+        2 + S.CANDIDATE_SOURCES.index("candidate")
     scorer = TorchRanker(ranker, _video_meta(spark, prepared_dir, vocabs), 0.0, source_idx)
     return RankedCandidates(evalset, cand, logits, scorer.score(users, cand, logits), scorer, users, block, rmd.meta)
 

@@ -23,8 +23,8 @@ def truth_metrics(spark: SparkSession, prepared_dir: str, topk: dict[str, np.nda
                   ) -> dict[str, dict[str, float]]:
     """System -> {"true_watch_s@k", "true_p_click@k"} of its [B, >= k] lists on ``evalset``; {} without truth."""
     from ytspark.generate import true_engagement, truth_config
-    from ytspark.prepare.job import load_manifest
-    from ytspark.train.data import read_split
+    from ytspark.prepared import load_manifest
+    from ytspark.rows import read_split
     from ytspark.vocab import Vocab
 
     events = (load_manifest(spark, prepared_dir).get("inputs") or {}).get("events") or ""
@@ -49,7 +49,7 @@ def true_watch_of_rows(spark: SparkSession, prepared_dir: str, rows: dict) -> np
     """[N] the generator's expected watch seconds of each ranking row (its user shown its video at its
     impression time; NaN for an out-of-vocabulary video); None without truth (real logs, MovieLens)."""
     from ytspark.generate import true_engagement, truth_config
-    from ytspark.prepare.job import load_manifest
+    from ytspark.prepared import load_manifest
     from ytspark.vocab import Vocab
 
     events = (load_manifest(spark, prepared_dir).get("inputs") or {}).get("events") or ""

@@ -167,3 +167,13 @@ def load_candidate(path: str | os.PathLike):
     model = CandidateModel(CandidateConfig.from_dict(md.meta["model_config"]), md.json("quantiles.json"))
     model.load_state_dict(md.state_dict())
     return model.eval(), md
+
+
+def load_ranker(path: str | os.PathLike):
+    """(RankerModel in eval mode, ModelDir) from a ranker model directory."""
+    from ytspark.models.ranker import RankerConfig, RankerModel
+
+    md = read_model_dir(path, "ranker")
+    model = RankerModel(RankerConfig.from_dict(md.meta["model_config"]), md.json("quantiles.json"))
+    model.load_state_dict(md.state_dict())
+    return model.eval(), md

@@ -24,6 +24,9 @@ from ytspark import schema as S
 
 HIST_COLUMNS = (S.CAND_WATCH_HIST, S.CAND_WATCH_AGE, S.CAND_SEARCH_HIST)
 CONTINUOUS_COLUMNS = (S.USER_AGE, S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES)
+# The candidate-row columns the network reads (label first): what training and evaluation read of a split.
+CANDIDATE_FIELDS = [S.CAND_LABEL, *HIST_COLUMNS, S.USER_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.CAND_EXAMPLE_AGE,
+                    *S.DEMOGRAPHIC_COLUMNS]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Candidate rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: :mod:`.params`).
+"""Candidate rows of a whole Arrow batch of users at once (what ``prepare`` runs; settings: ``features/params.py``).
 
 :func:`batch_candidate_rows` gives, user after user, exactly the rows of
 ``frame_candidate_rows`` (``tests/reference_rows.py``) (same values, same
@@ -15,18 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.params import CandidateParams, check_sampling
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
-from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_SEARCH, KIND_WATCH, NEVER_DAYS
+from ytspark.features.events import search_tokens
+from ytspark.features.params import CandidateParams, check_sampling
+from ytspark.features.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
+from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_WATCH, NEVER_DAYS
 
-TOKENS = "tokens"  # input column: the search's query tokens, list<string>
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
-
-
-def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
-    """Vocab id of every token of a ``list<string>`` column, flattened in order (unknown -> OOV)."""
-    pos = pc.index_in(pc.list_flatten(tokens), value_set=vocab_values)
-    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
 def _capped(eligible: np.ndarray, w_user: np.ndarray, w_pos: np.ndarray, u_w0: np.ndarray,
@@ -140,18 +134,6 @@ def candidate_arrays(c: dict, first: np.ndarray, split: pa.Array, label: np.ndar
         pa.array(ex_age.astype(np.float32), pa.float32()),
         _values_at(c[S.USER_AGE], first, pa.float32(), -1.0),
     ] + [_values_at(c[col], first, pa.int32(), S.OOV) for col in S.DEMOGRAPHIC_COLUMNS]
-
-
-def search_tokens(c: dict, kind: np.ndarray, vocab_tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids of every search in event order, flattened; tokens before each event, exclusive cumsum)."""
-    si = np.flatnonzero(kind == KIND_SEARCH)
-    n_tok = np.zeros(len(kind), np.int64)
-    s_tok = np.zeros(0, np.int32)
-    if len(si):
-        lists = take(c[TOKENS], si)
-        n_tok[si] = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-        s_tok = token_ids(lists, vocab_tokens)
-    return s_tok, exclusive_cumsum(n_tok)
 
 
 def _values_at(column: pa.Array, idx: np.ndarray, dtype: pa.DataType, fill) -> pa.Array:

@@ -42,12 +42,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.batch_asof import batch_watches
+from ytspark.features.asof import batch_watches
+from ytspark.features.params import CandidateParams, RankingParams
+from ytspark.features.segments import Users, columns
 from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.params import RankingParams
-from ytspark.prepare.segments import Users, columns
 from ytspark.schema import KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
 
 LogitsFn = Callable[[dict], np.ndarray]  # candidate input columns over n rows -> [n, V] float32 logits

@@ -29,9 +29,10 @@ import numpy as np
 import pyarrow as pa
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import candidate_arrays, search_tokens, watch_arrays
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.segments import list_column, user_events, window, window_mask
+from ytspark.features.events import search_tokens
+from ytspark.features.params import CandidateParams
+from ytspark.features.segments import list_column, user_events, window, window_mask
+from ytspark.prepare.batch_candidates import candidate_arrays, watch_arrays
 from ytspark.schema import DAY, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,

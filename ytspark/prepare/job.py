@@ -24,20 +24,21 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
-from ytspark.prepare.batch_candidates import TOKENS, batch_candidate_rows
+from ytspark.features.events import ROW_ORDER, TOKENS, event_seq, video_features
+from ytspark.features.grouping import map_user_batches
+from ytspark.features.params import CandidateParams, check_sampling, RankingParams
+from ytspark.prepare.batch_candidates import batch_candidate_rows
 from ytspark.prepare.batch_ranking import batch_ranking_rows
 from ytspark.prepare.batch_sequences import batch_sequence_rows
-from ytspark.prepare.params import CandidateParams, check_sampling
-from ytspark.prepare.grouping import map_user_batches
 from ytspark.prepare.quantiles import fit_quantiles
-from ytspark.prepare.params import RankingParams
+from ytspark.prepared import MANIFEST_VERSION
 from ytspark.schema import KIND_IMPRESSION, KIND_SEARCH, KIND_WATCH
 from ytspark.sources import read_table
 from ytspark.validate import RAW, RejectShareError, summarize, validate
@@ -45,15 +46,9 @@ from ytspark.vocab import Vocab, apply_vocab, fit_vocab, tokens_column
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-CANDIDATE_SOURCES = ("impression", "candidate", "popular", "demographic")
 CANDIDATE_QUANTILE_COLUMNS = (S.CAND_EXAMPLE_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.USER_AGE)
 _ROWS_PER_GROUP_MAX = 250_000
 BROADCAST_MAX_ROWS = 2_000_000  # per-user / per-video tables up to this size join by broadcast (events stay put)
-# Order of a user's events for the row builders. Same-second ties are broken by a hash of the
-# event (neutral), not by the video index: that is popularity rank, and would make the held-out
-# last watch the least popular of tied watches (about 1 user in 6 on MovieLens).
-ROW_ORDER = (S.TS, "kind", S.EVENT_SEQ)
 CANDIDATE_INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, TOKENS, "completed", S.USER_AGE, *S.DEMOGRAPHIC_COLUMNS)
 RANKING_INPUT = (S.USER_ID, S.TS, "kind", S.EVENT_SEQ, S.VIDEO_IDX, S.CLICKED, S.WATCH_SECONDS, S.UPLOAD_TS, S.RANK_CHANNEL,
                  S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.RANK_USER_LANGUAGE)
@@ -152,14 +147,6 @@ def _user_features(users: DataFrame, vocabs: dict[str, Vocab], ref_year: int) ->
     )
 
 
-def _video_features(videos: DataFrame, vocabs: dict[str, Vocab]) -> DataFrame:
-    df = videos.select(S.VIDEO_ID, S.CHANNEL_ID, S.CATEGORY, S.LANGUAGE, S.UPLOAD_TS, S.DURATION_SECONDS)
-    df = apply_vocab(df, vocabs["channel"], S.CHANNEL_ID, S.RANK_CHANNEL)
-    df = apply_vocab(df, vocabs["category"], S.CATEGORY, S.RANK_CATEGORY)
-    df = apply_vocab(df, vocabs["language"], S.LANGUAGE, S.RANK_VIDEO_LANGUAGE)
-    return df.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY, S.RANK_VIDEO_LANGUAGE, S.UPLOAD_TS, S.DURATION_SECONDS)
-
-
 def _train_cutoffs(events: DataFrame) -> DataFrame:
     """Per user the first timestamp that is not training: the validation watch (or the test watch)."""
     watches = events.where(F.col(S.EVENT_TYPE) == "watch").select(S.USER_ID, F.col(S.EVENT_TS).alias("t"))
@@ -167,11 +154,6 @@ def _train_cutoffs(events: DataFrame) -> DataFrame:
     n = F.size("ts")
     cut = F.when(n >= 3, F.element_at("ts", 2)).when(n == 2, F.element_at("ts", 1))
     return per_user.select(S.USER_ID, cut.alias("train_cut"))
-
-
-def event_seq() -> Column:
-    """A deterministic, popularity-neutral tie-break between a user's events at the same second."""
-    return F.xxhash64(S.USER_ID, S.EVENT_TYPE, S.VIDEO_ID, S.QUERY)
 
 
 def _maybe_broadcast(df: DataFrame, rows: int) -> DataFrame:
@@ -188,7 +170,7 @@ def enrich_events(events: DataFrame, users: DataFrame, videos: DataFrame, vocabs
     tables are broadcast (no shuffle of the events) or joined by a shuffle.
     """
     ufeat = _maybe_broadcast(_user_features(users, vocabs, ref_year), user_rows)
-    vfeat = _maybe_broadcast(_video_features(videos, vocabs), video_rows)
+    vfeat = _maybe_broadcast(video_features(videos, vocabs), video_rows)
     ev = events.withColumn(S.TS, F.col(S.EVENT_TS)).withColumn(
         "kind",
         F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH)
@@ -258,7 +240,7 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
             users.select(S.LANGUAGE).unionByName(videos.select(S.LANGUAGE)), S.LANGUAGE, "language", mc)
         vocabs["channel"] = fit_vocab(videos, S.CHANNEL_ID, "channel", mc)
         vocabs["category"] = fit_vocab(videos, S.CATEGORY, "category", mc)
-        vocabs["source"] = Vocab("source", list(CANDIDATE_SOURCES), [0] * len(CANDIDATE_SOURCES))
+        vocabs["source"] = Vocab("source", list(S.CANDIDATE_SOURCES), [0] * len(S.CANDIDATE_SOURCES))
         for name, v in vocabs.items():
             v.save(spark, f"{tmp}/vocab/{name}.json")
         timings["vocab_s"] = round(time.time() - t1, 2)
@@ -337,14 +319,3 @@ def run_prepare(spark: SparkSession, cfg: Config, raw: RawTables, out_dir: str) 
         storage.write_text(spark, f"{tmp}/_SUCCESS", "")
     log.info("prepare wrote %s in %.1fs", out_dir, timings["total_s"])
     return manifest
-
-
-def load_manifest(spark: SparkSession, prepared_dir: str) -> dict:
-    """Read a prepared directory's manifest, refusing unfinished or other-version outputs."""
-    if not storage.exists(spark, f"{prepared_dir}/_SUCCESS"):
-        raise FileNotFoundError(f"'{prepared_dir}' is not a finished prepare output (no _SUCCESS); run `ytspark prepare`")
-    m = storage.read_json(spark, f"{prepared_dir}/manifest.json")
-    if m.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError(f"'{prepared_dir}' was written by manifest version {m.get('manifest_version')}, "
-                         f"this ytspark reads {MANIFEST_VERSION}; rerun `ytspark prepare`")
-    return m

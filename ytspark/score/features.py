@@ -8,7 +8,7 @@ list), with no join; they are hash-partitioned by user and sorted as
 ``prepare`` sorts them, and the scoring function reads whole users at a time:
 :class:`Encoder` gives them prepare's vocabulary ids and demographics, and
 :func:`serving_columns` builds their inputs with
-:func:`ytspark.prepare.batch_asof.inputs_at_end`, the same code that gives the
+:func:`ytspark.features.asof.inputs_at_end`, the same code that gives the
 ranker's training rows their candidate inputs.
 The columns mean exactly what they mean in a training row of
 ``user_candidate_rows`` (``tests/reference_rows.py``) labelled at ``as_of``
@@ -37,10 +37,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
-from ytspark.prepare.batch_asof import inputs_at_end
-from ytspark.prepare.batch_candidates import TOKENS
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.job import event_seq
+from ytspark.features.asof import inputs_at_end
+from ytspark.features.events import ROW_ORDER, TOKENS, event_seq
+from ytspark.features.params import CandidateParams
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
 
@@ -166,7 +165,7 @@ class Encoder:
         return dt.datetime.fromtimestamp(as_of - 1, dt.timezone.utc).year
 
     def encode(self, table: pa.Table) -> pa.Table:
-        """:func:`serving_events` rows -> the columns :func:`~ytspark.prepare.batch_asof.inputs_at_end` reads,
+        """:func:`serving_events` rows -> the columns :func:`~ytspark.features.asof.inputs_at_end` reads,
         with ``prepare``'s definitions (:func:`ytspark.prepare.job._user_features`: demographic ids, age =
         age, else ref_year - birth_year, its bucket, -1 unknown); only marker rows carry demographics (the
         first row of their user, which is where the row builders read them)."""
@@ -204,9 +203,9 @@ def impression_csr(encoded: pa.Table, as_of: float, n_videos: int):
     """Per user of ``encoded`` (:meth:`Encoder.encode` rows of whole users, sorted by user), the videos shown
     before ``as_of`` with the ranker's impression features as of then -> :class:`~ytspark.score.rank.Csr`
     (ids sorted; counts = n_prev_impressions, since = since_impression_days, flag = prev_impression_clicked),
-    by :func:`ytspark.prepare.batch_ranking.impression_history`, the definition of the training rows."""
-    from ytspark.prepare.batch_ranking import impression_history
-    from ytspark.prepare.segments import Users
+    by :func:`ytspark.features.history.impression_history`, the definition of the training rows."""
+    from ytspark.features.history import impression_history
+    from ytspark.features.segments import Users
     from ytspark.score.rank import Csr
 
     ts = encoded[S.TS].to_numpy().astype(np.float64)
@@ -262,8 +261,6 @@ def collect_serving_columns(events: DataFrame, as_of: float, history_length: int
                             affinity: bool = False, impressions: bool = False) -> dict:
     """:func:`serving_columns` of every user of ``events`` (a :func:`serving_events` frame, or a subset of
     its users), built on the driver: for samples and tests, not for a whole catalogue of users."""
-    from ytspark.prepare.job import ROW_ORDER
-
     pdf = events.toPandas().sort_values([S.USER_ID, *ROW_ORDER], kind="stable").reset_index(drop=True)
     pdf["tokens"] = [None if t is None else [str(x) for x in t] for t in pdf["tokens"]]
     table = pa.Table.from_pandas(pdf, preserve_index=False)

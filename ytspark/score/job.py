@@ -42,12 +42,13 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config, ScoreConfig
+from ytspark.features.events import ROW_ORDER
+from ytspark.features.grouping import sort_by_user
 from ytspark.models.blend import ServingOrder, serving_order
 from ytspark.models.covisit import load_covisitation
 from ytspark.models.export import load_candidate
 from ytspark.models.ranker import RankerConfig
-from ytspark.prepare.grouping import sort_by_user
-from ytspark.prepare.job import CANDIDATE_SOURCES, ROW_ORDER, load_manifest
+from ytspark.prepared import load_manifest
 from ytspark.schema import (
     KIND_WATCH, MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_ARROW_SCHEMA,
     SCORED_SCHEMA, SOURCE,
@@ -126,7 +127,7 @@ def _videos_table(spark: SparkSession, prepared_dir: str) -> pa.Table:
 def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab],
                 videos: pa.Table | None = None) -> VideoMeta:
     """Language/channel/category idx and upload time of every video idx, from the prepared videos table
-    (``videos``, read when None; ids as :func:`ytspark.prepare.job._video_features` gives them, OOV for unknown values)."""
+    (``videos``, read when None; ids as :func:`ytspark.features.events.video_features` gives them, OOV for unknown values)."""
     from ytspark.score.features import _ids
 
     videos = _videos_table(spark, prepared_dir) if videos is None else videos
@@ -276,7 +277,7 @@ def run_score(spark: SparkSession, cfg: Config, prepared_dir: str, model_dir: st
     t = time.time()
     step("broadcast")
     source_idx = vocabs["source"].index("candidate") if "candidate" in vocabs["source"].values else \
-        2 + CANDIDATE_SOURCES.index("candidate")
+        2 + S.CANDIDATE_SOURCES.index("candidate")
     run = RunData(k=sc.k, n=sc.n, batch_size=sc.batch_size, threads=sc.threads_per_task,
                   video_ids=np.array([None, None, *vocabs["video"].values], dtype=object), popular=None,
                   as_of=as_of, video_meta=meta, source_idx=source_idx, affinity=ranker_md is not None,

@@ -23,7 +23,7 @@ retrieval_score                the candidate model's logit (training rows hold
 n_prev_impressions,            this video's impressions to this user before
 since_impression_days,         the cut-off: count, days since the latest (-1
 prev_impression_clicked        never), whether any was clicked
-                               (``prepare.batch_ranking.impression_history``,
+                               (``features.history.impression_history``,
                                the definition of the training rows)
 =============================  ===============================================
 
@@ -177,7 +177,7 @@ class UserBlock:
     affinity: Mapping[str, Csr]  # "channel" / "category" -> Csr, or empty without affinity columns
     as_of: np.ndarray | None = None  # [B] float64 per-user cut-off (evaluation); None: the ranker's run date
     # per user, the videos shown before the cut-off: count, days since the last, any clicked (Csr with flag;
-    # ytspark.prepare.batch_ranking.impression_history); None: nothing was shown (all pairs "never shown")
+    # ytspark.features.history.impression_history); None: nothing was shown (all pairs "never shown")
     impressions: Csr | None = None
 
     def take(self, rows: np.ndarray) -> "UserBlock":

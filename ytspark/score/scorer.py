@@ -309,7 +309,7 @@ def partition_fn(model_key: str, bundle_bc, run_bc, tally_acc=None, on_build: Ca
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        from ytspark.prepare.grouping import iter_user_tables
+        from ytspark.features.grouping import iter_user_tables
 
         data: RunData = run_bc.value
         models = worker_models(model_key, lambda: bundle_bc.value, data.threads, on_build)

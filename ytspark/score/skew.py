@@ -45,7 +45,8 @@ def sample_rows(spark: SparkSession, prepared_dir: str, n: int, seed: int, split
 def serving_rows(spark: SparkSession, prepared_dir: str, sample: pd.DataFrame) -> dict[str, np.ndarray]:
     """The serving code's ranking features for each (user_id, video_idx, impression_ts) of ``sample``,
     as of that time, in sample order (RANKING_SCHEMA names, flattened [n])."""
-    from ytspark.prepare.job import ROW_ORDER, load_manifest
+    from ytspark.features.events import ROW_ORDER
+    from ytspark.prepared import load_manifest
     from ytspark.score.features import Encoder, load_vocabs, serving_columns, serving_events
     from ytspark.score.job import _video_meta
     from ytspark.score.rank import TorchRanker, UserBlock

@@ -21,13 +21,12 @@ from ytspark import schema as S
 from ytspark.config import Config
 from ytspark.models.candidate import CandidateConfig, CandidateModel
 from ytspark.models.covisit import CoVisitation, build_covisitation, check_params, choose_weight
-from ytspark.models.features import HIST_COLUMNS, batch_from_numpy
+from ytspark.models.features import CANDIDATE_FIELDS, batch_from_numpy
 from ytspark.models.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from ytspark.models.metrics import hit_rate_ndcg
-from ytspark.train.data import read_json, read_split
+from ytspark.rows import read_split
+from ytspark.train.data import read_json
 
-FIELDS = [S.CAND_LABEL, *HIST_COLUMNS, S.USER_AGE, S.CAND_SINCE_LAST, S.CAND_N_WATCHES, S.CAND_EXAMPLE_AGE,
-          *S.DEMOGRAPHIC_COLUMNS]
 EVAL_CHUNK = 1024
 
 
@@ -109,8 +108,8 @@ class CandidateTask:
     """Candidate generation on a prepared directory with the settings of ``cfg``."""
 
     kind = "candidate"
-    fields = FIELDS
-    val_fields = FIELDS
+    fields = CANDIDATE_FIELDS
+    val_fields = CANDIDATE_FIELDS
     encoder = "bag"
 
     def __init__(self, cfg: Config, prepared: str):
@@ -146,7 +145,7 @@ class CandidateTask:
         if self._label_counts is None:
             import pyarrow.dataset as ds
 
-            from ytspark.train.data import dataset_url
+            from ytspark.rows import dataset_url
 
             url = dataset_url(self.train_path())
             src = url[len("file://"):] if url.startswith("file://") else url
@@ -211,8 +210,3 @@ class CandidateTask:
             "prepared": self.prepared, "vocab_sizes": self.vocab_sizes, "monitor": self.monitor,
             "window_end": self.manifest.get("window_end"), "covisit": cv_entry}
         return arrays, files, meta
-
-
-def load_split(prepared: str, split: str) -> dict:
-    """Every candidate row of ``split`` (val, test) as numpy columns."""
-    return read_split(f"{prepared.rstrip('/')}/candidates/{split}", FIELDS + [S.USER_ID])

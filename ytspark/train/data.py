@@ -1,57 +1,26 @@
 """Petastorm readers for training: one shard per rank, fixed-size shuffled batches, fixed steps per epoch.
 
 Petastorm splits a dataset between ranks by whole row groups
-(``cur_shard=rank, shard_count=size``); prepare writes balanced row groups
+(``cur_shard=rank, shard_count=size``; the reader is
+:func:`ytspark.rows.open_reader`); prepare writes balanced row groups
 (a multiple of its ``target_shards``). Every rank reads its shard forever
 (``num_epochs=None``) and the loop runs the same :func:`steps_per_epoch` on
 every rank, so no rank stops early and leaves the others waiting in an
 allreduce. :class:`ShardBatches` mixes rows of several row groups in a
 shuffle buffer before cutting batches of exactly ``batch_size`` rows.
+Small whole reads: :func:`ytspark.rows.read_split`, :func:`read_json`.
 """
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Iterator, Sequence
-from urllib.parse import urlparse
 
 import numpy as np
 
 from ytspark import storage
+from ytspark.rows import batch_columns, open_reader
 
 log = logging.getLogger(__name__)
-
-
-def dataset_url(path: str) -> str:
-    """The Petastorm URL of a local path or a URL: ``file://`` for local paths, ``s3a://`` read as ``s3://``
-    (Petastorm opens S3 through s3fs, HDFS through pyarrow's libhdfs)."""
-    url = storage.to_url(path)
-    return url if urlparse(url).scheme else "file://" + url
-
-
-def petastorm_filesystem(url: str):
-    """The filesystem Petastorm should read ``url`` with: None for local, ``file://`` and ``hdfs://`` (Petastorm's own
-    resolver: pyarrow's local filesystem and libhdfs), else the fsspec filesystem of :mod:`ytspark.storage` (s3fs for
-    ``s3://``/``s3a://``) in pyarrow's legacy wrapper, which is what Petastorm 0.12's legacy ParquetDataset takes."""
-    scheme = urlparse(url).scheme
-    if scheme in ("", "file", "hdfs", "viewfs"):
-        return None
-    import pyarrow.filesystem as legacy
-
-    class FsspecForPetastorm(legacy.DaskFileSystem):
-        """pyarrow's legacy wrapper of an fsspec filesystem, with the isdir/isfile it leaves unimplemented
-        (its S3FSWrapper calls s3fs internals that are coroutines in current s3fs)."""
-
-        def isdir(self, path):
-            return self.fs.isdir(str(path))
-
-        def isfile(self, path):
-            return self.fs.isfile(str(path))
-
-    fs, _ = storage.filesystem(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pyarrow.filesystem is deprecated, and the only kind Petastorm 0.12 reads
-        return FsspecForPetastorm(fs)
 
 
 def read_json(path: str):
@@ -64,30 +33,6 @@ def steps_per_epoch(n_rows: int, batch_size: int, size: int) -> int:
     if batch_size < 1 or size < 1:
         raise ValueError(f"batch_size and size must be >= 1, got {batch_size}, {size}")
     return max(1, n_rows // (batch_size * size))
-
-
-def _reader(path: str, fields: Sequence[str], rank: int, size: int, *, num_epochs, seed: int,
-            workers: int, shuffle: bool):
-    from petastorm import make_batch_reader
-
-    url = dataset_url(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # petastorm 0.12 on pyarrow 14: legacy dataset API warnings
-        return make_batch_reader(url, schema_fields=list(fields), cur_shard=rank, shard_count=size,
-                                 num_epochs=num_epochs, shuffle_row_groups=shuffle, seed=seed,
-                                 workers_count=max(1, workers), reader_pool_type="thread",
-                                 hdfs_driver="libhdfs", filesystem=petastorm_filesystem(url))
-
-
-def _columns(batch, fields: Sequence[str]) -> dict[str, np.ndarray]:
-    d = batch._asdict()
-    out = {}
-    for f in fields:
-        a = d[f]
-        if a.dtype == object:  # list column as an object array of arrays
-            a = np.stack(a) if len(a) else np.zeros((0, 0))
-        out[f] = a
-    return out
 
 
 class ShardBatches:
@@ -105,8 +50,8 @@ class ShardBatches:
         self.fields, self.batch_size = list(fields), batch_size
         self.buffer = max(shuffle_buffer, 0)
         self._rng = np.random.default_rng(seed)
-        self._reader = _reader(path, self.fields, rank, size, num_epochs=None, seed=seed, workers=workers,
-                               shuffle=True)
+        self._reader = open_reader(path, self.fields, rank, size, num_epochs=None, seed=seed, workers=workers,
+                                   shuffle=True)
         self._pool: dict[str, np.ndarray] | None = None
 
     def _pool_rows(self) -> int:
@@ -124,7 +69,7 @@ class ShardBatches:
     def __next__(self) -> dict[str, np.ndarray]:
         while self._pool_rows() < self.buffer + self.batch_size:
             try:
-                self._add(_columns(next(self._reader), self.fields))
+                self._add(batch_columns(next(self._reader), self.fields))
             except StopIteration:  # cannot happen with num_epochs=None, but never spin
                 if self._pool_rows() >= self.batch_size:
                     break
@@ -146,14 +91,3 @@ class ShardBatches:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_split(path: str, fields: Sequence[str], *, rank: int = 0, size: int = 1) -> dict[str, np.ndarray]:
-    """Every row of one shard (all rows when ``size=1``) as numpy columns, read once with Petastorm."""
-    chunks: list[dict[str, np.ndarray]] = []
-    with _reader(path, fields, rank, size, num_epochs=1, seed=0, workers=1, shuffle=False) as r:
-        for batch in r:
-            chunks.append(_columns(batch, fields))
-    if not chunks:
-        raise ValueError(f"no rows in {path} (shard {rank} of {size}); did prepare write this split?")
-    return {f: np.concatenate([c[f] for c in chunks]) for f in fields}

@@ -35,7 +35,8 @@ from torch import nn
 
 from ytspark import storage
 from ytspark.models.export import write_model_dir
-from ytspark.train.data import ShardBatches, read_split, steps_per_epoch
+from ytspark.rows import read_split
+from ytspark.train.data import ShardBatches, steps_per_epoch
 from ytspark.train.dist import Dist
 
 log = logging.getLogger(__name__)

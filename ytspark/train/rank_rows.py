@@ -10,7 +10,7 @@ whole users (``mapInArrow``):
 - logs with impressions: prepare's ranking rows
   (:func:`~ytspark.prepare.batch_ranking.batch_ranking_rows`), each with the
   candidate model's logit of the impression video for the user's candidate
-  inputs *as of the impression* (:func:`~ytspark.prepare.batch_asof.candidate_inputs_at`:
+  inputs *as of the impression* (:func:`~ytspark.features.asof.candidate_inputs_at`:
   only events strictly before it, example age 0) and ``source`` =
   ``candidate``: exactly what scoring builds for that user and video then;
 - logs without impressions: :func:`~ytspark.prepare.batch_negatives.candidate_negative_rows`
@@ -43,13 +43,12 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
+from ytspark.features.asof import candidate_inputs_at
+from ytspark.features.events import TOKENS
+from ytspark.features.params import CandidateParams, RankingParams
 from ytspark.models.covisit import CoVisitation, load_covisitation
-from ytspark.prepare.batch_asof import candidate_inputs_at
-from ytspark.prepare.batch_candidates import TOKENS
 from ytspark.prepare.batch_negatives import candidate_negative_rows
 from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.params import RankingParams
 from ytspark.schema import KIND_IMPRESSION
 
 log = logging.getLogger(__name__)
@@ -158,9 +157,10 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
     impressions when the prepared data has training impressions. Returns the manifest: ``mode``,
     row counts per split, the key. Reuses ``out_dir`` when its manifest has the same key.
     """
+    from ytspark.features.events import ROW_ORDER
+    from ytspark.features.grouping import map_user_batches
     from ytspark.models.export import read_model_dir
-    from ytspark.prepare.grouping import map_user_batches
-    from ytspark.prepare.job import ROW_ORDER, _write_balanced, enrich_events
+    from ytspark.prepare.job import _write_balanced, enrich_events
     from ytspark.prepare.quantiles import fit_quantiles
     from ytspark.score.bundle import state_bytes
     from ytspark.train.data import read_json

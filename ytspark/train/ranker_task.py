@@ -36,7 +36,8 @@ from ytspark.models.rank_features import rank_batch_from_numpy
 from ytspark.models.rank_metrics import auc, weighted_per_user_loss
 from ytspark.models.rank_metrics import calibration as calibration_table
 from ytspark.models.ranker import RankerConfig, RankerModel, weighted_logistic_loss
-from ytspark.train.data import read_json, read_split
+from ytspark.rows import read_split
+from ytspark.train.data import read_json
 
 FIELDS = [S.USER_ID, S.RANK_VIDEO, S.CAND_WATCH_HIST, S.RANK_USER_LANGUAGE, S.RANK_VIDEO_LANGUAGE, S.RANK_CHANNEL,
           S.RANK_CATEGORY, S.RANK_SOURCE, *S.RANK_CONTINUOUS, S.RANK_CLICKED, S.RANK_WATCH_SECONDS, S.RANK_WEIGHT]
@@ -225,16 +226,6 @@ class RankerTask:
                 "candidate_model": self.candidate_model, "window_end": self.manifest.get("window_end"),
                 "rank_rows": self.rows_dir, "rank_rows_mode": self.rows_mode}
         return {}, files, meta
-
-
-def load_ranker(path):
-    """(RankerModel in eval mode, ModelDir) from a ranker model directory."""
-    from ytspark.models.export import read_model_dir
-
-    md = read_model_dir(path, "ranker")
-    model = RankerModel(RankerConfig.from_dict(md.meta["model_config"]), md.json("quantiles.json"))
-    model.load_state_dict(md.state_dict())
-    return model.eval(), md
 
 
 def load_split(prepared: str, split: str, rank_rows: str | None = None, extra: tuple[str, ...] = ()) -> dict:

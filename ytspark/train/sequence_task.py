@@ -18,11 +18,11 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.models.candidate import CandidateModel
-from ytspark.models.features import CandidateBatch, _matrix, _tensor, batch_from_numpy
+from ytspark.models.features import CANDIDATE_FIELDS, CandidateBatch, _matrix, _tensor, batch_from_numpy
 from ytspark.models.losses import Sampler, UnigramSampler, sampled_softmax_loss
-from ytspark.train.candidate_task import FIELDS, CandidateTask
+from ytspark.train.candidate_task import CandidateTask
 
-SEQ_FIELDS = [*FIELDS, S.SEQ_NEXT, S.SEQ_SEARCH_FROM]
+SEQ_FIELDS = [*CANDIDATE_FIELDS, S.SEQ_NEXT, S.SEQ_SEARCH_FROM]
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SequenceTask(CandidateTask):
     """The candidate task with the sequence encoder, trained on user windows."""
 
     fields = SEQ_FIELDS
-    val_fields = FIELDS
+    val_fields = CANDIDATE_FIELDS
     encoder = "sequence"
 
     def train_path(self) -> str:
@@ -90,7 +90,7 @@ class SequenceTask(CandidateTask):
         if self._label_counts is None:
             import pyarrow.dataset as ds
 
-            from ytspark.train.data import dataset_url
+            from ytspark.rows import dataset_url
 
             url = dataset_url(self.train_path())
             src = url[len("file://"):] if url.startswith("file://") else url

@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ytspark import schema as S
-from ytspark.prepare.segments import string_change_mask
+from ytspark.features.segments import string_change_mask
 
 UserFn = Callable[[pd.DataFrame], pd.DataFrame | None]
 BatchFn = Callable[[pa.Table], pa.RecordBatch]

@@ -1,10 +1,11 @@
 """The settings of prepare's row builders: which examples, how far back, how same-second events count.
 
 :class:`CandidateParams` drives the candidate and sequence rows
-(:mod:`.batch_candidates`, :mod:`.batch_sequences`) and the candidate-side
-inputs of the ranker's rows (:mod:`.batch_asof`); :class:`RankingParams` the
-ranking rows (:mod:`.batch_ranking`, :mod:`.batch_negatives`). Their values
-come from ``[prepare]`` (:class:`ytspark.config.PrepareConfig`). The per-user
+(:mod:`ytspark.prepare.batch_candidates`, :mod:`ytspark.prepare.batch_sequences`)
+and the candidate-side inputs as of a time (:mod:`ytspark.features.asof`: the
+ranker's rows, serving); :class:`RankingParams` the ranking rows
+(:mod:`ytspark.prepare.batch_ranking`, :mod:`ytspark.prepare.batch_negatives`).
+Their values come from ``[prepare]`` (:class:`ytspark.config.PrepareConfig`). The per-user
 reference builders the batch code is checked against live in
 ``tests/reference_rows.py``.
 
@@ -12,7 +13,7 @@ reference builders the batch code is checked against live in
 (``ordered``: earlier watches of the same second count, as at serving, where
 every event before the run date is known) or strictly before its second
 (``excluded``: a same-second run counts as a whole only after it). Searches of
-the same second sort after watches (``prepare.job.ROW_ORDER``'s kind), so
+the same second sort after watches (:data:`ytspark.features.events.ROW_ORDER`'s kind), so
 they are never inputs of a same-second watch.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ One place for "the user's inputs strictly before t", used by every stage:
   in-vocabulary watched videos, excluded from the lists) and, per channel and
   per category, the watch count and days since the last such watch (the
   ranker's affinity features, defined as in
-  :func:`ytspark.prepare.batch_ranking.count_and_last_before`).
+  :func:`ytspark.features.history.count_and_last_before`).
 
 The example age is 0, as at serving. For a label watch the columns equal that
 label's candidate row (example age aside); ``tests/test_rank_rows.py`` and
@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.prepare.batch_candidates import search_tokens
-from ytspark.prepare.params import CandidateParams
-from ytspark.prepare.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
+from ytspark.features.events import search_tokens
+from ytspark.features.params import CandidateParams
+from ytspark.features.segments import Users, columns, exclusive_cumsum, take, user_events, window, window_mask
 from ytspark.schema import DAY, KIND_WATCH, NEVER_DAYS
 
 
