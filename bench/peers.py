@@ -321,11 +321,17 @@ def main() -> int:
           f"HR@100 {res['HR@100']:.3f} NDCG@10 {res['NDCG@10']:.3f} MRR@100 {res['MRR@100']:.3f} "
           f"({res['users']} users)")
     if not args.no_write:
-        old = json.loads(args.results.read_text()) if args.results.exists() else {}
-        runs = old.get("runs", {})
-        runs[name] = doc
-        R.write_json("peers", {"script": "peers", "date": doc["date"], "commit": doc["commit"], "runs": runs},
-                     args.results)
+        import fcntl
+
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results.with_suffix(".lock"), "w") as lock:  # two data sets may run side by side
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = json.loads(args.results.read_text()) if args.results.exists() else {}
+            runs = old.get("runs", {})
+            runs[name] = doc
+            R.write_json("peers", {"script": "peers", "date": doc["date"], "commit": doc["commit"], "runs": runs},
+                         args.results)
+        args.results.with_suffix(".lock").unlink(missing_ok=True)
     return 0
 
 
