@@ -133,8 +133,6 @@ def reference_rows(world, as_of: float, demo: pd.DataFrame) -> dict:
 
 def serving_rows(spark, world, as_of: float, **kw) -> dict:
     """user -> its serving columns (the scoring pass's code, :func:`serving_columns`), as a dict of values."""
-    import pyarrow as pa
-
     from ytspark.score.features import AFFINITY_GROUPS, Encoder, affinity_columns, collect_serving_columns, \
         load_vocabs, serving_events
 

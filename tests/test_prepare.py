@@ -74,7 +74,7 @@ def prepared(spark, tmp_path_factory):
 def test_every_bad_row_is_rejected_with_its_reason(spark, prepared):
     rejects = spark.read.parquet(f"{prepared['out']}/rejects")
     from ytspark.schema import check_schema
-    from ytspark.validate import REJECTS_SCHEMA
+    from ytspark.schema import REJECTS_SCHEMA
 
     check_schema(rejects.schema, REJECTS_SCHEMA, "rejects")
     got = {(r[S.REJECT_TABLE], r[S.REJECT_REASON]): r["count"]

@@ -30,13 +30,11 @@ def test_module_schemas_are_the_declared_ones():
     from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA
     from ytspark.prepare.batch_sequences import SEQUENCE_ARROW_SCHEMA
     from ytspark.score import scorer
-    from ytspark.validate import REJECTS_SCHEMA
 
     assert CANDIDATE_ARROW_SCHEMA is S.CANDIDATE_ARROW_SCHEMA
     assert SEQUENCE_ARROW_SCHEMA is S.SEQUENCE_ARROW_SCHEMA
     assert RANKING_ARROW_SCHEMA is S.RANKING_ARROW_SCHEMA
-    assert scorer.ARROW_SCHEMA is S.SCORED_ARROW_SCHEMA and scorer.RECOMMENDATIONS_SCHEMA is S.RECOMMENDATIONS_SCHEMA
-    assert REJECTS_SCHEMA is S.REJECTS_SCHEMA
+    assert scorer.ARROW_SCHEMA is S.SCORED_ARROW_SCHEMA
     assert S.SEQUENCE.names[: len(S.CANDIDATE.names)] == S.CANDIDATE.names
     assert S.RECOMMENDATIONS.names[: len(S.SCORED.names)] == S.SCORED.names
 

@@ -144,7 +144,7 @@ def test_serving_rows_reject_a_bad_run_date():
 
 def test_every_user_gets_ranks_1_to_n_exactly_once(world, scored):
     df = scored["df"]
-    from ytspark.score.scorer import RECOMMENDATIONS_SCHEMA
+    from ytspark.schema import RECOMMENDATIONS_SCHEMA
 
     assert list(df.columns) == RECOMMENDATIONS_SCHEMA.names
     assert set(df[S.USER_ID]) == world["users"]

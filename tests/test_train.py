@@ -259,23 +259,14 @@ def test_horovodrun_two_ranks_train_the_known_answer(prepared, tmp_path):
     assert r["best"]["hr@10"] >= 0.9
 
 
-@pytest.mark.horovod
 @pytest.mark.slow
-def test_horovod_spark_run_on_local_spark(spark, prepared, tmp_path):
-    cfg = small_cfg("candidate.epochs=3", "train.launcher=\"horovod-spark\"", "train.num_proc=2",
+@pytest.mark.parametrize("launcher, backend", [pytest.param("horovod-spark", "horovod", marks=pytest.mark.horovod),
+                                               ("torch-distributor", "torch")])
+def test_spark_launchers_train_two_ranks_on_local_spark(spark, prepared, tmp_path, launcher, backend):
+    cfg = small_cfg("candidate.epochs=3", f"train.launcher=\"{launcher}\"", "train.num_proc=2",
                     "train.threads_per_proc=1")
     r = train(cfg, "candidate", prepared, str(tmp_path / "models"), spark=spark)
     assert r["global_step"] == 3 * steps_per_epoch(3200, 64, 2)
-    assert read_model_dir(r["model_dir"], "candidate").json("metrics.json")["ranks"] == 2
-    assert r["best"]["hr@10"] >= 0.8
-
-
-@pytest.mark.slow
-def test_torch_distributor_on_local_spark(spark, prepared, tmp_path):
-    cfg = small_cfg("candidate.epochs=3", "train.launcher=\"torch-distributor\"", "train.num_proc=2",
-                    "train.threads_per_proc=1")
-    r = train(cfg, "candidate", prepared, str(tmp_path / "models"), spark=spark)
-    assert r["global_step"] == 3 * steps_per_epoch(3200, 64, 2)
-    md = read_model_dir(r["model_dir"], "candidate")
-    assert md.json("metrics.json")["backend"] == "torch" and md.json("metrics.json")["ranks"] == 2
+    metrics = read_model_dir(r["model_dir"], "candidate").json("metrics.json")
+    assert metrics["backend"] == backend and metrics["ranks"] == 2
     assert r["best"]["hr@10"] >= 0.8

@@ -30,12 +30,65 @@ A wrong key, type or value stops the command at start-up (exit 2), naming the ke
 Under spark-submit, --master and --conf settings win over the config."""
 
 
+# Each command: (one-line help, description), in the order of `ytspark --help`.
+_COMMANDS = {
+    "generate": ("write a seeded synthetic video platform (events, users, videos)",
+                 "Writes Parquet tables <output>/raw/{events,users,videos} (and _truth/) "
+                 "in the input contract, simulated in Spark from generate.* settings."),
+    "prepare": ("validate raw logs, fit vocabularies, write training rows",
+                "Reads events/users/videos (Parquet, JSON Lines or CSV; local or Hadoop URLs) "
+                "or a MovieLens folder; writes <output>/prepared with accepted tables, "
+                "rejects, vocabularies, candidate and ranking rows, quantiles and manifest.json."),
+    "train-candidates": ("train the candidate-generation network (Petastorm + Horovod)",
+                         "Reads <output>/prepared/candidates (or --prepared), trains on train.num_proc "
+                         "ranks with train.launcher, checkpoints every epoch to "
+                         "<output>/models/candidate/_work and publishes "
+                         "<output>/models/candidate/<version> (+ LATEST)."),
+    "train-ranker": ("train the ranking network (weighted logistic regression)",
+                     "Scores the prepared impressions with the candidate model as of each "
+                     "impression (or, without impressions, turns its retrieved-but-unwatched "
+                     "videos into negatives) into <output>/models/ranker/_rows, starts its video "
+                     "table from the candidate model, publishes <output>/models/ranker/<version>."),
+    "evaluate": ("next-watch metrics of the models vs popularity and tuned ALS, report",
+                 "Test target = each user's last watch, validation = the one before; whole "
+                 "catalogue, watched videos excluded. Writes <output>/evaluation/report.md, "
+                 "metrics.csv/json and PNG plots."),
+    "score": ("nightly scoring: FAISS retrieval + ranking for every user, top-N table",
+              "Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
+              "(Parquet + _manifest.json + _SUCCESS); with score.table, also that date's "
+              "partition of a catalog table. Serving rules: score.exclude, "
+              "score.max_per_channel, score.min_video_age_s, score.max_video_age_days."),
+    "check-skew": ("compare training ranking rows with the rows serving builds for them",
+                   "For a seeded sample of the prepared ranking rows (logged impressions), builds "
+                   "the ranker's inputs with the serving code as of each impression's time and "
+                   "prints, per feature, how many rows differ and the largest difference "
+                   "(worst first). Exits 1 when a checked feature differs."),
+    "pipeline": ("run the whole nightly pipeline on your logs or generated data",
+                 "generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
+                 "evaluate, on the given inputs, or on freshly generated synthetic data when "
+                 "no --events/--movielens is given. Each stage can be skipped to reuse its "
+                 "output; without impressions train-ranker learns from the candidate model's "
+                 "retrievals."),
+}
+_READS_PREPARED = ("train-candidates", "train-ranker", "evaluate", "score", "check-skew")  # these take --prepared
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=os.environ.get("YTSPARK_PROFILE"),
                    help="config profile in conf/ (e.g. local) or a path to a .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set prepare.history_length=30")
     p.add_argument("--output", help="root of everything written (default: data.output)")
+
+
+def _command(sub, name: str, help: str, description: str, prepared: bool = False) -> argparse.ArgumentParser:
+    """One subcommand, with the options every command takes (--profile, --set, --output) and, for the stages
+    that read prepare's output, --prepared."""
+    p = sub.add_parser(name, help=help, description=description)
+    _common(p)
+    if prepared:
+        p.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,45 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "Petastorm + Horovod PyTorch training, FAISS + ranking nightly scoring.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmd = {name: _command(sub, name, help, description, prepared=name in _READS_PREPARED)
+           for name, (help, description) in _COMMANDS.items()}
 
-    g = sub.add_parser("generate", help="write a seeded synthetic video platform (events, users, videos)",
-                       description="Writes Parquet tables <output>/raw/{events,users,videos} (and _truth/) "
-                                   "in the input contract, simulated in Spark from generate.* settings.")
-    _common(g)
+    g = cmd["generate"]
     g.add_argument("--users", type=int, help="number of users (default: generate.users)")
     g.add_argument("--videos", type=int, help="number of videos (default: generate.videos)")
     g.add_argument("--seed", type=int, help="random seed (default: generate.seed)")
 
-    pr = sub.add_parser("prepare", help="validate raw logs, fit vocabularies, write training rows",
-                        description="Reads events/users/videos (Parquet, JSON Lines or CSV; local or Hadoop URLs) "
-                                    "or a MovieLens folder; writes <output>/prepared with accepted tables, "
-                                    "rejects, vocabularies, candidate and ranking rows, quantiles and manifest.json.")
-    _common(pr)
-    _inputs(pr)
+    _inputs(cmd["prepare"])
+    _training(cmd["train-candidates"])
 
-    tc = sub.add_parser("train-candidates", help="train the candidate-generation network (Petastorm + Horovod)",
-                        description="Reads <output>/prepared/candidates (or --prepared), trains on train.num_proc "
-                                    "ranks with train.launcher, checkpoints every epoch to "
-                                    "<output>/models/candidate/_work and publishes "
-                                    "<output>/models/candidate/<version> (+ LATEST).")
-    _common(tc)
-    _training(tc)
-
-    tr = sub.add_parser("train-ranker", help="train the ranking network (weighted logistic regression)",
-                        description="Scores the prepared impressions with the candidate model as of each "
-                                    "impression (or, without impressions, turns its retrieved-but-unwatched "
-                                    "videos into negatives) into <output>/models/ranker/_rows, starts its video "
-                                    "table from the candidate model, publishes <output>/models/ranker/<version>.")
-    _common(tr)
+    tr = cmd["train-ranker"]
     _training(tr)
     tr.add_argument("--candidate-model", help="candidate model dir (default: <output>/models, LATEST)")
 
-    ev = sub.add_parser("evaluate", help="next-watch metrics of the models vs popularity and tuned ALS, report",
-                        description="Test target = each user's last watch, validation = the one before; whole "
-                                    "catalogue, watched videos excluded. Writes <output>/evaluation/report.md, "
-                                    "metrics.csv/json and PNG plots.")
-    _common(ev)
-    ev.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    ev = cmd["evaluate"]
     ev.add_argument("--models", help="models root or candidate model dir (default: <output>/models)")
     ev.add_argument("--no-model", action="store_true", help="baselines only")
     ev.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
@@ -93,33 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also rerank the candidate model's retrievals with this ranker (a models root or ranker "
                          "model dir) in the same run, as system 'ytspark candidate + ranking (NAME)' (repeatable)")
 
-    sc = sub.add_parser("score", help="nightly scoring: FAISS retrieval + ranking for every user, top-N table",
-                        description="Writes <output>/recommendations/run_date=YYYY-MM-DD/ atomically "
-                                    "(Parquet + _manifest.json + _SUCCESS); with score.table, also that date's "
-                                    "partition of a catalog table. Serving rules: score.exclude, "
-                                    "score.max_per_channel, score.min_video_age_s, score.max_video_age_days.")
-    _common(sc)
-    sc.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    sc = cmd["score"]
     sc.add_argument("--models", help="models root (default: <output>/models)")
     _run_date(sc)
 
-    sk = sub.add_parser("check-skew", help="compare training ranking rows with the rows serving builds for them",
-                        description="For a seeded sample of the prepared ranking rows (logged impressions), builds "
-                                    "the ranker's inputs with the serving code as of each impression's time and "
-                                    "prints, per feature, how many rows differ and the largest difference "
-                                    "(worst first). Exits 1 when a checked feature differs.")
-    _common(sk)
-    sk.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
+    sk = cmd["check-skew"]
     sk.add_argument("--sample", type=int, default=500, help="ranking rows to compare (default: 500)")
     sk.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
 
-    pl = sub.add_parser("pipeline", help="run the whole nightly pipeline on your logs or generated data",
-                        description="generate-or-read -> prepare -> train-candidates -> train-ranker -> score -> "
-                                    "evaluate, on the given inputs, or on freshly generated synthetic data when "
-                                    "no --events/--movielens is given. Each stage can be skipped to reuse its "
-                                    "output; without impressions train-ranker learns from the candidate model's "
-                                    "retrievals.")
-    _common(pl)
+    pl = cmd["pipeline"]
     _inputs(pl)
     pl.add_argument("--skip", action="append", default=[], choices=list(STAGES),
                     help="skip a stage and reuse its existing output (repeatable)")
@@ -136,7 +148,6 @@ def _run_date(p: argparse.ArgumentParser) -> None:
 
 
 def _training(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prepared", help="prepared directory (default: <output>/prepared)")
     p.add_argument("--models", help="models root (default: <output>/models)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     p.add_argument("--launcher", choices=list(TRAIN_LAUNCHERS),

@@ -33,6 +33,12 @@ def _contract(df: DataFrame, table: str) -> DataFrame:
     return df.select(*sel, corrupt.alias(S.CORRUPT_RECORD))
 
 
+def _events(df: DataFrame, event_type: str, what) -> DataFrame:
+    """A MovieLens table (timestamp, userId, ...) as contract events of one type; ``what``: the type's column."""
+    return _contract(df.select(F.col("timestamp").alias(S.EVENT_TS), F.col("userId").alias(S.USER_ID),
+                               F.lit(event_type).alias(S.EVENT_TYPE), what), "events")
+
+
 def read_movielens(spark: SparkSession, root: str) -> RawTables:
     """Read a MovieLens folder (ratings.csv, movies.csv, optional tags.csv) as contract tables."""
     root = root.rstrip("/")
@@ -42,22 +48,10 @@ def read_movielens(spark: SparkSession, root: str) -> RawTables:
         except InputError:
             raise InputError(f"'{root}' is not a MovieLens folder: {name} is missing") from None
     ratings = _csv(spark, f"{root}/ratings.csv")
-    watches = ratings.select(
-        F.col("timestamp").alias(S.EVENT_TS),
-        F.col("userId").alias(S.USER_ID),
-        F.lit("watch").alias(S.EVENT_TYPE),
-        F.col("movieId").alias(S.VIDEO_ID),
-    )
-    events = _contract(watches, "events")
+    events = _events(ratings, "watch", F.col("movieId").alias(S.VIDEO_ID))
     if storage.exists(spark, f"{root}/tags.csv"):  # tags are optional in the MovieLens format
         tags = _csv(spark, f"{root}/tags.csv")
-        searches = tags.select(
-            F.col("timestamp").alias(S.EVENT_TS),
-            F.col("userId").alias(S.USER_ID),
-            F.lit("search").alias(S.EVENT_TYPE),
-            F.col("tag").alias(S.QUERY),
-        )
-        events = events.unionByName(_contract(searches, "events"))
+        events = events.unionByName(_events(tags, "search", F.col("tag").alias(S.QUERY)))
     movies = _csv(spark, f"{root}/movies.csv")
     year = F.regexp_extract(F.col("title"), r"\((\d{4})\)\s*$", 1)
     videos = movies.select(

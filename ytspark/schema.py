@@ -40,41 +40,29 @@ TITLE = "title"
 
 EVENT_TYPES = ("watch", "search", "impression")
 
-# Required columns per table and the Spark type each column is cast to after
-# reading. The reader accepts anything castable (e.g. epoch seconds as string).
+# The Spark type each input column is cast to after reading, declared once for every table that has the
+# column. The reader accepts anything castable (e.g. epoch seconds as string).
+_INPUT_TYPES: dict[str, T.DataType] = {
+    EVENT_TS: T.DoubleType(), UPLOAD_TS: T.DoubleType(),  # epoch seconds after parsing (timestamp, number, ISO)
+    WATCH_SECONDS: T.DoubleType(), VIDEO_SECONDS: T.DoubleType(), DURATION_SECONDS: T.DoubleType(),
+    AGE: T.DoubleType(), BIRTH_YEAR: T.IntegerType(), CLICKED: T.IntegerType(),
+    **{c: T.StringType() for c in (USER_ID, EVENT_TYPE, VIDEO_ID, QUERY, DEVICE, COUNTRY, GENDER, LANGUAGE,
+                                   CHANNEL_ID, CATEGORY, TITLE)},
+}
+
+
+def _input_columns(*names: str) -> dict[str, T.DataType]:
+    return {c: _INPUT_TYPES[c] for c in names}
+
+
+# Each input table's columns (in the order written) and the ones a row must have.
+EVENTS_COLUMNS = _input_columns(EVENT_TS, USER_ID, EVENT_TYPE, VIDEO_ID, QUERY, WATCH_SECONDS, VIDEO_SECONDS,
+                                CLICKED, DEVICE, COUNTRY)
 EVENTS_REQUIRED = (EVENT_TS, USER_ID, EVENT_TYPE)
-EVENTS_COLUMNS: dict[str, T.DataType] = {
-    EVENT_TS: T.DoubleType(),  # epoch seconds after parsing (timestamp, number or ISO string in)
-    USER_ID: T.StringType(),
-    EVENT_TYPE: T.StringType(),
-    VIDEO_ID: T.StringType(),
-    QUERY: T.StringType(),
-    WATCH_SECONDS: T.DoubleType(),
-    VIDEO_SECONDS: T.DoubleType(),
-    CLICKED: T.IntegerType(),
-    DEVICE: T.StringType(),
-    COUNTRY: T.StringType(),
-}
+USERS_COLUMNS = _input_columns(USER_ID, GENDER, AGE, BIRTH_YEAR, COUNTRY, LANGUAGE, DEVICE)
 USERS_REQUIRED = (USER_ID,)
-USERS_COLUMNS: dict[str, T.DataType] = {
-    USER_ID: T.StringType(),
-    GENDER: T.StringType(),
-    AGE: T.DoubleType(),
-    BIRTH_YEAR: T.IntegerType(),
-    COUNTRY: T.StringType(),
-    LANGUAGE: T.StringType(),
-    DEVICE: T.StringType(),
-}
+VIDEOS_COLUMNS = _input_columns(VIDEO_ID, UPLOAD_TS, DURATION_SECONDS, LANGUAGE, CHANNEL_ID, CATEGORY, TITLE)
 VIDEOS_REQUIRED = (VIDEO_ID,)
-VIDEOS_COLUMNS: dict[str, T.DataType] = {
-    VIDEO_ID: T.StringType(),
-    UPLOAD_TS: T.DoubleType(),  # epoch seconds after parsing
-    DURATION_SECONDS: T.DoubleType(),
-    LANGUAGE: T.StringType(),
-    CHANNEL_ID: T.StringType(),
-    CATEGORY: T.StringType(),
-    TITLE: T.StringType(),
-}
 TABLES = {
     "events": (EVENTS_COLUMNS, EVENTS_REQUIRED),
     "users": (USERS_COLUMNS, USERS_REQUIRED),

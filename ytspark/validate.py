@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.config import ValidateConfig
-from ytspark.schema import RAW, REJECTS_SCHEMA  # noqa: F401  (REJECTS_SCHEMA: the rejects table, declared in schema)
+from ytspark.schema import RAW
 
 
 class RejectShareError(ValueError):

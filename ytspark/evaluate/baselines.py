@@ -53,11 +53,12 @@ def popularity_topk(evalset: EvalSet, k: int, chunk_users: int = 1024) -> np.nda
 
 @dataclass(frozen=True)
 class AlsParams:
-    rank: int = 32
-    reg_param: float = 0.1
-    alpha: float = 10.0
-    max_iter: int = 10
-    seed: int = 7
+    """One point of the ALS grid; the grid and its defaults are EvaluateConfig.als_* (ytspark.config)."""
+    rank: int
+    reg_param: float
+    alpha: float
+    max_iter: int
+    seed: int
 
 
 def als_grid(ranks: Sequence[int], reg_params: Sequence[float], alphas: Sequence[float],

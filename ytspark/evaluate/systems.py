@@ -71,34 +71,30 @@ def candidate_topk(model_dir: str, prepared_dir: str, evalset: EvalSet, k: int, 
 
 
 def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray, as_of: np.ndarray) -> dict:
-    """"channel"/"category" -> :class:`Csr` of each user's watches strictly before their own ``as_of``."""
+    """"channel"/"category" -> :class:`Csr` of each user's watches strictly before their own ``as_of``
+    (:func:`~ytspark.features.asof.per_user_groups`, serving's definition)."""
     from pyspark.sql import functions as F
 
+    from ytspark.features.asof import per_user_groups
     from ytspark.features.events import video_features
-    from ytspark.score.features import AFFINITY_GROUPS, _affinity_features, affinity_columns
+    from ytspark.score.features import AFFINITY_GROUPS
     from ytspark.score.rank import Csr
-    from ytspark.vocab import apply_vocab
 
-    cut = spark.createDataFrame([(str(u), float(t)) for u, t in zip(user_ids, as_of)], [S.USER_ID, "as_of"])
+    cut = spark.createDataFrame([(str(u), i, float(t)) for i, (u, t) in enumerate(zip(user_ids, as_of))],
+                                [S.USER_ID, "user_no", "as_of"])
     ev = spark.read.parquet(f"{prepared_dir}/events").where(F.col(S.EVENT_TYPE) == "watch") \
-        .withColumn(S.TS, F.col(S.EVENT_TS)).join(F.broadcast(cut), S.USER_ID).where(F.col(S.TS) < F.col("as_of"))
-    ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
+        .join(F.broadcast(cut), S.USER_ID).where(F.col(S.EVENT_TS) < F.col("as_of"))
     vfeat = video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
-    ev = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
-        .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV})
-    aff = _affinity_features(ev, F.col("as_of")).toPandas().set_index(S.USER_ID)
-    per_user = [aff.loc[u] if u in aff.index else None for u in user_ids]
-
-    def arrays(col: str, dtype) -> list[np.ndarray]:
-        return [np.asarray(r[col] if r is not None and r[col] is not None else [], dtype) for r in per_user]
-
+    w = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
+        .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV}) \
+        .select("user_no", F.col(S.EVENT_TS).cast("double").alias(S.TS), S.RANK_CHANNEL, S.RANK_CATEGORY).toPandas()
+    user = w["user_no"].to_numpy(np.int64)
+    ts = w[S.TS].to_numpy(np.float64)
     out = {}
-    for g in AFFINITY_GROUPS:
-        ids, cnt, since = (arrays(c, t) for c, t in zip(affinity_columns(g), (np.int64, np.float32, np.float32)))
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in ids])]).astype(np.int64)
-        cat = [np.concatenate(a) if a else np.zeros(0, t) for a, t in
-               ((ids, np.int64), (cnt, np.float32), (since, np.float32))]
-        out[g] = Csr(offsets, cat[0].astype(np.int64), cat[1].astype(np.float32), cat[2].astype(np.float32))
+    for g, col in zip(AFFINITY_GROUPS, (S.RANK_CHANNEL, S.RANK_CATEGORY)):
+        off, ids, cnt, days = per_user_groups(user, w[col].to_numpy(np.int64), ts, len(user_ids),
+                                              np.asarray(as_of, np.float64))
+        out[g] = Csr(off, ids, cnt, days)
     return out
 
 

@@ -1,6 +1,10 @@
 """Features as of a moment, for a batch of whole users: what the models would see then.
 
-One place for "the user's inputs strictly before t", used by every stage:
+One place for "the user's inputs before a cut", used by every stage: :class:`Events` parses a batch once
+and :func:`inputs_before` gives the candidate inputs (last H watches with their ages, search tokens, watch
+count, time since the last watch, demographics) of any (user, time, cut) queries. Prepare's candidate and
+sequence rows call it with their label rollback (``prepare.ties``); the entry points below call it for the
+other stages:
 
 - :func:`candidate_inputs_at` (train-ranker, candidate negatives): the
   candidate-row inputs as of chosen events of the batch (e.g. every
@@ -42,11 +46,13 @@ def _values_at(column: pa.Array, idx: np.ndarray, dtype, fill) -> np.ndarray:
 
 
 @dataclass
-class _Events:
-    """The parsed columns of a batch: users, watches (in event order) and search tokens."""
+class Events:
+    """The parsed columns of a batch of whole users' events: users, watches (in event order) and search tokens.
+    Every builder of candidate inputs starts here (prepare's rows and sequences, train-ranker's rows, serving)."""
 
     c: dict
     ts: np.ndarray
+    kind: np.ndarray
     users: Users
     wi: np.ndarray  # event index of every watch
     cw: np.ndarray  # watches before each event (exclusive cumsum, len n + 1)
@@ -56,17 +62,30 @@ class _Events:
     ct: np.ndarray  # search tokens before each event (exclusive cumsum)
 
     @classmethod
-    def of(cls, batch: pa.Table | pa.RecordBatch, vocab_tokens: pa.Array) -> "_Events":
+    def of(cls, batch: pa.Table | pa.RecordBatch, vocab_tokens: pa.Array) -> "Events":
         c, ts, kind, users = user_events(batch)
         is_w = kind == KIND_WATCH
         wi = np.flatnonzero(is_w)
         w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)
         s_tok, ct = search_tokens(c, kind, vocab_tokens)
-        return cls(c, ts, users, wi, exclusive_cumsum(is_w), ts[wi], w_vid, s_tok, ct)
+        return cls(c, ts, kind, users, wi, exclusive_cumsum(is_w), ts[wi], w_vid, s_tok, ct)
+
+    @property
+    def u_w0(self) -> np.ndarray:
+        """Global watch index of each user's first watch."""
+        return self.cw[self.users.starts]
+
+    @property
+    def n_w(self) -> np.ndarray:
+        """Watches per user."""
+        return self.cw[self.users.ends] - self.u_w0
 
 
-def _inputs(e: _Events, g: np.ndarray, t: np.ndarray, cut: np.ndarray, H: int) -> dict[str, np.ndarray]:
-    """Candidate inputs of queries (user number ``g``, time ``t``) that see the events before index ``cut``."""
+def inputs_before(e: Events, g: np.ndarray, t: np.ndarray, cut: np.ndarray, H: int) -> dict[str, np.ndarray]:
+    """Candidate inputs of queries (user number ``g``, time ``t``) that see the events before index ``cut``:
+    the last ``H`` watches (ids, ages in days at ``t``) and search tokens, the watch count, the days since the
+    last watch (``NEVER_DAYS`` without one), example age 0, user age and demographics; ``seen_lo``/``seen_hi``
+    bound the query's watches in ``e.w_vid``."""
     w_end = e.cw[cut]
     lo = e.cw[e.users.starts][g]
     k = w_end - lo
@@ -105,12 +124,14 @@ def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: Ca
         ``seen_hi``: the query's watches are ``watch_video[seen_lo:seen_hi]`` of :func:`batch_watches`.
     """
     idx = np.asarray(idx, np.int64)
-    e = _Events.of(batch, vocab_tokens)
-    return _inputs(e, e.users.event_user[idx], e.ts[idx], e.users.tie_start[idx], p.history_length)
+    e = Events.of(batch, vocab_tokens)
+    return inputs_before(e, e.users.event_user[idx], e.ts[idx], e.users.tie_start[idx], p.history_length)
 
 
-def _per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float):
-    """Per user, sorted distinct ``key`` values with their count and days from the last one to ``as_of``.
+def per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float | np.ndarray):
+    """Per user, sorted distinct ``key`` values with their count and days from the last one to ``as_of`` (one
+    cut-off, or [n_users] each user's own): the ranker's channel/category affinity, defined as
+    :func:`ytspark.features.history.count_and_last_before` (the events given must be the ones before the cut).
 
     Returns (offsets [n_users + 1] int64, ids int64, counts float32, days float32).
     """
@@ -127,7 +148,8 @@ def _per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users:
     u = ks[start] // width
     offsets = np.zeros(n_users + 1, np.int64)
     np.cumsum(np.bincount(u, minlength=n_users), out=offsets[1:])
-    return offsets, ks[start] % width, counts, ((as_of - last) / DAY).astype(np.float32)
+    cut = as_of[u] if isinstance(as_of, np.ndarray) else as_of
+    return offsets, ks[start] % width, counts, ((cut - last) / DAY).astype(np.float32)
 
 
 def inputs_at_end(batch: pa.Table | pa.RecordBatch, as_of: float, p: CandidateParams, vocab_tokens: pa.Array,
@@ -144,19 +166,19 @@ def inputs_at_end(batch: pa.Table | pa.RecordBatch, as_of: float, p: CandidatePa
         ``seen``: (offsets [U + 1], sorted distinct watched video idx >= 2) and, per affinity column,
         (offsets, ids, watch counts float32, days since the last such watch float32), ids sorted.
     """
-    e = _Events.of(batch, vocab_tokens)
+    e = Events.of(batch, vocab_tokens)
     starts, ends = e.users.starts, e.users.ends
     U = len(starts)
     g = np.arange(U)
-    out = _inputs(e, g, np.full(U, float(as_of)), ends, p.history_length)
+    out = inputs_before(e, g, np.full(U, float(as_of)), ends, p.history_length)
     out[S.USER_ID] = take(e.c[S.USER_ID], starts).to_numpy(zero_copy_only=False)
     w_user = e.users.event_user[e.wi]
     ok = e.w_vid >= 2
-    off, ids, _, _ = _per_user_groups(w_user[ok], e.w_vid[ok], e.w_ts[ok], U, as_of)
+    off, ids, _, _ = per_user_groups(w_user[ok], e.w_vid[ok], e.w_ts[ok], U, as_of)
     out["seen"] = (off, ids)
     for col in affinity_columns:
         v = pc.fill_null(e.c[col], S.OOV).to_numpy(zero_copy_only=False)[e.wi].astype(np.int64)
-        out[col] = _per_user_groups(w_user, v, e.w_ts, U, as_of)
+        out[col] = per_user_groups(w_user, v, e.w_ts, U, as_of)
     return out
 
 

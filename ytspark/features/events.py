@@ -37,10 +37,45 @@ def event_seq() -> Column:
     return F.xxhash64(S.USER_ID, S.EVENT_TYPE, S.VIDEO_ID, S.QUERY)
 
 
+def vocab_ids(column: pa.Array, values: pa.Array) -> np.ndarray:
+    """int32 vocabulary ids of a string column: position in ``values`` + 2, OOV (1) for unknown and null (as
+    :func:`ytspark.vocab.apply_vocab` in Spark)."""
+    pos = pc.index_in(column.cast(pa.string()), value_set=values)
+    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+
+
 def token_ids(tokens: pa.Array, vocab_values: pa.Array) -> np.ndarray:
     """Vocab id of every token of a ``list<string>`` column, flattened in order (unknown -> OOV)."""
-    pos = pc.index_in(pc.list_flatten(tokens), value_set=vocab_values)
-    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
+    return vocab_ids(pc.list_flatten(tokens), vocab_values)
+
+
+USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)  # the users' categorical columns, one vocabulary each
+USER_FEATURES = (*S.DEMOGRAPHIC_COLUMNS, S.USER_AGE)  # what user_features gives, in this order
+
+
+def user_features(c: dict, vocab_values: dict, ref_year: int) -> dict[str, pa.Array]:
+    """Per row of raw user columns (``gender``, ``country``, ``language``, ``device``, ``age``,
+    ``birth_year``; a missing one counts as null): the demographic ids (``<column>_idx``, OOV for unknown
+    and null), ``age_bucket_idx`` (2 + position in ``AGE_BUCKETS``, OOV unknown or below the first bound)
+    and ``user_age`` (years, float32; ``age``, else ``ref_year - birth_year``, else -1). Prepare
+    (``enrich_events``) and serving (``score.features.Encoder``) both call it."""
+    n = len(next(iter(c.values())))
+
+    def num(name: str) -> np.ndarray:
+        if name not in c:
+            return np.full(n, np.nan)
+        return pc.fill_null(c[name].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+
+    age = num(S.AGE)
+    age = np.where(np.isnan(age), ref_year - num(S.BIRTH_YEAR), age)
+    with np.errstate(invalid="ignore"):
+        bucket = np.where(np.isnan(age) | (age < S.AGE_BUCKETS[0]), S.OOV,
+                          1 + np.searchsorted(np.asarray(S.AGE_BUCKETS, np.float64), age, side="right"))
+    out = {f"{name}_idx": pa.array(vocab_ids(c[name], vocab_values[name]) if name in c
+                                   else np.full(n, S.OOV, np.int32)) for name in USER_VOCABS}
+    out["age_bucket_idx"] = pa.array(bucket.astype(np.int32))
+    out[S.USER_AGE] = pa.array(np.where(np.isnan(age), -1.0, age).astype(np.float32))
+    return {k: out[k] for k in USER_FEATURES}
 
 
 def search_tokens(c: dict, kind: np.ndarray, vocab_tokens: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ index (``faiss.IndexIDMap`` with ids 2..V-1) or dropped from its results.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -61,7 +61,8 @@ from torch import nn
 
 from ytspark import schema as S
 from ytspark.config import CandidateTrainConfig, PrepareConfig
-from ytspark.models.features import CandidateBatch, QuantileNormalizer
+from ytspark.models.base import ModelConfig, QuantileModel, relu_tower
+from ytspark.models.features import CandidateBatch
 from ytspark.models.sequence import SequenceEncoder
 from ytspark.schema import N_SPECIAL
 
@@ -73,7 +74,7 @@ _DEFAULT = CandidateTrainConfig()  # the [candidate] defaults: one set, in ytspa
 
 
 @dataclass(frozen=True)
-class CandidateConfig:
+class CandidateConfig(ModelConfig):
     """Shape and inputs of :class:`CandidateModel`; vocabulary sizes include pad and OOV (``len(Vocab)``).
 
     A field named as a ``[candidate]`` key defaults to that key's default (``ytspark.config``);
@@ -134,17 +135,6 @@ class CandidateConfig:
         if not (self.use_watches or self.use_searches or self.use_demographics or self.use_example_age):
             raise ValueError("CandidateConfig: every input group is disabled; enable at least one use_* flag")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "CandidateConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise KeyError(f"CandidateConfig: unknown key(s) {unknown}; the model directory is from another "
-                           "ytspark version: retrain it")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
     def quantile_features(self) -> list[str]:
         """Continuous features the model normalises, i.e. the boundaries it needs."""
         out = []
@@ -169,13 +159,12 @@ def masked_mean(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     return total / mask.sum(dim=1).clamp_min(1.0)
 
 
-class CandidateModel(nn.Module):
+class CandidateModel(QuantileModel):
     """User tower + output video table. ``quantiles``: {feature: boundaries} for ``config.quantile_features()``."""
 
     def __init__(self, config: CandidateConfig, quantiles: Mapping[str, Sequence[float]]):
-        super().__init__()
-        c = self.config = config
-        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "CandidateModel", "candidates")
+        super().__init__(config, quantiles, "candidates")
+        c = config
         D = c.embed_dim
         width = 0
         self.video_in = nn.Embedding(c.n_videos, D, padding_idx=S.PAD) if c.use_watches else None
@@ -214,14 +203,7 @@ class CandidateModel(nn.Module):
             else:
                 self.register_buffer("log_tau", log_tau)
         self.input_width = width
-        layers: list[nn.Module] = []
-        for h in c.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if c.dropout > 0:
-                layers.append(nn.Dropout(c.dropout))
-            width = h
-        layers.append(nn.Linear(width, D))
-        self.tower = nn.Sequential(*layers)
+        self.tower = relu_tower(width, c.hidden, c.dropout, D)
         self.skip = nn.Linear(self.input_width, D, bias=False) if c.linear_skip and c.hidden else None
         if self.skip is not None:  # the tower starts at 0: training begins from the linear model
             nn.init.zeros_(self.tower[-1].weight)

@@ -37,7 +37,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ytspark import schema as S
 from ytspark.models.metrics import hit_rate_ndcg
 from ytspark.schema import N_SPECIAL
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ytspark import schema as S
 from ytspark.schema import N_SPECIAL
 
 

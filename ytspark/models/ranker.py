@@ -50,7 +50,7 @@ on the same held-out clicks.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -61,7 +61,7 @@ from torch import nn
 from ytspark import schema as S
 from ytspark.config import RankerTrainConfig
 from ytspark.models.candidate import demographic_dim, masked_mean
-from ytspark.models.features import QuantileNormalizer
+from ytspark.models.base import ModelConfig, QuantileModel, relu_tower
 from ytspark.models.rank_features import RankBatch
 from ytspark.schema import N_SPECIAL
 
@@ -79,7 +79,7 @@ _DEFAULT = RankerTrainConfig()  # the [ranker] defaults: one set, in ytspark/con
 
 
 @dataclass(frozen=True)
-class RankerConfig:
+class RankerConfig(ModelConfig):
     """Shape and inputs of :class:`RankerModel`; vocabulary sizes include pad and OOV (``len(Vocab)``).
 
     A field named as a ``[ranker]`` key defaults to that key's default (``ytspark.config``); the other
@@ -128,16 +128,6 @@ class RankerConfig:
         return cls(n_videos=sizes["video"], n_languages=sizes["language"], n_channels=sizes["channel"],
                    n_categories=sizes["category"], n_sources=sizes["source"], **kw)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "RankerConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise KeyError(f"RankerConfig: unknown key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
     def quantile_features(self) -> list[str]:
         """Continuous features the model normalises, i.e. the boundaries it needs, in RANK_CONTINUOUS order."""
         used = {f for flag, feats in GROUP_CONTINUOUS.items() if getattr(self, flag) for f in feats}
@@ -151,13 +141,12 @@ class ZeroOOVEmbedding(nn.Embedding):
         return super().forward(ids) * (ids >= N_SPECIAL).unsqueeze(-1).to(self.weight.dtype)
 
 
-class RankerModel(nn.Module):
+class RankerModel(QuantileModel):
     """Impression -> logit. ``quantiles``: {feature: boundaries} for ``config.quantile_features()``."""
 
     def __init__(self, config: RankerConfig, quantiles: Mapping[str, Sequence[float]]):
-        super().__init__()
-        c = self.config = config
-        self.norm = QuantileNormalizer.of(c.quantile_features(), quantiles, "RankerModel", "ranking")
+        super().__init__(config, quantiles, "ranking")
+        c = config
         D = c.embed_dim
 
         def table(v: int, dim: int, on: bool) -> ZeroOOVEmbedding | None:
@@ -175,14 +164,7 @@ class RankerModel(nn.Module):
         width += 3 * len(c.quantile_features())
         self.input_width = width
         assert sum(w for _, w in self.input_layout()) == width, "input_layout out of step with tower_inputs"
-        layers: list[nn.Module] = []
-        for h in c.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if c.dropout > 0:
-                layers.append(nn.Dropout(c.dropout))
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.tower = nn.Sequential(*layers)
+        self.tower = relu_tower(width, c.hidden, c.dropout, 1)
         self.reset_embeddings()
 
     def reset_embeddings(self) -> None:

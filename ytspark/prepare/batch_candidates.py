@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ytspark import schema as S
-from ytspark.features.events import search_tokens
+from ytspark.features.asof import Events, inputs_before
 from ytspark.features.params import CandidateParams, check_sampling
-from ytspark.features.segments import Users, columns, exclusive_cumsum, list_column, take, user_events, window, window_mask
-from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY, KIND_WATCH, NEVER_DAYS
+from ytspark.features.segments import exclusive_cumsum, list_column, take
+from ytspark.schema import CANDIDATE_ARROW_SCHEMA, DAY
 
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())  # split code = position in S.SPLITS
 
@@ -58,20 +58,18 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
         ``watch_hist``, ``watch_hist_age``, ``search_hist`` hold ``history_length`` items.
     """
     check_sampling(p.example_sampling)
-    H = p.history_length
-    c, ts, kind, users = user_events(batch)
+    ev = Events.of(batch, vocab_tokens)
+    c, users = ev.c, ev.users
     uid = c[S.USER_ID]
 
     # Watches: global arrays in event order, and where each user's watches begin.
-    wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
+    wi, w_ts, w_vid, u_w0 = ev.wi, ev.w_ts, ev.w_vid, ev.u_w0
+    w_done = watch_completed(c, wi)
     w_user = users.event_user[wi]
     w_pos = np.arange(len(wi)) - u_w0[w_user]
 
-    # Search tokens flattened in event order; ``ct`` counts the tokens before each event.
-    s_tok, ct = search_tokens(c, kind, vocab_tokens)
-
     # Split (``params.split_positions``) and the label watches, in time order per user.
-    nu = n_w[w_user]
+    nu = ev.n_w[w_user]
     train_end = np.where(nu >= 3, nu - 2, np.where(nu == 2, 1, nu))
     is_val = (nu >= 3) & (w_pos == nu - 2)
     is_test = (nu >= 2) & (w_pos == nu - 1)
@@ -84,42 +82,28 @@ def batch_candidate_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, v
     g = w_user[lab]
     t = w_ts[lab]
     tie = wi[lab] if p.ties == "ordered" else users.tie_start[wi[lab]]
-    w_end = cw[tie]
-    k = w_end - u_w0[g]
-    lo = u_w0[g]
-    ages = np.where(window_mask(w_end, lo, H), (t[:, None] - window(w_ts, w_end, lo, H)) / DAY, 0.0)
-    search = window(s_tok, ct[tie], ct[users.starts][g], H)
+    x = inputs_before(ev, g, t, tie, p.history_length)
     split = np.where(is_test[lab], 2, np.where(is_val[lab], 1, 0)).astype(np.int32)
-    since = np.where(k > 0, (t - w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS)
     # Example age (paper 3.3): 0 for validation/test rows, which stand for serving time.
     ex_age = np.where(split == 0, np.maximum(0.0, (p.window_end - t) / DAY), 0.0)
 
-    arrays = candidate_arrays(c, users.starts[g], SPLIT_NAMES.take(pa.array(split)), w_vid[lab], t,
-                              window(w_vid, w_end, lo, H), ages, search, k, since, ex_age)
+    arrays = candidate_arrays(c, users.starts[g], SPLIT_NAMES.take(pa.array(split)), w_vid[lab], t, x, ex_age)
     return pa.RecordBatch.from_arrays(arrays, schema=CANDIDATE_ARROW_SCHEMA)
 
 
-def watch_arrays(c: dict, ts: np.ndarray, kind: np.ndarray, users: Users):
-    """The watches of a batch of whole users, in event order (a watch's global index is its position here).
-
-    Returns (``wi`` event index of each watch, ``cw`` watches before each event [events + 1], ``w_ts``,
-    ``w_vid`` int32, ``w_done`` bool, ``u_w0`` global index of each user's first watch, ``n_w`` watches per user).
-    """
-    is_w = kind == KIND_WATCH
-    wi = np.flatnonzero(is_w)
-    cw = exclusive_cumsum(is_w)  # watches before each event
-    w_vid = c[S.VIDEO_IDX].to_numpy(zero_copy_only=False)[wi].astype(np.int32)
-    w_done = c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
-    u_w0 = cw[users.starts]
-    return wi, cw, ts[wi], w_vid, w_done, u_w0, cw[users.ends] - u_w0
+def watch_completed(c: dict, wi: np.ndarray) -> np.ndarray:
+    """bool per watch (event indices ``wi``): watched past ``prepare.completed_fraction`` (an eligible label)."""
+    return c["completed"].to_numpy(zero_copy_only=False)[wi].astype(bool)
 
 
 def candidate_arrays(c: dict, first: np.ndarray, split: pa.Array, label: np.ndarray, t: np.ndarray,
-                     hist: np.ndarray, ages: np.ndarray, search: np.ndarray, k: np.ndarray, since: np.ndarray,
-                     ex_age: np.ndarray) -> list[pa.Array]:
+                     x: dict[str, np.ndarray], ex_age: np.ndarray) -> list[pa.Array]:
     """The :data:`CANDIDATE_ARROW_SCHEMA` columns of n rows: ``first`` [n] an event of each row's user (for its
-    id and demographics), ``split`` its split names, the label and its time, the [n, H] histories (watched ids,
-    their ages in days, search tokens) and the scalar features."""
+    id and demographics), ``split`` its split names, the label and its time, the inputs as of the label
+    (:func:`~ytspark.features.asof.inputs_before`: [n, H] histories and the scalar features) and the example
+    age."""
+    hist, ages, search = x[S.CAND_WATCH_HIST], x[S.CAND_WATCH_AGE], x[S.CAND_SEARCH_HIST]
+    k, since = x[S.CAND_N_WATCHES], x[S.CAND_SINCE_LAST]
     n, H = hist.shape
     return [
         take(c[S.USER_ID], first),

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from ytspark import schema as S
 from ytspark.features.history import count_and_last_before, impression_history
 from ytspark.features.params import RankingParams
-from ytspark.features.segments import columns, exclusive_cumsum, gather, list_column, take, user_events, window
+from ytspark.features.segments import exclusive_cumsum, gather, list_column, take, user_events, window
 from ytspark.schema import DAY, KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
 SPLIT_NAMES = pa.array(list(S.SPLITS), pa.string())

@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 
 from ytspark import schema as S
-from ytspark.features.events import search_tokens
+from ytspark.features.asof import Events, inputs_before
 from ytspark.features.params import CandidateParams
-from ytspark.features.segments import list_column, user_events, window, window_mask
-from ytspark.prepare.batch_candidates import candidate_arrays, watch_arrays
-from ytspark.schema import DAY, NEVER_DAYS, SEQUENCE_ARROW_SCHEMA
+from ytspark.features.segments import list_column, window, window_mask
+from ytspark.prepare.batch_candidates import candidate_arrays, watch_completed
+from ytspark.schema import DAY, SEQUENCE_ARROW_SCHEMA
 
 def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vocab_tokens: pa.Array,
                         windows: int, stride: int = 0) -> pa.RecordBatch:
@@ -46,10 +46,10 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
         raise ValueError(f"prepare.sequence_windows must be >= 1, got {windows}")
     H = p.history_length
     step = H if stride <= 0 else min(stride, H)
-    c, ts, kind, users = user_events(batch)
-
-    wi, cw, w_ts, w_vid, w_done, u_w0, n_w = watch_arrays(c, ts, kind, users)
-    s_tok, ct = search_tokens(c, kind, vocab_tokens)
+    ev = Events.of(batch, vocab_tokens)
+    c, users = ev.c, ev.users
+    wi, cw, w_ts, w_vid, u_w0, n_w, ct = ev.wi, ev.cw, ev.w_ts, ev.w_vid, ev.u_w0, ev.n_w, ev.ct
+    w_done = watch_completed(c, wi)
     ordered = p.ties == "ordered"
     # per watch: the global index of the first watch its inputs exclude (itself, ordered; else the first
     # watch of its tie run) and the first event they exclude
@@ -79,28 +79,22 @@ def batch_sequence_rows(batch: pa.Table | pa.RecordBatch, p: CandidateParams, vo
     e, g = e[order], g[order]
 
     t = w_ts[e]
+    tie = ev_tie[e]
+    x = inputs_before(ev, g, t, tie, H)
     w_end = w_tie[e]
-    lo = u_w0[g]
-    present = window_mask(w_end, lo, H)
-    hidx = window(np.arange(len(wi), dtype=np.int64), w_end, lo, H, pad=-1)  # global watch index per slot
-    hist = np.where(present, w_vid[np.maximum(hidx, 0)], 0).astype(np.int32)
-    ages = np.where(present, (t[:, None] - w_ts[np.maximum(hidx, 0)]) / DAY, 0.0)
+    present = window_mask(w_end, u_w0[g], H)
+    hidx = window(np.arange(len(wi), dtype=np.int64), w_end, u_w0[g], H, pad=-1)  # global watch index per slot
     nidx = np.concatenate([e[:, None], hidx[:, :-1]], axis=1)  # the watch after each slot
     nsafe = np.maximum(nidx, 0)
     ok = present & (nidx >= 0) & w_done[nsafe] & (w_vid[nsafe] >= S.N_SPECIAL) \
         & (ordered | (w_ts[nsafe] > w_ts[np.maximum(hidx, 0)]))
     seq_next = np.where(ok, w_vid[nsafe], 0).astype(np.int32)
-    tie = ev_tie[e]
     hidden = ct[tie][:, None] - ct[ev_tie[nsafe]]  # tokens at or after the target's time, before the label's
     search_from = np.where(present, np.clip(hidden, 0, H), H).astype(np.int32)
-    search = window(s_tok, ct[tie], ct[users.starts][g], H)
-    k = w_end - lo
-    since = np.where(k > 0, (t - w_ts[np.maximum(w_end - 1, 0)]) / DAY, NEVER_DAYS)
     ex_age = np.maximum(0.0, (p.window_end - t) / DAY)
 
     n = len(e)
-    arrays = candidate_arrays(c, users.starts[g], pa.array(["train"] * n, pa.string()), w_vid[e], t, hist, ages,
-                              search, k, since, ex_age) + [
+    arrays = candidate_arrays(c, users.starts[g], pa.array(["train"] * n, pa.string()), w_vid[e], t, x, ex_age) + [
         list_column(seq_next, n, H, pa.int32()),
         list_column(search_from, n, H, pa.int32()),
     ]

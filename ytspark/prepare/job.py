@@ -31,7 +31,7 @@ from pyspark.sql import types as T
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
-from ytspark.features.events import ROW_ORDER, TOKENS, event_seq, video_features
+from ytspark.features.events import ROW_ORDER, TOKENS, USER_VOCABS, event_seq, user_features, video_features
 from ytspark.features.grouping import map_user_batches
 from ytspark.features.params import CandidateParams, check_sampling, RankingParams
 from ytspark.prepare.batch_candidates import batch_candidate_rows
@@ -125,26 +125,23 @@ def _validate_tables(spark: SparkSession, cfg: Config, raw: RawTables, tmp: str,
     return out
 
 
-def _age_bucket(age):
-    """Vocab-style index of the age bucket: 1 unknown/under the first bound, 2 + position in AGE_BUCKETS."""
-    out = F.lit(S.OOV)
-    for i, lo in enumerate(S.AGE_BUCKETS):
-        out = F.when(age >= lo, F.lit(2 + i)).otherwise(out)
-    return out.cast("int")
-
-
 def _user_features(users: DataFrame, vocabs: dict[str, Vocab], ref_year: int) -> DataFrame:
-    """Per user: demographic vocab indices, age (years, -1 unknown) and its bucket index."""
-    age = F.coalesce(F.col(S.AGE), (F.lit(ref_year) - F.col(S.BIRTH_YEAR)).cast("double"))
-    df = users.select(S.USER_ID, S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, age.alias("__age"))
-    for col in (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE):
-        df = apply_vocab(df, vocabs[col], col, f"{col}_idx")
-    return df.select(
-        S.USER_ID,
-        *[F.col(f"{c}_idx") for c in (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)],
-        _age_bucket(F.col("__age")).alias("age_bucket_idx"),
-        F.coalesce(F.col("__age"), F.lit(-1.0)).cast("float").alias(S.USER_AGE),
-    )
+    """Per user: demographic vocab indices, age (years, -1 unknown) and its bucket index
+    (:func:`~ytspark.features.events.user_features`, the function serving calls)."""
+    values = {n: pa.array(vocabs[n].values, pa.string()) for n in USER_VOCABS}
+    out_type = T.StructType([T.StructField(S.USER_ID, T.StringType()),
+                             *[T.StructField(c, T.IntegerType()) for c in S.DEMOGRAPHIC_COLUMNS],
+                             T.StructField(S.USER_AGE, T.FloatType())])
+
+    def fn(batches):
+        for b in batches:
+            c = dict(zip(b.schema.names, b.columns))
+            feats = user_features(c, values, ref_year)
+            yield pa.RecordBatch.from_arrays([c[S.USER_ID].cast(pa.string()), *feats.values()],
+                                             names=[S.USER_ID, *feats])
+
+    cols = [c for c in (S.USER_ID, *USER_VOCABS, S.AGE, S.BIRTH_YEAR) if c in users.columns]
+    return users.select(*cols).mapInArrow(fn, out_type)
 
 
 def _train_cutoffs(events: DataFrame) -> DataFrame:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ytspark import schema as S
 
 SOURCE_DEMOGRAPHIC = "demographic"
 SOURCE_POPULAR = "popular"

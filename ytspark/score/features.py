@@ -33,14 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
 from ytspark.features.asof import inputs_at_end
-from ytspark.features.events import ROW_ORDER, TOKENS, event_seq
+from ytspark.features.events import ROW_ORDER, TOKENS, USER_VOCABS, event_seq, user_features, vocab_ids
 from ytspark.features.params import CandidateParams
-from ytspark.schema import DAY, KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
+from ytspark.schema import KIND_IMPRESSION, KIND_SEARCH, KIND_USER, KIND_WATCH
 from ytspark.vocab import Vocab, tokens_column
 
 SEEN = "seen"
@@ -70,37 +70,10 @@ def load_vocabs(spark: SparkSession, prepared_dir: str) -> dict[str, Vocab]:
     return {n: Vocab.load(spark, f"{prepared_dir}/vocab/{n}.json") for n in VOCABS_NEEDED}
 
 
-def _affinity_features(watches: DataFrame, as_of: float | Column) -> DataFrame:
-    """Per user and channel/category: watch count and days since the last watch, as parallel sorted arrays.
-
-    ``as_of``: the cut-off in epoch seconds, or a column of ``watches`` holding each user's own cut-off.
-    """
-    out = None
-    keep = [as_of] if isinstance(as_of, Column) else []
-    for g, col in zip(AFFINITY_GROUPS, (S.RANK_CHANNEL, S.RANK_CATEGORY)):
-        ids, cnt, since = affinity_columns(g)
-        per = watches.groupBy(S.USER_ID, *keep, col).agg(F.count(F.lit(1)).alias("n"), F.max(S.TS).alias("last"))
-        agg = per.groupBy(S.USER_ID, *keep).agg(F.array_sort(F.collect_list(
-            F.struct(F.col(col).alias("g"), F.col("n").cast("float").alias("n"),
-                     _days_before(as_of, F.col("last")).alias("d")))).alias("a"))
-        agg = agg.select(S.USER_ID, F.transform("a", lambda x: x["g"]).alias(ids),
-                         F.transform("a", lambda x: x["n"]).alias(cnt), F.transform("a", lambda x: x["d"]).alias(since))
-        out = agg if out is None else out.join(agg, S.USER_ID, "full_outer")
-    return out
-
-
-
-
-def _days_before(as_of: float | Column, ts: Column) -> Column:
-    """(as_of - ts) / DAY in double, then float32: the rounding the row builders do."""
-    return ((F.lit(as_of) - ts) / F.lit(DAY)).cast("float")
-
-
 RAW_USER_COLUMNS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE, S.AGE, S.BIRTH_YEAR)
 # the marker rows' raw attributes, one struct column (null on event rows: one null field where six would
 # each take a slot in every shuffled and sorted event row)
 USER_STRUCT = "user"
-_USER_VOCABS = (S.GENDER, S.COUNTRY, S.LANGUAGE, S.DEVICE)
 
 
 def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impressions: bool = False) -> DataFrame:
@@ -155,7 +128,7 @@ class Encoder:
 
     @classmethod
     def of(cls, vocabs: dict[str, Vocab], as_of: float, meta=None) -> "Encoder":
-        arr = {n: pa.array(vocabs[n].values, pa.string()) for n in ("video", "token", *_USER_VOCABS)}
+        arr = {n: pa.array(vocabs[n].values, pa.string()) for n in ("video", "token", *USER_VOCABS)}
         return cls(**arr, ref_year=cls.of_year(as_of), channel=None if meta is None else np.asarray(meta.channel, np.int32),
                    category=None if meta is None else np.asarray(meta.category, np.int32))
 
@@ -166,37 +139,23 @@ class Encoder:
 
     def encode(self, table: pa.Table) -> pa.Table:
         """:func:`serving_events` rows -> the columns :func:`~ytspark.features.asof.inputs_at_end` reads,
-        with ``prepare``'s definitions (:func:`ytspark.prepare.job._user_features`: demographic ids, age =
+        with ``prepare``'s definitions (:func:`~ytspark.features.events.user_features`: demographic ids, age =
         age, else ref_year - birth_year, its bucket, -1 unknown); only marker rows carry demographics (the
         first row of their user, which is where the row builders read them)."""
         c = {n: col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
              for n, col in zip(table.column_names, table.columns)}
         if USER_STRUCT in c:  # flatten() gives the fields null where the struct is (event rows)
             c.update(zip([f.name for f in c[USER_STRUCT].type], c.pop(USER_STRUCT).flatten()))
-        vid = _ids(c[S.VIDEO_ID], self.video)
-        age = pc.fill_null(c[S.AGE].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-        born = pc.fill_null(c[S.BIRTH_YEAR].cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-        age = np.where(np.isnan(age), self.ref_year - born, age)
-        with np.errstate(invalid="ignore"):
-            bucket = np.where(np.isnan(age) | (age < S.AGE_BUCKETS[0]), S.OOV,
-                              1 + np.searchsorted(np.asarray(S.AGE_BUCKETS, np.float64), age, side="right"))
+        vid = vocab_ids(c[S.VIDEO_ID], self.video)
+        users = user_features(c, {n: getattr(self, n) for n in USER_VOCABS}, self.ref_year)
         cols = {S.USER_ID: c[S.USER_ID], S.TS: c[S.TS], "kind": c["kind"], S.EVENT_SEQ: c[S.EVENT_SEQ],
-                S.VIDEO_IDX: pa.array(vid), TOKENS: c[TOKENS],
-                S.USER_AGE: pa.array(np.where(np.isnan(age), -1.0, age).astype(np.float32)),
-                **{f"{n}_idx": pa.array(_ids(c[n], getattr(self, n))) for n in _USER_VOCABS},
-                "age_bucket_idx": pa.array(bucket.astype(np.int32))}
+                S.VIDEO_IDX: pa.array(vid), TOKENS: c[TOKENS], **users}
         if S.CLICKED in c:
             cols[S.CLICKED] = pc.fill_null(c[S.CLICKED].cast(pa.int32()), 0)
         for name, per_video in ((S.RANK_CHANNEL, self.channel), (S.RANK_CATEGORY, self.category)):
             if per_video is not None:
                 cols[name] = pa.array(per_video[np.minimum(vid, len(per_video) - 1)])
         return pa.table(cols)
-
-
-def _ids(column: pa.Array, values: pa.Array) -> np.ndarray:
-    """int32 vocabulary ids of a string column: position in ``values`` + 2, OOV (1) for unknown and null."""
-    pos = pc.index_in(column.cast(pa.string()), value_set=values)
-    return pc.fill_null(pc.add(pos, 2), S.OOV).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
 def impression_csr(encoded: pa.Table, as_of: float, n_videos: int):

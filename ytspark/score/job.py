@@ -128,18 +128,18 @@ def _video_meta(spark: SparkSession, prepared_dir: str, vocabs: dict[str, Vocab]
                 videos: pa.Table | None = None) -> VideoMeta:
     """Language/channel/category idx and upload time of every video idx, from the prepared videos table
     (``videos``, read when None; ids as :func:`ytspark.features.events.video_features` gives them, OOV for unknown values)."""
-    from ytspark.score.features import _ids
+    from ytspark.features.events import vocab_ids
 
     videos = _videos_table(spark, prepared_dir) if videos is None else videos
     V = len(vocabs["video"])
     meta = VideoMeta(np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64), np.full(V, S.OOV, np.int64),
                      np.full(V, np.nan, np.float64))
     if videos.num_rows:
-        idx = _ids(videos.column(S.VIDEO_ID), pa.array(vocabs["video"].values, pa.string()))
+        idx = vocab_ids(videos.column(S.VIDEO_ID), pa.array(vocabs["video"].values, pa.string()))
         ok = idx >= 2
         for field, c, vocab in (("channel", S.CHANNEL_ID, "channel"), ("category", S.CATEGORY, "category"),
                                 ("language", S.LANGUAGE, "language")):
-            getattr(meta, field)[idx[ok]] = _ids(videos.column(c), pa.array(vocabs[vocab].values, pa.string()))[ok]
+            getattr(meta, field)[idx[ok]] = vocab_ids(videos.column(c), pa.array(vocabs[vocab].values, pa.string()))[ok]
         meta.upload_ts[idx[ok]] = videos.column(S.UPLOAD_TS).to_numpy(zero_copy_only=False).astype(np.float64)[ok]
     return meta
 

@@ -157,7 +157,7 @@ def build_rules(spark: SparkSession, sc: ScoreConfig, videos: pa.Table | None, v
                 ) -> ServingRules | None:
     """The run's :class:`ServingRules`, or None when no rule is configured. ``videos``: the prepared videos
     table (``video_id``, ``channel_id``, ``upload_ts``); ``vocabs``: the candidate model's (video, country)."""
-    from ytspark.score.features import _ids
+    from ytspark.features.events import vocab_ids
 
     if not rules_configured(sc):
         return None
@@ -166,7 +166,7 @@ def build_rules(spark: SparkSession, sc: ScoreConfig, videos: pa.Table | None, v
     info: dict = {"max_per_channel": sc.max_per_channel, "min_video_age_s": sc.min_video_age_s,
                   "max_video_age_days": sc.max_video_age_days}
     if videos is not None and videos.num_rows:
-        vidx = _ids(videos.column(S.VIDEO_ID), video_values).astype(np.int64)
+        vidx = vocab_ids(videos.column(S.VIDEO_ID), video_values).astype(np.int64)
         bad_age, channel = _video_arrays(videos, vidx, V, sc, as_of)
     else:
         bad_age, channel = np.zeros(V, bool), (np.full(V, -1, np.int64) if sc.max_per_channel > 0 else None)
@@ -179,13 +179,13 @@ def build_rules(spark: SparkSession, sc: ScoreConfig, videos: pa.Table | None, v
         ctry = t[EXCLUDE_COUNTRY].astype(object).where(t[EXCLUDE_COUNTRY].notna(), None)
         ctry = ctry.map(lambda x: x.strip() if isinstance(x, str) and x.strip() else None)
         no_id = vid.isna() | (vid.map(lambda x: isinstance(x, str) and not x.strip()))
-        idx = _ids(pa.array(vid.where(~no_id, None).tolist(), pa.string()), video_values).astype(np.int64)
+        idx = vocab_ids(pa.array(vid.where(~no_id, None).tolist(), pa.string()), video_values).astype(np.int64)
         known = (idx >= 2) & ~no_id.to_numpy()
         everywhere = known & ctry.isna().to_numpy()
         blocked[idx[everywhere]] = True
         per_country = known & ctry.notna().to_numpy()
         if per_country.any():
-            cidx = _ids(pa.array(ctry[per_country].tolist(), pa.string()),
+            cidx = vocab_ids(pa.array(ctry[per_country].tolist(), pa.string()),
                         pa.array(vocabs["country"].values, pa.string())).astype(np.int64)
             country_keys = np.unique(cidx * V + idx[per_country])
         info["exclude"] = {"source": sc.exclude, "rows": int(len(t)), "rows_without_video_id": int(no_id.sum()),

@@ -40,11 +40,9 @@ from ytspark.score import index as ix
 from ytspark.score.bundle import worker_models
 from ytspark.score.fallback import PopularLists, group_keys, watcher_counts
 from ytspark.score.features import AFFINITY_GROUPS, IMPRESSIONS, SEEN, Encoder, serving_columns, slice_users
-from ytspark.score.rank import Csr, Reranker, TorchRanker, UserBlock, VideoMeta
+from ytspark.score.rank import Reranker, TorchRanker, UserBlock, VideoMeta
 from ytspark.score.rules import ServingRules
-from ytspark.schema import (  # noqa: F401  (the output tables, declared in schema; re-exported)
-    MODEL_VERSION, RANK, RECOMMENDATIONS_SCHEMA, RETRIEVAL_SCORE, RUN_DATE, SCORE, SCORED_SCHEMA, SOURCE,
-)
+from ytspark.schema import RANK, SOURCE
 from ytspark.schema import SCORED_ARROW_SCHEMA as ARROW_SCHEMA
 
 SOURCE_CANDIDATE = "candidate"
