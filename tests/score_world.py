@@ -95,7 +95,9 @@ def make_world(spark, tmp: Path) -> dict:
     from ytspark.features.events import event_seq
 
     # with prepare's same-second tie-break, which the reference rows sort by too
-    ev = spark.read.parquet(str(Path(prepared, "events"))).withColumn(S.EVENT_SEQ, event_seq()).toPandas()
+    ev = spark.read.parquet(str(Path(prepared, "events")))
+    assert S.LOG_SEQ in ev.columns  # prepare.tie_break = "log" (the default): ties in the order of the log
+    ev = ev.withColumn(S.EVENT_SEQ, event_seq(ev.columns)).toPandas()
     vocab = {n: Vocab(n, json.loads(Path(prepared, "vocab", f"{n}.json").read_text())["values"])
              for n in ("video", "token")}
     return {"tmp": tmp, "prepared": prepared, "cfg": cfg, "events": ev, "vocab": vocab,

@@ -123,7 +123,7 @@ BAD = [(setting.split("=", 1)[0], [setting]) for setting in (
     "generate.p_autoplay=2", "validate.max_reject_share=1.5", "validate.max_reject_share=-0.1",
     "validate.max_watch_seconds=0", "validate.max_watch_over_duration=-1", "validate.future_tolerance_seconds=-1",
     "validate.as_of=soon", "prepare.history_length=0", "prepare.max_examples_per_user=0",
-    "prepare.example_sampling=random", "prepare.ties=strict", "prepare.completed_fraction=-0.5",
+    "prepare.example_sampling=random", "prepare.ties=strict", "prepare.tie_break=time", "prepare.completed_fraction=-0.5",
     "prepare.video_min_count=-1", "prepare.video_top_k=0", "prepare.token_min_count=-1", "prepare.token_top_k=0",
     "prepare.categorical_min_count=-1", "prepare.quantiles=1", "prepare.quantile_rel_error=1.0",
     "prepare.target_shards=0", "prepare.row_groups_per_shard=0", "prepare.sequence_windows=0",
@@ -398,7 +398,8 @@ def test_the_model_dataclasses_default_to_the_config_defaults():
 
 # Every string key is either one of a fixed set (checked at load against it) or free text checked for its form.
 ENUM_KEYS = {"spark.log_level": "SPARK_LOG_LEVELS", "data.format": "DATA_FORMATS",
-             "prepare.example_sampling": "PREPARE_SAMPLINGS", "prepare.ties": "PREPARE_TIES", "score.index": "SCORE_INDEXES",
+             "prepare.example_sampling": "PREPARE_SAMPLINGS", "prepare.ties": "PREPARE_TIES",
+             "prepare.tie_break": "PREPARE_TIE_BREAKS", "score.index": "SCORE_INDEXES",
              "train.launcher": "TRAIN_LAUNCHERS", "candidate.encoder": "CANDIDATE_ENCODERS",
              "candidate.recency": "CANDIDATE_RECENCY", "ranker.objective": "RANKER_OBJECTIVES"}
 FREE_TEXT_KEYS = {"spark.master", "spark.app_name", "spark.driver_memory", "spark.local_dir", "data.events",

@@ -216,22 +216,28 @@ def test_missing_and_empty_paths_say_what_to_do(spark, tmp_path):
         read_inputs(spark, cfg)
 
 
-def test_same_second_ties_are_broken_neutrally_not_by_popularity(spark, tmp_path):
-    """Each user's last two watches share a second: one is the most popular video, one a rare one.
-    Ordering ties by video index (= popularity rank) would always hold out the rare one."""
+@pytest.mark.parametrize("tie_break", ["log", "hash"])
+def test_same_second_ties_follow_the_log_or_a_neutral_hash_never_popularity(spark, tmp_path, tie_break):
+    """Each user's last two watches share a second: one is the most popular video, one a rare one, written
+    popular-first for even users and rare-first for odd ones. Ordering ties by video index (= popularity rank)
+    would always hold out the rare one; "log" keeps the written order (the one written second is the test
+    target, for every user), "hash" a fair coin."""
     n = 120
     events = []
     for i in range(n):
         u = f"t{i:03d}"
-        events += [watch(u, 1, f"a{i % 5}"), watch(u, 2, f"b{i % 5}"), watch(u, 3, "vp"), watch(u, 3, f"vr{i % 3}")]
+        tied = [watch(u, 3, "vp"), watch(u, 3, f"vr{i % 3}")]
+        events += [watch(u, 1, f"a{i % 5}"), watch(u, 2, f"b{i % 5}"), *(tied if i % 2 == 0 else tied[::-1])]
     for j in range(30):  # earlier watchers put both into the (training-only) vocabulary, vp far ahead
         f = f"f{j:02d}"
         events += [watch(f, 0.5, "vp"), watch(f, 0.7, "z1"), watch(f, 0.8, "z2")]
         events += [watch(f, 0.6, f"vr{j % 3}")] if j < 6 else []
     raw = {"events": write_jsonl(tmp_path / "events.jsonl", events)}
-    cfg = make_config(f'data.events="{raw["events"]}"', "prepare.history_length=4", "prepare.target_shards=1")
+    cfg = make_config(f'data.events="{raw["events"]}"', "prepare.history_length=4", "prepare.target_shards=1",
+                      f'prepare.tie_break="{tie_break}"')
     out = str(tmp_path / "prepared")
     run_prepare(spark, cfg, read_inputs(spark, cfg), out)
+    assert (S.LOG_SEQ in spark.read.parquet(f"{out}/events").columns) == (tie_break == "log")
     vocab = ["<pad>", "<oov>"] + json.loads(Path(out, "vocab", "video.json").read_text())["values"]
     assert {"vp", "vr0", "vr1", "vr2"} <= set(vocab) and vocab.index("vp") < vocab.index("vr0")
     test = [r for r in spark.read.parquet(f"{out}/candidates/test").select(S.USER_ID, S.CAND_LABEL).collect()
@@ -239,7 +245,10 @@ def test_same_second_ties_are_broken_neutrally_not_by_popularity(spark, tmp_path
     val = {r[S.USER_ID]: r[S.CAND_LABEL] for r in
            spark.read.parquet(f"{out}/candidates/val").select(S.USER_ID, S.CAND_LABEL).collect()}
     assert len(test) == n and len([u for u in val if u.startswith("t")]) == n
-    popular_last = sum(vocab[r[S.CAND_LABEL]] == "vp" for r in test)
-    assert 0.3 * n < popular_last < 0.7 * n  # a fair coin, not always the rare one
+    popular_last = {r[S.USER_ID] for r in test if vocab[r[S.CAND_LABEL]] == "vp"}
+    if tie_break == "log":  # the one written second, for every user
+        assert popular_last == {f"t{i:03d}" for i in range(1, n, 2)}
+    else:
+        assert 0.3 * n < len(popular_last) < 0.7 * n  # a fair coin, not always the rare one
     # the tied pair splits between validation and test, whichever order the tie-break gave
     assert all({vocab[val[r[S.USER_ID]]], vocab[r[S.CAND_LABEL]]} >= {"vp"} for r in test)

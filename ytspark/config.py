@@ -44,6 +44,7 @@ class ConfigError(ValueError):
 DATA_FORMATS = ("auto", "parquet", "jsonl", "csv")  # ("auto", *ytspark.sources.FORMATS)
 PREPARE_SAMPLINGS = ("recent", "uniform")  # ytspark.features.params.SAMPLINGS
 PREPARE_TIES = ("ordered", "excluded")  # ytspark.features.params.TIES
+PREPARE_TIE_BREAKS = ("log", "hash")  # ytspark.prepare.job keeps log_seq for "log"
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
 CANDIDATE_ENCODERS = ("auto", "bag", "sequence")  # ytspark.models.candidate.ENCODERS, + auto (chosen on validation)
@@ -108,6 +109,9 @@ class PrepareConfig:
     max_examples_per_user: int = 100  # fixed cap of candidate rows per user (paper 3.4)
     example_sampling: str = "recent"  # recent | uniform (seeded)
     ties: str = "ordered"  # same-second watches before a label: ordered (by the tie-break, as serving sees them) | excluded
+    # the order of a user's same-second events: log (as they stand in the input: within a file, its row order)
+    # | hash (a neutral hash of the event, for logs whose row order means nothing)
+    tie_break: str = "log"
     completed_fraction: float = 0.5  # watch_seconds / video_seconds to count as a positive
     video_min_count: int = 1
     video_top_k: int = 1_000_000
@@ -518,6 +522,7 @@ def validate(cfg: Config) -> None:
                "prepare.completed_fraction", "prepare.seed")
     c.one_of("prepare.example_sampling", PREPARE_SAMPLINGS)
     c.one_of("prepare.ties", PREPARE_TIES)
+    c.one_of("prepare.tie_break", PREPARE_TIE_BREAKS)
     c.at_least(2, "prepare.quantiles")
     c.between("prepare.quantile_rel_error", 0, 1, hi_open=True)
     # [train]

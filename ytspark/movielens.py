@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.prepare import RawTables
-from ytspark.sources import InputError, _list_files
+from ytspark.sources import InputError, _list_files, log_seq
 
 
 def _csv(spark: SparkSession, path: str) -> DataFrame:
@@ -30,7 +30,7 @@ def _contract(df: DataFrame, table: str) -> DataFrame:
     cols, _ = S.TABLES[table]
     sel = [F.col(c).cast("string").alias(c) if c in df.columns else F.lit(None).cast(T.StringType()).alias(c) for c in cols]
     corrupt = F.col(S.CORRUPT_RECORD) if S.CORRUPT_RECORD in df.columns else F.lit(None).cast("string")
-    return df.select(*sel, corrupt.alias(S.CORRUPT_RECORD))
+    return df.select(*sel, corrupt.alias(S.CORRUPT_RECORD), *([log_seq()] if table == "events" else []))
 
 
 def _events(df: DataFrame, event_type: str, what) -> DataFrame:

@@ -129,6 +129,8 @@ RAW = "raw"  # the original row as JSON (or the unparseable line itself)
 REJECTS = Table([(REJECT_TABLE, "string"), (REJECT_REASON, "string"), (RAW, "string", True)])
 REJECTS_SCHEMA = REJECTS.to_spark()
 EVENT_SEQ = "event_seq"  # stable tie-breaker within a user's timeline
+LOG_SEQ = "log_seq"  # events: the row's position in the input log (read order); prepared/events keep it with
+#                      prepare.tie_break = "log", and it then orders same-second events everywhere
 
 # ---------------------------------------------------------------- internal columns
 TS = "ts"  # epoch seconds, double

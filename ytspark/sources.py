@@ -10,7 +10,7 @@ Paths are anything Hadoop understands: local paths, ``file://``, ``hdfs://``,
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -120,8 +120,16 @@ def _json_lines(spark: SparkSession, path: str, table: str) -> DataFrame:
             .select(parsed.alias("j")).select("j.*"))
 
 
+def log_seq() -> Column:
+    """``log_seq``, for events as read (before any shuffle): each row's position in the input, increasing in
+    read order (within a file, its row order; Spark's partition-major monotonically increasing id). Prepare keeps
+    it to order same-second events (``prepare.tie_break = "log"``)."""
+    return F.monotonically_increasing_id().alias(S.LOG_SEQ)
+
+
 def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") -> DataFrame:
-    """Read one contract table; returns every contract column plus ``_corrupt_record``.
+    """Read one contract table; returns every contract column plus ``_corrupt_record`` (events: plus
+    ``log_seq``, :func:`log_seq`).
 
     Raises :class:`InputError` when the path is missing or empty, the format is
     unknown, a required column is absent, or a column has a type that cannot
@@ -153,6 +161,8 @@ def read_table(spark: SparkSession, path: str, table: str, fmt: str = "auto") ->
                 f"write it as a plain value"
             )
     select = [F.col(c) if c in df.columns else F.lit(None).cast(T.StringType()).alias(c) for c in cols]
+    if table == "events":
+        select.append(log_seq())
     if S.CORRUPT_RECORD in df.columns:
         select.append(F.col(S.CORRUPT_RECORD))
     else:

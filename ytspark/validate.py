@@ -158,7 +158,8 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     negative or absurd watch time, then duplicates (the most complete copy is kept).
     """
     cols, _ = S.TABLES[table]
-    raw_cols = [c for c in df.columns]
+    raw_cols = [c for c in df.columns if c != S.LOG_SEQ]  # log_seq: where the row stood, not its content
+    seq = [F.col(S.LOG_SEQ)] if S.LOG_SEQ in df.columns else []
     typed, cast_rules = _typed(df, table)
     rules = _rules(table, cfg, _now_seconds(cfg))
     # Order: parse/missing first, then cast failures, then value rules.
@@ -175,7 +176,7 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
     keys = [F.col(f"__t_{k}") for k in _DEDUP_KEYS[table]]
     # Keep the most complete copy, then a deterministic one.
     filled = sum(F.col(c).isNotNull().cast("int") for c in raw_cols)
-    order = [filled.desc()] + [F.col(c).cast("string").asc_nulls_last() for c in raw_cols]
+    order = [filled.desc()] + [F.col(c).cast("string").asc_nulls_last() for c in raw_cols] + [s.asc() for s in seq]
     first = F.row_number().over(Window.partitionBy(F.col(S.REJECT_REASON), *keys).orderBy(*order))
     tagged = tagged.withColumn(
         S.REJECT_REASON,
@@ -183,7 +184,7 @@ def validate(df: DataFrame, table: str, cfg: ValidateConfig) -> Validated:
         .otherwise(F.col(S.REJECT_REASON)),
     )
     accepted = tagged.where(F.col(S.REJECT_REASON).isNull()).select(
-        *[F.col(f"__t_{c}").cast(typ).alias(c) for c, typ in cols.items()]
+        *[F.col(f"__t_{c}").cast(typ).alias(c) for c, typ in cols.items()], *seq
     )
     return Validated(accepted=accepted, tagged=tagged)
 

@@ -1,7 +1,8 @@
 """The event columns every feature builder reads, defined once for prepare, train-ranker rows and serving.
 
 - the order of a user's events (:data:`ROW_ORDER`): time, kind, then
-  :func:`event_seq`, a hash of the event that breaks same-second ties;
+  :func:`event_seq`, which breaks same-second ties: the event's position in
+  the input log (``prepare.tie_break = "log"``) or a neutral hash of it;
 - ``tokens`` (:data:`TOKENS`), a search's query tokens (``list<string>``,
   :func:`ytspark.vocab.tokens_column`): :func:`token_ids` gives their
   vocabulary ids and :func:`search_tokens` every search's ids of a batch of
@@ -26,14 +27,18 @@ from ytspark.schema import KIND_SEARCH
 from ytspark.vocab import Vocab, apply_vocab
 
 TOKENS = "tokens"  # input column: the search's query tokens, list<string>
-# Order of a user's events for the row builders. Same-second ties are broken by a hash of the
-# event (neutral), not by the video index: that is popularity rank, and would make the held-out
-# last watch the least popular of tied watches (about 1 user in 6 on MovieLens).
+# Order of a user's events for the row builders. Same-second ties are broken by the events' order in the
+# input log where prepare kept it (``prepare.tie_break = "log"``: the ``log_seq`` column of prepared/events),
+# else by a hash of the event (neutral); never by the video index: that is popularity rank, and would make
+# the held-out last watch the least popular of tied watches (about 1 user in 6 on MovieLens).
 ROW_ORDER = (S.TS, "kind", S.EVENT_SEQ)
 
 
-def event_seq() -> Column:
-    """A deterministic, popularity-neutral tie-break between a user's events at the same second."""
+def event_seq(columns=()) -> Column:
+    """The tie-break between a user's events at the same second: ``log_seq`` when ``columns`` (the events'
+    columns) hold it, else a deterministic, popularity-neutral hash of the event."""
+    if S.LOG_SEQ in columns:
+        return F.col(S.LOG_SEQ).cast("long")
     return F.xxhash64(S.USER_ID, S.EVENT_TYPE, S.VIDEO_ID, S.QUERY)
 
 

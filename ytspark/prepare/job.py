@@ -4,7 +4,7 @@
 leaves the previous ``out_dir`` intact)::
 
     out_dir/
-      events/            accepted events, typed (epoch-second timestamps)
+      events/            accepted events, typed (epoch-second timestamps; log_seq with prepare.tie_break = "log")
       users/ videos/     accepted users and videos
       rejects/           every rejected row: source_table, reject_reason, raw JSON
       candidates/{train,val,test}/   CANDIDATE_SCHEMA rows, balanced row groups
@@ -94,6 +94,7 @@ def _validate_tables(spark: SparkSession, cfg: Config, raw: RawTables, tmp: str,
         cols, _ = S.TABLES[table]
         v.tagged.select(
             *[F.col(f"__t_{c}").cast(t).alias(c) for c, t in cols.items()],
+            *([F.col(S.LOG_SEQ)] if S.LOG_SEQ in v.tagged.columns and cfg.prepare.tie_break == "log" else []),
             F.col(S.REJECT_REASON),
             # the raw JSON is only kept (and so only built) for rejected rows
             F.when(F.col(S.REJECT_REASON).isNotNull(), F.col(RAW)).alias(RAW),
@@ -173,7 +174,7 @@ def enrich_events(events: DataFrame, users: DataFrame, videos: DataFrame, vocabs
         F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH)
         .when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
         .otherwise(KIND_IMPRESSION),
-    ).withColumn(TOKENS, tokens_column(F.col(S.QUERY))).withColumn(S.EVENT_SEQ, event_seq())
+    ).withColumn(TOKENS, tokens_column(F.col(S.QUERY))).withColumn(S.EVENT_SEQ, event_seq(events.columns))
     ev = apply_vocab(ev, vocabs["video"], S.VIDEO_ID, S.VIDEO_IDX)
     ev = ev.join(vfeat, S.VIDEO_ID, "left").join(ufeat, S.USER_ID, "left")
     dur = F.coalesce(F.col(S.VIDEO_SECONDS), F.col(S.DURATION_SECONDS))

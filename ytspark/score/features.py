@@ -97,7 +97,7 @@ def serving_events(spark: SparkSession, prepared_dir: str, as_of: float, impress
         S.USER_ID, F.col(S.EVENT_TS).cast("double").alias(S.TS),
         F.when(F.col(S.EVENT_TYPE) == "watch", KIND_WATCH).when(F.col(S.EVENT_TYPE) == "search", KIND_SEARCH)
         .otherwise(KIND_IMPRESSION).alias("kind"),
-        event_seq().alias(S.EVENT_SEQ), F.col(S.VIDEO_ID).cast("string").alias(S.VIDEO_ID),
+        event_seq(events.columns).alias(S.EVENT_SEQ), F.col(S.VIDEO_ID).cast("string").alias(S.VIDEO_ID),
         tokens_column(F.col(S.QUERY)).alias(TOKENS),
         *([F.col(S.CLICKED).cast("int").alias(S.CLICKED)] if impressions else []),
         F.lit(None).cast(user_type).alias(USER_STRUCT))
