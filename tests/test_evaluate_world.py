@@ -114,3 +114,24 @@ def test_evaluation_reranks_candidates_with_features_as_of_each_target(spark, wo
     hits = sum(es.labels[b] in top10[b] for b in range(len(es)))
     assert sum(r[2] * r[3] for r in rows) == pytest.approx(hits)
     assert all(0 < r[1] < 1 for r in rows) and [r[1] for r in rows] == sorted(r[1] for r in rows)
+
+
+def test_a_compared_fused_model_is_reported_fused_and_as_its_network_alone(spark, world, fused):
+    """``ytspark evaluate --compare NAME=DIR``: a fused model also gets "(NAME) network alone" (the ablation's
+    two rows); comparing the model with itself gives the main systems' lists exactly."""
+    from types import SimpleNamespace
+
+    from ytspark.evaluate.protocol import load_eval_sets
+    from ytspark.pipeline import _add_model_systems
+
+    _, mdir = fused
+    root = str(Path(mdir).parent.parent)  # the models root (no ranker): the main system is its LATEST, mdir
+    sets = load_eval_sets(spark, world["prepared"], ("test",))
+    got = {}
+    _add_model_systems(spark, world["cfg"], world["prepared"], root, SimpleNamespace(sets=sets),
+                       lambda name, system: got.__setitem__(name, system(sets["test"], None)), [f"again={mdir}"], [])
+    assert set(got) == {"ytspark candidate", "ytspark candidate network alone", "ytspark candidate (again)",
+                        "ytspark candidate (again) network alone"}
+    np.testing.assert_array_equal(got["ytspark candidate (again)"], got["ytspark candidate"])
+    np.testing.assert_array_equal(got["ytspark candidate (again) network alone"], got["ytspark candidate network alone"])
+    assert (got["ytspark candidate"] != got["ytspark candidate network alone"]).any()

@@ -242,6 +242,9 @@ def _add_model_systems(spark, cfg: Config, prepared: str, models: str, ev: Any, 
             lambda es, h: candidate_topk(models, prepared, es, k, covisit=False, held=h))
     for name, other in compare_models(compare):
         add(f"ytspark candidate ({name})", lambda es, h, other=other: candidate_topk(other, prepared, es, k, held=h))
+        if _covisit_weight(other) > 0:
+            add(f"ytspark candidate ({name}) network alone",
+                lambda es, h, other=other: candidate_topk(other, prepared, es, k, covisit=False, held=h))
     calibration = {"candidate network: P(next watch) of the top 10 (test)": {
         "rows": candidate_calibration(models, prepared, ev.sets["test"], 10), "x": "mean softmax probability",
         "y": "observed hit rate"}}
