@@ -137,6 +137,13 @@ def test_padding_changes_nothing():
         torch.testing.assert_close(positions(model, rows)[0], positions(model, wide)[0])
         torch.testing.assert_close(model.user_vector(batch_from_numpy(rows)),
                                    model.user_vector(batch_from_numpy(wide)))
+        # a batch is cut to its longest history: each row alone (cut to its own length) as in the batch
+        lengths = (rows[S.CAND_WATCH_HIST] != S.PAD).sum(axis=1)
+        assert lengths.min() < lengths.max()
+        together = model.user_vector(batch_from_numpy(rows))
+        for i in range(len(lengths)):
+            alone = model.user_vector(batch_from_numpy({k: v[i:i + 1] for k, v in rows.items()}))
+            torch.testing.assert_close(alone[0], together[i])
 
 
 def test_gap_buckets_are_log_seconds_and_zero_without_a_previous_watch():

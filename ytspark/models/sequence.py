@@ -81,8 +81,12 @@ class SequenceEncoder(nn.Module):
         self.join = nn.Sequential(nn.Linear(D + extra_width, 2 * D), nn.ReLU(), nn.Linear(2 * D, D))
 
     def states(self, video_in: nn.Embedding, hist: torch.Tensor, age_days: torch.Tensor) -> torch.Tensor:
-        """[B, H] ids, [B, H] ages -> causal states [B, H, D] (pad slots zero)."""
+        """[B, H] ids, [B, H] ages -> causal states [B, H', D] (pad slots zero), H' = min(H, max_history, the
+        batch's longest history): the trailing slots no row fills are pads in every row, so they are cut before
+        the attention (no output changes: a pad slot is masked as a key and zero as a state)."""
         hist = hist[:, :self.max_history]
+        filled = (hist != S.PAD).any(dim=0).nonzero()
+        hist = hist[:, :int(filled.max()) + 1 if len(filled) else 1]
         age_days = age_days[:, :hist.shape[1]]
         pad = hist == S.PAD
         L = hist.shape[1]
@@ -125,11 +129,10 @@ class SequenceEncoder(nn.Module):
         Position j: input slots >= j, example age = row's + age of its target, time since its last watch =
         age[j] - age of its target (slot 0: the row's since_last_watch_days), searches search_hist[from_j:].
         """
-        hist = batch.watch_hist[:, :self.max_history]
-        H = hist.shape[1]
+        states = self.states(m.video_in, batch.watch_hist, batch.watch_hist_age)
+        H = states.shape[1]  # the slots states() kept: the ones past them are pads with no target
         seq_next, search_from = seq_next[:, :H], search_from[:, :H]
         age = batch.watch_hist_age[:, :H]
-        states = self.states(m.video_in, hist, age)
         next_age = torch.cat([torch.zeros_like(age[:, :1]), age[:, :-1]], dim=1)
         since = torch.cat([batch.since_last_watch_days.unsqueeze(1), (age - next_age)[:, 1:]], dim=1)
         ex_age = batch.example_age_days.unsqueeze(1) + next_age

@@ -77,10 +77,16 @@ class CandidateScorer:
         from ytspark.models.features import batch_from_numpy
 
         n = len(cols[S.CAND_N_WATCHES])
-        parts = [self.model.user_vector(batch_from_numpy({k: v[a:a + SCORE_CHUNK] for k, v in cols.items()},
+        # the sequence encoder attends over the chunk's longest history: chunks of similar lengths
+        order = np.argsort(np.asarray(cols[S.CAND_N_WATCHES]), kind="stable") \
+            if self.model.config.encoder == "sequence" else np.arange(n)
+        parts = [self.model.user_vector(batch_from_numpy({k: v[order[a:a + SCORE_CHUNK]] for k, v in cols.items()},
                                                          serving=True)).numpy()
                  for a in range(0, n, SCORE_CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.V.shape[1]), np.float32)
+        out = np.zeros((n, self.V.shape[1]), np.float32)
+        if parts:
+            out[order] = np.concatenate(parts)
+        return out
 
     def logits(self, cols: dict) -> np.ndarray:
         """[n, V] scores over the whole catalogue (ids 0 and 1 included; callers exclude them)."""
