@@ -108,7 +108,9 @@ def main() -> None:
     cfg0 = load_config(args.profile, args.overrides)
     doc.update(load_after=R.load(), threads=cores, matmul_gflops=peak / 1e9, mflop_per_example=fpe / 1e6,
                model={"embed_dim": cfg0.candidate.embed_dim, "hidden": list(cfg0.candidate.hidden),
-                      "num_sampled": cfg0.candidate.num_sampled}, rows=rows)
+                      "num_sampled": cfg0.candidate.num_sampled, "attn_layers": cfg0.candidate.attn_layers,
+                      "attn_heads": cfg0.candidate.attn_heads, "seq_num_sampled": cfg0.candidate.seq_num_sampled,
+                      "seq_batch_size": cfg0.candidate.seq_batch_size}, rows=rows)
     R.finish("train", doc, render, args, AREA)
 
 
@@ -128,8 +130,12 @@ def render(doc: dict) -> str:
         R.machine_line(doc, f", torch {doc['torch']}"),
         f"Load average {'/'.join(map(str, doc['load_before']))} before, {'/'.join(map(str, doc['load_after']))} "
         "after.  ",
-        f"Model: embed {m['embed_dim']}, tower {m['hidden']}, {m['num_sampled']} sampled negatives; "
-        f"{doc['mflop_per_example']:.2f} MFLOP per training example (dense matmuls, fwd+bwd).  ",
+        (f"Model: the sequence encoder, embed {m['embed_dim']}, {m.get('attn_layers')} layers x "
+         f"{m.get('attn_heads')} heads, {m.get('seq_batch_size')} windows a step, {m.get('seq_num_sampled')} "
+         "sampled negatives shared by every position (rows are user windows).  "
+         if doc.get("encoder") == "sequence" else
+         f"Model: embed {m['embed_dim']}, tower {m['hidden']}, {m['num_sampled']} sampled negatives; "
+         f"{doc['mflop_per_example']:.2f} MFLOP per training example (dense matmuls, fwd+bwd).  "),
         f"Measured dense float32 matmul on {doc['threads']} threads (2048², best of 3): "
         f"**{doc['matmul_gflops']:.1f} GFLOP/s** (the limit here).", "",
         "| ranks | launcher | rows/s | model GFLOP/s | fraction of matmul limit | steps | wall s | full epoch s |",
