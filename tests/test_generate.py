@@ -587,7 +587,7 @@ def test_shown_lists_with_watches_log_a_watch_per_click():
     ts = _after_window(cfg)
     shown = _shown_lists(cfg, 10, seed=3)
     imp = G.log_shown_lists(shown, cfg, ts, seed=7)
-    both = G.log_shown_lists(shown, cfg, ts, seed=7, watches=True)
+    both = G.log_shown_lists(shown, cfg, ts, seed=7, watches=True, autoplay=False)
     pd.testing.assert_frame_equal(both[both[S.EVENT_TYPE] == "impression"].reset_index(drop=True), imp)
     w = both[both[S.EVENT_TYPE] == "watch"]
     c = imp[imp[S.CLICKED] == 1]
@@ -601,6 +601,22 @@ def test_shown_lists_with_watches_log_a_watch_per_click():
     for _, g in m.sort_values(S.EVENT_TS + "_i").groupby(S.USER_ID):
         t = g[S.EVENT_TS + "_w"].to_numpy()
         assert (np.diff(t) >= np.ceil(g[S.WATCH_SECONDS + "_w"].to_numpy()[:-1]) + 3).all()
+
+    # autoplay (the default): each clicked watch may continue with the generator's chain after it
+    auto = G.log_shown_lists(shown, cfg, ts, seed=7, watches=True)
+    pd.testing.assert_frame_equal(auto[auto[S.EVENT_TYPE] == "impression"].reset_index(drop=True), imp)
+    aw = auto[auto[S.EVENT_TYPE] == "watch"].sort_values([S.USER_ID, S.EVENT_TS])
+    ctx = G._context(cfg, G.build_catalog(cfg))
+    clicked = set(zip(c[S.USER_ID], c[S.VIDEO_ID]))
+    chosen = np.array([(u, x) in clicked for u, x in zip(aw[S.USER_ID], aw[S.VIDEO_ID])])
+    assert chosen.sum() == len(c) and (~chosen).sum() > 0  # every click watched, and some continuations
+    vid = aw[S.VIDEO_ID].str[1:].astype(int).to_numpy()
+    for i in np.flatnonzero(~chosen):  # a continuation follows the watch before it: next episode or up-next
+        prev = vid[i - 1]
+        assert aw[S.USER_ID].iloc[i] == aw[S.USER_ID].iloc[i - 1]
+        assert vid[i] in (ctx["next_ep"][prev], ctx["up_next"][prev])
+        assert aw[S.EVENT_TS].iloc[i] >= aw[S.EVENT_TS].iloc[i - 1] + np.ceil(aw[S.WATCH_SECONDS].iloc[i - 1]) + 3
+    assert not aw.duplicated([S.USER_ID, S.VIDEO_ID]).any()  # a video this visit played is not continued with
 
 
 # ------------------------------------------------------------------ the truth as an evaluation metric

@@ -16,8 +16,9 @@ import pandas as pd
 
 from ytspark import schema as S
 from ytspark.config import GenerateConfig
-from ytspark.generate.behaviour import _click_probability, _completion_mean, _events_frame, _watch_from_completion
-from ytspark.generate.constants import AFF_EPS, COMPLETION_CONC, DEVICES
+from ytspark.generate.behaviour import (_autoplay_chain, _click_probability, _completion_mean, _events_frame,
+                                        _watch_from_completion)
+from ytspark.generate.constants import AFF_EPS, COMPLETION_CONC, DAY, DEVICES
 from ytspark.generate.world import _context, _theta_at, _user_profile, build_catalog
 
 
@@ -107,7 +108,7 @@ def true_engagement(cfg: GenerateConfig, user_ids, video_ids, ts) -> pd.DataFram
 
 
 def log_shown_lists(
-    shown: pd.DataFrame, cfg: GenerateConfig, ts: float, seed: int, *, watches: bool = False
+    shown: pd.DataFrame, cfg: GenerateConfig, ts: float, seed: int, *, watches: bool = False, autoplay: bool = True
 ) -> pd.DataFrame:
     """Impression events for the (user_id, video_id, rank) rows of a nightly table shown at ``ts``.
 
@@ -128,7 +129,12 @@ def log_shown_lists(
 
     With ``watches=True`` the clicked videos also get the ``watch`` rows the generator
     writes after a slate: the first ``2-20`` s after the last slot, each following one
-    its watch time plus 3-30 s later, in rank order, same watch_seconds.
+    its watch time plus 3-30 s later, in rank order, same watch_seconds. With ``autoplay`` (the default),
+    each clicked watch is followed by the generator's autoplay chain, as after a watch of a generated visit
+    (:func:`~ytspark.generate.behaviour._autoplay_chain`: the series' next episode with ``p_binge``, else the
+    video's fixed up-next with ``p_autoplay``, until one is declined; a video this visit already played is
+    not continued with; watch time drawn as above, at the continuation's start): what a recommended episode
+    of a series leads to on the next night.
 
     Seeded: the draws of a user depend only on (cfg.seed, seed, user) and the user's
     rows (sorted by rank, then video_id), never on other users or the input order,
@@ -189,13 +195,30 @@ def log_shown_lists(
             [int(c) for c in clicked], device, prof["country"])
         if watches and clicked.any():
             t = ts + float(r.max()) * SHOWN_SLOT_SECONDS + float(rng.integers(2, 20))
-            ets = []
-            for w in ws[clicked]:
+            wv, ets, wws = [], [], []
+
+            def watch(c: int, at: float) -> float:
+                """An autoplay continuation c watched from ``at``: its row, and its watch seconds."""
+                tc = _pair_truth(ctx, np.array([u]), np.array([c]), np.array([at]))
+                m = float(tc["completion"][0])
+                sec = float(_watch_from_completion(tc["duration"][:1], np.array(
+                    [rng.beta(m * COMPLETION_CONC, (1.0 - m) * COMPLETION_CONC)]))[0])
+                wv.append(c)
+                ets.append(at)
+                wws.append(sec)
+                return sec
+
+            played = {int(c) for c in v[clicked]}
+            for c, w in zip(v[clicked], ws[clicked]):
+                wv.append(int(c))
                 ets.append(t)
+                wws.append(w)
                 t += math.ceil(w) + float(rng.integers(3, 30))
-            k = int(clicked.sum())
-            add(k, np.array(ets), prof["user_id"], "watch", v[clicked], ws[clicked], [None] * k, device,
-                prof["country"])
+                if autoplay:
+                    _, t = _autoplay_chain(ctx, int(c), t, ts + DAY, (played,), watch, rng)
+            k = len(wv)
+            add(k, np.array(ets), prof["user_id"], "watch", np.array(wv, np.int64), np.array(wws), [None] * k,
+                device, prof["country"])
 
     flat = {c: (np.concatenate(x) if x and isinstance(x[0], np.ndarray) else [y for part in x for y in part])
             for c, x in cols.items()}
