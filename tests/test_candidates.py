@@ -139,3 +139,26 @@ def test_rollback_never_leaks_a_later_event(events, cap, ties):
         else:  # exactly the watches before the label in the order: the label is watch number k
             assert w_ts[k] == r[S.CAND_LABEL_TS] and all(i - 100 <= label_hour for i in watches)
             assert watches == [int(v) for v in w_vid[:k][::-1][:50]]
+
+
+def test_user_features_known_answers():
+    """The users' features prepare and serving both build (``features.events.user_features``): vocabulary ids
+    (unknown and null -> OOV), age (age, else ref_year - birth_year, else -1) and its bucket."""
+    import pyarrow as pa
+
+    from ytspark.features.events import user_features
+
+    c = {S.GENDER: pa.array(["f", None, "x", "m"]), S.COUNTRY: pa.array(["NL", "DE", None, "NL"]),
+         S.DEVICE: pa.array(["ios", "web", "ios", None]),  # no language column: OOV for everyone
+         S.AGE: pa.array([34.0, None, None, 17.0]), S.BIRTH_YEAR: pa.array([None, 1990, None, 1950], pa.int32())}
+    values = {S.GENDER: pa.array(["f", "m"]), S.COUNTRY: pa.array(["DE", "NL"]), S.LANGUAGE: pa.array(["nl"]),
+              S.DEVICE: pa.array(["ios", "web"])}
+    out = {k: v.to_pylist() for k, v in user_features(c, values, 2020).items()}
+    assert list(out) == [*S.DEMOGRAPHIC_COLUMNS, S.USER_AGE]
+    assert out["gender_idx"] == [2, S.OOV, S.OOV, 3]
+    assert out["country_idx"] == [3, 2, S.OOV, 3]
+    assert out["language_idx"] == [S.OOV] * 4
+    assert out["device_idx"] == [2, 3, 2, S.OOV]
+    assert out[S.USER_AGE] == [34.0, 30.0, -1.0, 17.0]  # the stated age wins over the birth year
+    # buckets 2 + position of the last lower bound <= age in AGE_BUCKETS (0, 18, 25, 35, ...); unknown OOV
+    assert out["age_bucket_idx"] == [2 + 2, 2 + 2, S.OOV, 2 + 0]
