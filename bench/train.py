@@ -1,6 +1,6 @@
 """Training throughput of the candidate network at 1 and 2 ranks, and its FLOP/s against this machine's matmul.
 
-    .venv/bin/python bench/train.py --prepared out/prepared [--steps 60] [--ranks 1 2] [--batch 512]
+    .venv/bin/python bench/train.py --prepared out/prepared [--steps 60] [--ranks 1 2] [--batch N]
         [--encoder bag|sequence] [--profile movielens]
 
 Runs the real training path (Petastorm shards, the training loop, launcher
@@ -74,7 +74,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", default=str(ROOT / "out" / "prepared"))
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="rows per step and rank (default: the config's candidate.batch_size, or seq_batch_size "
+                         "with --encoder sequence)")
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--encoder", choices=("bag", "sequence"), default="bag")
     ap.add_argument("--profile", default=None, help="config profile (e.g. movielens); default: default.toml only")
@@ -86,10 +88,11 @@ def main() -> None:
            "profile": args.profile, "load_before": R.load()}
     peak = matmul_flops(cores)
     rows = []
+    batch_key = "seq_batch_size" if args.encoder == "sequence" else "batch_size"
+    batch = [f"candidate.{batch_key}={args.batch}"] if args.batch else []
     for n in args.ranks:
         launcher = "local" if n == 1 else "horovodrun"
-        batch_key = "seq_batch_size" if args.encoder == "sequence" else "batch_size"
-        cfg = load_config(args.profile, [f"candidate.{batch_key}={args.batch}", "candidate.epochs=1",
+        cfg = load_config(args.profile, [*batch, "candidate.epochs=1",
                                          "train.progress=false", f'candidate.encoder="{args.encoder}"',
                                          f"train.steps_per_epoch={args.steps}", f'train.launcher="{launcher}"',
                                          f"train.num_proc={n}", *args.overrides])
@@ -105,10 +108,11 @@ def main() -> None:
                      "steps": r["global_step"], "train_rows": task.train_rows(),
                      "epoch_s": round(task.train_rows() / max(ex_s, 1e-9), 1)})
         print(json.dumps(rows[-1]))
-    cfg0 = load_config(args.profile, args.overrides)
+    cfg0 = load_config(args.profile, [*batch, *args.overrides])
     doc.update(load_after=R.load(), threads=cores, matmul_gflops=peak / 1e9, mflop_per_example=fpe / 1e6,
                model={"embed_dim": cfg0.candidate.embed_dim, "hidden": list(cfg0.candidate.hidden),
-                      "num_sampled": cfg0.candidate.num_sampled, "attn_layers": cfg0.candidate.attn_layers,
+                      "num_sampled": cfg0.candidate.num_sampled, "batch_size": cfg0.candidate.batch_size,
+                      "attn_layers": cfg0.candidate.attn_layers,
                       "attn_heads": cfg0.candidate.attn_heads, "seq_num_sampled": cfg0.candidate.seq_num_sampled,
                       "seq_batch_size": cfg0.candidate.seq_batch_size}, rows=rows)
     R.finish("train", doc, render, args, AREA)
