@@ -86,14 +86,15 @@ def _affinity_block(spark, prepared_dir: str, vocabs: dict, user_ids: np.ndarray
         .join(F.broadcast(cut), S.USER_ID).where(F.col(S.EVENT_TS) < F.col("as_of"))
     vfeat = video_features(spark.read.parquet(f"{prepared_dir}/videos"), vocabs)
     w = ev.join(vfeat.select(S.VIDEO_ID, S.RANK_CHANNEL, S.RANK_CATEGORY), S.VIDEO_ID, "left") \
-        .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV}) \
-        .select("user_no", F.col(S.EVENT_TS).cast("double").alias(S.TS), S.RANK_CHANNEL, S.RANK_CATEGORY).toPandas()
-    user = w["user_no"].to_numpy(np.int64)
-    ts = w[S.TS].to_numpy(np.float64)
+        .fillna({S.RANK_CHANNEL: S.OOV, S.RANK_CATEGORY: S.OOV})
     out = {}
     for g, col in zip(AFFINITY_GROUPS, (S.RANK_CHANNEL, S.RANK_CATEGORY)):
-        off, ids, cnt, days = per_user_groups(user, w[col].to_numpy(np.int64), ts, len(user_ids),
-                                              np.asarray(as_of, np.float64))
+        # counted in Spark per (user, channel/category): only the groups reach the driver, not the watches
+        a = w.groupBy("user_no", col).agg(F.count(F.lit(1)).alias("n"),
+                                           F.max(F.col(S.EVENT_TS).cast("double")).alias("last")).toPandas()
+        off, ids, cnt, days = per_user_groups(a["user_no"].to_numpy(np.int64), a[col].to_numpy(np.int64),
+                                              a["last"].to_numpy(np.float64), len(user_ids),
+                                              np.asarray(as_of, np.float64), weight=a["n"].to_numpy())
         out[g] = Csr(off, ids, cnt, days)
     return out
 

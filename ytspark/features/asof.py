@@ -52,7 +52,6 @@ class Events:
 
     c: dict
     ts: np.ndarray
-    kind: np.ndarray
     users: Users
     wi: np.ndarray  # event index of every watch
     cw: np.ndarray  # watches before each event (exclusive cumsum, len n + 1)
@@ -68,7 +67,7 @@ class Events:
         wi = np.flatnonzero(is_w)
         w_vid = pc.fill_null(c[S.VIDEO_IDX], S.OOV).to_numpy(zero_copy_only=False)[wi].astype(np.int32)
         s_tok, ct = search_tokens(c, kind, vocab_tokens)
-        return cls(c, ts, kind, users, wi, exclusive_cumsum(is_w), ts[wi], w_vid, s_tok, ct)
+        return cls(c, ts, users, wi, exclusive_cumsum(is_w), ts[wi], w_vid, s_tok, ct)
 
     @property
     def u_w0(self) -> np.ndarray:
@@ -128,10 +127,12 @@ def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: Ca
     return inputs_before(e, e.users.event_user[idx], e.ts[idx], e.users.tie_start[idx], p.history_length)
 
 
-def per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float | np.ndarray):
+def per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float | np.ndarray,
+                    weight: np.ndarray | None = None):
     """Per user, sorted distinct ``key`` values with their count and days from the last one to ``as_of`` (one
     cut-off, or [n_users] each user's own): the ranker's channel/category affinity, defined as
     :func:`ytspark.features.history.count_and_last_before` (the events given must be the ones before the cut).
+    ``weight``: rows that stand for that many events each (pre-aggregated (user, key) counts; ``ts`` their last).
 
     Returns (offsets [n_users + 1] int64, ids int64, counts float32, days float32).
     """
@@ -143,7 +144,8 @@ def per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: 
     order = np.argsort(k, kind="stable")
     ks = k[order]
     start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    counts = np.diff(np.r_[start, len(ks)]).astype(np.float32)
+    counts = (np.diff(np.r_[start, len(ks)]) if weight is None
+              else np.add.reduceat(np.asarray(weight, np.float64)[order], start)).astype(np.float32)
     last = np.maximum.reduceat(ts[order], start)
     u = ks[start] // width
     offsets = np.zeros(n_users + 1, np.int64)

@@ -46,8 +46,8 @@ from ytspark.features.asof import batch_watches
 from ytspark.features.params import CandidateParams, RankingParams
 from ytspark.features.segments import Users, columns
 from ytspark.prepare.batch_candidates import batch_candidate_rows
-from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.schema import KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS
+from ytspark.prepare.batch_ranking import batch_ranking_rows
+from ytspark.schema import KIND_IMPRESSION, KIND_WATCH, NEVER_DAYS, RANKING_ARROW_SCHEMA
 
 LogitsFn = Callable[[dict], np.ndarray]  # candidate input columns over n rows -> [n, V] float32 logits
 CHUNK_ROWS = 512  # label rows scored against the whole catalogue at once

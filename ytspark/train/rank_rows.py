@@ -48,8 +48,8 @@ from ytspark.features.events import TOKENS
 from ytspark.features.params import CandidateParams, RankingParams
 from ytspark.models.covisit import CoVisitation, load_covisitation
 from ytspark.prepare.batch_negatives import candidate_negative_rows
-from ytspark.prepare.batch_ranking import RANKING_ARROW_SCHEMA, batch_ranking_rows
-from ytspark.schema import KIND_IMPRESSION
+from ytspark.prepare.batch_ranking import batch_ranking_rows
+from ytspark.schema import KIND_IMPRESSION, RANKING_ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 
