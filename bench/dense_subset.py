@@ -1,13 +1,21 @@
 """A dense, strongly ordered subset of a MovieLens folder, written as a MovieLens folder (issue 17's dense log).
 
     .venv/bin/python bench/dense_subset.py --movielens ../shared/data/ml-latest-small --output out/ml-dense \
-        [--movies 1700] [--min-watches 20]
+        [--movies 1700] [--min-watches 20] [--bursts SECONDS]
 
 Keeps the ``--movies`` most-rated movies, then the users with at least
 ``--min-watches`` ratings of them; tags are kept for the kept users and
 movies. The output has ``ratings.csv``, ``movies.csv`` and ``tags.csv`` in the
 input's format, so ``ytspark pipeline --movielens OUT --profile movielens``
 runs on it unchanged. Prints the subset's size and density.
+
+``--bursts S`` (the "burst subset"): every rating of a user's session (a gap
+of more than S seconds starts a new one) gets the session's first timestamp,
+so a session is one same-second burst, as in a log whose client uploads a
+session's events at once. The served-table harness then orders a burst by
+movie id and holds out its largest: a log whose order is strong and partly
+an artefact, for checks of order-aware models (BENCHMARKS.md). The rows are
+written shuffled, so only the timestamps and the harness's order count.
 """
 from __future__ import annotations
 
@@ -18,13 +26,24 @@ from pathlib import Path
 import pandas as pd
 
 
-def dense_subset(src: Path, out: Path, movies: int, min_watches: int) -> dict:
-    """Write the subset of ``src`` to ``out``; returns its counts."""
+def as_bursts(r: pd.DataFrame, gap_s: int) -> pd.DataFrame:
+    """Ratings with each user's session (consecutive ratings at most ``gap_s`` apart) at its first timestamp,
+    shuffled (seed 0)."""
+    r = r.sort_values(["userId", "timestamp", "movieId"], kind="mergesort")
+    start = (r["userId"] != r["userId"].shift()) | (r["timestamp"] - r["timestamp"].shift() > gap_s)
+    r = r.assign(timestamp=r["timestamp"].where(start).ffill().astype("int64"))
+    return r.sample(frac=1.0, random_state=0)
+
+
+def dense_subset(src: Path, out: Path, movies: int, min_watches: int, bursts: int | None = None) -> dict:
+    """Write the subset of ``src`` to ``out`` (``bursts``: sessions as same-second bursts); returns its counts."""
     ratings = pd.read_csv(src / "ratings.csv")
     top = ratings["movieId"].value_counts().nlargest(movies).index
     r = ratings[ratings["movieId"].isin(top)]
     per_user = r["userId"].value_counts()
     r = r[r["userId"].isin(per_user[per_user >= min_watches].index)]
+    if bursts is not None:
+        r = as_bursts(r, bursts)
     out.mkdir(parents=True, exist_ok=True)
     r.to_csv(out / "ratings.csv", index=False)
     mv = pd.read_csv(src / "movies.csv")
@@ -46,8 +65,10 @@ def main() -> None:
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--movies", type=int, default=1700)
     ap.add_argument("--min-watches", type=int, default=20)
+    ap.add_argument("--bursts", type=int, metavar="SECONDS",
+                    help="a user's ratings at most this far apart become one same-second burst")
     args = ap.parse_args()
-    print(json.dumps(dense_subset(args.movielens, args.output, args.movies, args.min_watches)))
+    print(json.dumps(dense_subset(args.movielens, args.output, args.movies, args.min_watches, args.bursts)))
 
 
 if __name__ == "__main__":

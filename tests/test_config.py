@@ -118,7 +118,8 @@ NO_INPUTS = ["candidate.use_watches=false", "candidate.use_searches=false", "can
 BAD = [(setting.split("=", 1)[0], [setting]) for setting in (
     "spark.shuffle_partitions=0", "spark.log_level=LOUD", 'spark.master=""', "spark.driver_memory=lots",
     "data.format=xml", 'data.output=""', "generate.users=0", "generate.videos=-5", "generate.channels=0",
-    "generate.categories=0", "generate.days=0", "generate.partitions=0", "generate.visits_per_user=0",
+    'candidate.query_gap="tomorrow"', "generate.categories=0", "generate.days=0", "generate.partitions=0",
+    "generate.visits_per_user=0",
     "generate.seed=-1", "generate.start_date=yesterday", "generate.series_share=1.5", "generate.p_binge=-0.1",
     "generate.p_autoplay=2", "validate.max_reject_share=1.5", "validate.max_reject_share=-0.1",
     "validate.max_watch_seconds=0", "validate.max_watch_over_duration=-1", "validate.future_tolerance_seconds=-1",
@@ -401,7 +402,8 @@ ENUM_KEYS = {"spark.log_level": "SPARK_LOG_LEVELS", "data.format": "DATA_FORMATS
              "prepare.example_sampling": "PREPARE_SAMPLINGS", "prepare.ties": "PREPARE_TIES",
              "prepare.tie_break": "PREPARE_TIE_BREAKS", "score.index": "SCORE_INDEXES",
              "train.launcher": "TRAIN_LAUNCHERS", "candidate.encoder": "CANDIDATE_ENCODERS",
-             "candidate.recency": "CANDIDATE_RECENCY", "ranker.objective": "RANKER_OBJECTIVES"}
+             "candidate.recency": "CANDIDATE_RECENCY", "ranker.objective": "RANKER_OBJECTIVES",
+             "candidate.query_gap": "CANDIDATE_QUERY_GAPS"}
 FREE_TEXT_KEYS = {"spark.master", "spark.app_name", "spark.driver_memory", "spark.local_dir", "data.events",
                   "data.users", "data.videos", "data.output", "data.root", "generate.start_date", "validate.as_of",
                   "score.run_date", "score.table", "score.exclude"}

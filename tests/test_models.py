@@ -228,11 +228,36 @@ def test_config_errors_name_the_setting():
         small_config(recency="latest")
     with pytest.raises(ValueError, match="demographic_vocab_sizes"):
         small_config(demographic_vocab_sizes=(3, 3))
+    with pytest.raises(ValueError, match="query_gap"):
+        small_config(query_gap="tomorrow")
     with pytest.raises(KeyError, match=S.CAND_SINCE_LAST):
         CandidateModel(small_config(recency="last_k"), {k: v for k, v in QUANTILES.items() if k != S.CAND_SINCE_LAST})
     c = small_config(hidden=(), use_searches=False)
     assert CandidateConfig.from_dict(c.to_dict()) == c
     assert isinstance(CandidateModel(c, QUANTILES).tower[0], torch.nn.Linear)  # depth 0: a projection
+
+
+@pytest.mark.parametrize("encoder", ["bag", "sequence"])
+def test_query_vector_asks_for_the_session_continuation_or_the_query_time(encoder):
+    """query_gap="session": a query is the user vector at 0 days since the last watch (users without a watch
+    keep -1); "as_of": the row's own gap. Both are a function of the gap, so the two differ."""
+    extra = dict(attn_layers=1, attn_heads=2, max_history=6) if encoder == "sequence" else {}
+    rows = make_rows(np.random.default_rng(5), 6, 6, 30)
+    rows[S.CAND_SINCE_LAST] = np.array([3.0, 0.7, 12.0, 0.0, -1.0, 5.0], np.float32)
+    rows[S.CAND_WATCH_HIST][4] = S.PAD
+    at_zero = dict(rows, **{S.CAND_SINCE_LAST: np.array([0, 0, 0, 0, -1, 0], np.float32)})
+    torch.manual_seed(0)
+    session = CandidateModel(small_config(recency="last_k", encoder=encoder, **extra), QUANTILES).eval()
+    as_of = CandidateModel(small_config(recency="last_k", encoder=encoder, query_gap="as_of", **extra), QUANTILES)
+    as_of.load_state_dict(session.state_dict())
+    as_of.eval()
+    with torch.no_grad():
+        q_session = session.query_vector(batch_from_numpy(rows, serving=True))
+        q_as_of = as_of.query_vector(batch_from_numpy(rows, serving=True))
+        torch.testing.assert_close(q_session, session.user_vector(batch_from_numpy(at_zero, serving=True)))
+        torch.testing.assert_close(q_as_of, session.user_vector(batch_from_numpy(rows, serving=True)))
+    differs = (q_session - q_as_of).abs().amax(dim=1) > 1e-5
+    assert differs[[0, 1, 2, 5]].all() and not differs[[3, 4]].any()
 
 
 # ---------------------------------------------------------------- losses

@@ -66,7 +66,7 @@ def test_ranker_training_rows_have_the_features_serving_builds(spark, world):
         s = serving_rows(spark, world, t, affinity=True)[r[S.USER_ID]]
         cols = {c: np.asarray([s[c]]) for c in FEATURES}
         with torch.no_grad():
-            logit = float(model.logits_full(model.user_vector(batch_from_numpy(cols, serving=True)))[0, r[S.RANK_VIDEO]])
+            logit = float(model.logits_full(model.query_vector(batch_from_numpy(cols, serving=True)))[0, r[S.RANK_VIDEO]])
         block = serving_block(s, np.array([t]))
         feats = TorchRanker(None, meta, t, source).features(block, np.array([[r[S.RANK_VIDEO]]]),
                                                            np.array([[logit]], np.float32))

@@ -47,6 +47,7 @@ PREPARE_TIES = ("ordered", "excluded")  # ytspark.features.params.TIES
 PREPARE_TIE_BREAKS = ("log", "hash")  # ytspark.prepare.job keeps log_seq for "log"
 TRAIN_LAUNCHERS = ("local", "horovod-spark", "horovodrun", "torch-distributor")  # ytspark.train.launcher.LAUNCHERS
 CANDIDATE_RECENCY = ("none", "last_k", "weighted", "attention")  # ytspark.models.candidate.RECENCY_MODES
+CANDIDATE_QUERY_GAPS = ("session", "as_of")  # ytspark.models.candidate.QUERY_GAPS
 CANDIDATE_ENCODERS = ("auto", "bag", "sequence")  # ytspark.models.candidate.ENCODERS, + auto (chosen on validation)
 SCORE_INDEXES = ("flat", "ivf", "hnsw")  # ytspark.score.index.KINDS
 RANKER_OBJECTIVES = ("watch_time", "next_watch", "blend")  # ytspark.models.blend.OBJECTIVES
@@ -150,6 +151,11 @@ class CandidateTrainConfig:
     # user windows trained on every position (ytspark/models/sequence.py); auto: both, export keeps the one
     # with the better validation HR@eval_k
     encoder: str = "bag"
+    # The time since the last watch a query of the network is given (serving, evaluation, validation, the
+    # ranker's candidates; training examples keep their own): "session" 0, the watch that continues the user's
+    # last session (the log's next watch); "as_of" the time from the last watch to the query (serving: the
+    # run date), a return visit then. ytspark.models.candidate.CandidateModel.query_vector
+    query_gap: str = "session"
     embed_dim: int = 64
     hidden: tuple[int, ...] = ()  # linear u; the paper's (1024, 512, 256) is conf/paper.toml (default.toml says why)
     use_watches: bool = True
@@ -540,6 +546,7 @@ def validate(cfg: Config) -> None:
     cand = cfg.candidate
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
+    c.one_of("candidate.query_gap", CANDIDATE_QUERY_GAPS)
     c.at_least(1, "candidate.seq_batch_size", "candidate.seq_num_sampled", "prepare.sequence_windows")
     c.at_least(0, "prepare.sequence_stride")
     c.above(0, "candidate.seq_lr")

@@ -41,7 +41,7 @@ def candidate_user_vectors(model_dir: str, prepared_dir: str, evalset: EvalSet, 
                          f"{prepared_dir} has {evalset.n_items}: evaluate a model trained on this prepared data")
     cols = candidate_split(prepared_dir, evalset.split)
     cols = {k: evalset.align(cols[S.USER_ID], v) for k, v in cols.items()}
-    parts = [model.user_vector(batch_from_numpy({k: v[lo:lo + 4096] for k, v in cols.items()}, serving=True))
+    parts = [model.query_vector(batch_from_numpy({k: v[lo:lo + 4096] for k, v in cols.items()}, serving=True))
              for lo in range(0, len(evalset), 4096)]
     u = torch.cat(parts) if parts else torch.zeros(0, model.config.embed_dim)
     return (model, u, cols) if with_rows else (model, u)

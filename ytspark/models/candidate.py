@@ -53,7 +53,7 @@ index (``faiss.IndexIDMap`` with ids 2..V-1) or dropped from its results.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import torch
@@ -68,6 +68,7 @@ from ytspark.schema import N_SPECIAL
 
 RECENCY_MODES = ("none", "last_k", "weighted", "attention")
 ENCODERS = ("bag", "sequence")
+QUERY_GAPS = ("session", "as_of")
 
 
 _DEFAULT = CandidateTrainConfig()  # the [candidate] defaults: one set, in ytspark/config.py
@@ -103,6 +104,7 @@ class CandidateConfig(ModelConfig):
     seq_head: bool = False  # recency="attention": a linear head on every slot (from candidate.seq_loss_weight > 0)
     # bag | sequence (ytspark.models.sequence); not candidate.encoder's default: "auto" there trains both
     encoder: str = ENCODERS[0]
+    query_gap: str = _DEFAULT.query_gap  # session | as_of: the time since the last watch of a query (query_vector)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -116,6 +118,8 @@ class CandidateConfig(ModelConfig):
                              f"({', '.join(S.DEMOGRAPHIC_COLUMNS)}), got {self.demographic_vocab_sizes}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"CandidateConfig.encoder must be one of {ENCODERS}, got '{self.encoder}'")
+        if self.query_gap not in QUERY_GAPS:
+            raise ValueError(f"CandidateConfig.query_gap must be one of {QUERY_GAPS}, got '{self.query_gap}'")
         if self.encoder == "sequence" and (not self.use_watches or self.attn_layers < 1 or self.attn_heads < 1
                                            or self.embed_dim % self.attn_heads or self.seq_head):
             raise ValueError("CandidateConfig: encoder='sequence' needs use_watches, attn_layers >= 1, "
@@ -306,6 +310,17 @@ class CandidateModel(QuantileModel):
             return self.seq.user_vector(self, batch)
         x = self.tower_inputs(batch)
         return self.tower(x) if self.skip is None else self.tower(x) + self.skip(x)
+
+    def query_vector(self, batch: CandidateBatch) -> torch.Tensor:
+        """User vectors u [B, D] of queries (serving, evaluation, validation, the ranker's candidates): as
+        :meth:`user_vector`, with the time since the last watch set by ``config.query_gap``. "session": 0 for
+        every user with a watch, the watch that continues the user's last session (the log's next watch, the
+        leave-last-out target); "as_of": the batch's own, from the last watch to the query's time (at serving
+        the run date: a return visit then). Training examples keep their own gaps (:meth:`user_vector`)."""
+        if self.config.query_gap == "session":
+            s = batch.since_last_watch_days
+            batch = replace(batch, since_last_watch_days=torch.where(s >= 0, torch.zeros_like(s), s))
+        return self.user_vector(batch)
 
     def forward(self, batch: CandidateBatch) -> torch.Tensor:
         return self.user_vector(batch)

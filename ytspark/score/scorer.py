@@ -174,7 +174,7 @@ def _csr_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.
 @torch.no_grad()
 def user_vectors(model: CandidateModel, cols: dict) -> np.ndarray:
     """Folded user vectors [B, D+1] float32 ([u, 1]; example age 0) of serving columns."""
-    u = model.user_vector(batch_from_numpy(cols, serving=True))
+    u = model.query_vector(batch_from_numpy(cols, serving=True))
     return CandidateModel.fold_user(u).numpy().astype(np.float32, copy=False)
 
 

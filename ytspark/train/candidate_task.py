@@ -41,7 +41,8 @@ def model_config(cfg: Config, vocab_sizes: dict[str, int], encoder: str = "bag")
         recent_k=c.recent_k, tau_days=c.tau_days, dropout=c.dropout,
         tie_embeddings=c.tie_embeddings, linear_skip=c.linear_skip, attn_layers=c.attn_layers, attn_heads=c.attn_heads,
         max_history=cfg.prepare.history_length,
-        seq_head=encoder == "bag" and c.recency == "attention" and c.seq_loss_weight > 0, encoder=encoder)
+        seq_head=encoder == "bag" and c.recency == "attention" and c.seq_loss_weight > 0, encoder=encoder,
+        query_gap=c.query_gap)
 
 
 def demographic_sizes(vocab_sizes: dict[str, int]) -> tuple[int, ...]:
@@ -91,7 +92,7 @@ def evaluate_candidates(model: CandidateModel, cols: dict, ks=(10, 50, 100)) -> 
     for lo in range(0, n, EVAL_CHUNK):
         chunk = {k: v[lo:lo + EVAL_CHUNK] for k, v in cols.items()}
         batch = batch_from_numpy(chunk)
-        u = model.user_vector(batch)
+        u = model.query_vector(batch)
         losses.append(float(full_softmax_loss(u, model.out_emb, model.out_bias, batch.label)) * len(batch))
         scores = model.logits_full(u)
         m = hit_rate_ndcg(scores, batch.label, ks, exclude=list(batch.watch_hist))
@@ -187,7 +188,7 @@ class CandidateTask:
             with torch.no_grad():
                 def logits(a: int, b: int) -> np.ndarray:
                     batch = batch_from_numpy({k: v[a:b] for k, v in val.items()})
-                    return model.logits_full(model.user_vector(batch)).numpy()
+                    return model.logits_full(model.query_vector(batch)).numpy()
 
                 weight, table = choose_weight(cv, logits, val[S.CAND_WATCH_HIST], val[S.CAND_LABEL],
                                               c.covisit_weights, c.eval_k, EVAL_CHUNK)

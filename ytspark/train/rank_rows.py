@@ -80,7 +80,7 @@ class CandidateScorer:
         # the sequence encoder attends over the chunk's longest history: chunks of similar lengths
         order = np.argsort(np.asarray(cols[S.CAND_N_WATCHES]), kind="stable") \
             if self.model.config.encoder == "sequence" else np.arange(n)
-        parts = [self.model.user_vector(batch_from_numpy({k: v[order[a:a + SCORE_CHUNK]] for k, v in cols.items()},
+        parts = [self.model.query_vector(batch_from_numpy({k: v[order[a:a + SCORE_CHUNK]] for k, v in cols.items()},
                                                          serving=True)).numpy()
                  for a in range(0, n, SCORE_CHUNK)]
         out = np.zeros((n, self.V.shape[1]), np.float32)
