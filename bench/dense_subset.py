@@ -16,6 +16,11 @@ session's events at once. The served-table harness then orders a burst by
 movie id and holds out its largest: a log whose order is strong and partly
 an artefact, for checks of order-aware models (BENCHMARKS.md). The rows are
 written shuffled, so only the timestamps and the harness's order count.
+
+The printed counts include ``markov_hr@10`` / ``markov_ndcg@10``: a
+first-order Markov chain of the input (the next watch from the last one,
+counts of consecutive pairs, popularity after them) scored as the harness
+scores a table, a measure of how much of the target the order alone gives.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -33,6 +39,28 @@ def as_bursts(r: pd.DataFrame, gap_s: int) -> pd.DataFrame:
     start = (r["userId"] != r["userId"].shift()) | (r["timestamp"] - r["timestamp"].shift() > gap_s)
     r = r.assign(timestamp=r["timestamp"].where(start).ffill().astype("int64"))
     return r.sample(frac=1.0, random_state=0)
+
+
+def markov_check(r: pd.DataFrame, k: int = 10) -> dict:
+    """HR@k / NDCG@k of a first-order Markov chain under the harness's split: order (timestamp, movieId), each
+    user's (>= 3 ratings) last held out, input items excluded, whole catalogue."""
+    r = r.sort_values(["userId", "timestamp", "movieId"], kind="mergesort")
+    r = r[r.groupby("userId")["movieId"].transform("size") >= 3]
+    last = r.groupby("userId").cumcount(ascending=False) == 0
+    inp, truth = r[~last], r[last].set_index("userId")["movieId"]
+    nxt = inp.groupby("userId")["movieId"].shift(-1)
+    pairs = pd.DataFrame({"a": inp["movieId"], "b": nxt}).dropna().astype("int64")
+    follow = pairs.value_counts().reset_index(name="n").sort_values(["a", "n", "b"], ascending=[True, False, True])
+    follow = follow.groupby("a")["b"].apply(list).to_dict()
+    popular = inp["movieId"].value_counts().index.tolist()
+    hits, gain = 0, 0.0
+    for user, items in inp.groupby("userId")["movieId"]:
+        seen = set(items)
+        recs = [m for m in dict.fromkeys(follow.get(items.iloc[-1], []) + popular[:k + len(seen)]) if m not in seen][:k]
+        if truth[user] in recs:
+            hits += 1
+            gain += 1 / np.log2(recs.index(truth[user]) + 2)
+    return {f"markov_hr@{k}": round(hits / len(truth), 3), f"markov_ndcg@{k}": round(gain / len(truth), 3)}
 
 
 def dense_subset(src: Path, out: Path, movies: int, min_watches: int, bursts: int | None = None) -> dict:
@@ -56,7 +84,8 @@ def dense_subset(src: Path, out: Path, movies: int, min_watches: int, bursts: in
     users, items = r["userId"].nunique(), r["movieId"].nunique()
     ties = r.duplicated(["userId", "timestamp"], keep=False).mean()
     return {"ratings": len(r), "users": users, "movies": items, "watches_per_user": round(len(r) / users, 1),
-            "density": round(len(r) / (users * items), 4), "share_in_same_second_bursts": round(float(ties), 3)}
+            "density": round(len(r) / (users * items), 4), "share_in_same_second_bursts": round(float(ties), 3),
+            **markov_check(r)}
 
 
 def main() -> None:

@@ -19,22 +19,3 @@ def test_prepare_counts_match_the_input(spark, ml_small, tmp_path):
     assert m["tables"]["videos"]["input"] == 9_742
     assert m["candidates"]["test"] == 610 and m["candidates"]["val"] == 610  # every user has >= 3 ratings
 
-
-def test_burst_subset_collapses_each_session_to_its_first_second():
-    """bench/dense_subset.py --bursts: a gap over the limit starts a session; a session takes its first
-    timestamp; nothing else changes (hand-built log, two users)."""
-    import importlib.util
-    from pathlib import Path
-
-    import pandas as pd
-
-    spec = importlib.util.spec_from_file_location(
-        "dense_subset", Path(__file__).resolve().parents[1] / "bench" / "dense_subset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = pd.DataFrame({"userId": [1, 1, 1, 1, 2, 2], "movieId": [10, 11, 12, 13, 10, 14],
-                      "rating": [4.0] * 6, "timestamp": [100, 150, 260, 5000, 120, 120 + 61]})
-    got = mod.as_bursts(r, 60).sort_values(["userId", "movieId"])
-    assert got["timestamp"].tolist() == [100, 100, 260, 5000, 120, 181]
-    assert sorted(map(tuple, got[["userId", "movieId", "rating"]].to_numpy().tolist())) == \
-        sorted(map(tuple, r[["userId", "movieId", "rating"]].to_numpy().tolist()))

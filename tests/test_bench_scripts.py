@@ -1,0 +1,34 @@
+"""Scripts of bench/ that other checks rely on (pure pandas, no Spark): known answers on hand-built logs."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_burst_subset_collapses_each_session_to_its_first_second():
+    """bench/dense_subset.py --bursts: a gap over the limit starts a session; a session takes its first
+    timestamp; nothing else changes (hand-built log, two users)."""
+    r = pd.DataFrame({"userId": [1, 1, 1, 1, 2, 2], "movieId": [10, 11, 12, 13, 10, 14],
+                      "rating": [4.0] * 6, "timestamp": [100, 150, 260, 5000, 120, 120 + 61]})
+    got = _bench("dense_subset").as_bursts(r, 60).sort_values(["userId", "movieId"])
+    assert got["timestamp"].tolist() == [100, 100, 260, 5000, 120, 181]
+    assert sorted(map(tuple, got[["userId", "movieId", "rating"]].to_numpy().tolist())) == \
+        sorted(map(tuple, r[["userId", "movieId", "rating"]].to_numpy().tolist()))
+
+
+def test_markov_check_follows_the_last_watch():
+    """Three users watch 1 -> 2 -> 3 (3 held out): the chain recommends 3 after 2 at rank 1. A fourth user's
+    input ends on 3, never followed: popularity fills the list, and the held-out 9 (never in the input, so
+    never recommended) is a miss. HR@10 = 3/4, NDCG@10 = 3/4 (every hit at rank 1)."""
+    rows = [(u, m, t) for u in (1, 2, 3) for m, t in ((1, 10), (2, 20), (3, 30))]
+    rows += [(4, 2, 10), (4, 3, 20), (4, 9, 30)]
+    r = pd.DataFrame(rows, columns=["userId", "movieId", "timestamp"])
+    got = _bench("dense_subset").markov_check(r)
+    assert got == {"markov_hr@10": 0.75, "markov_ndcg@10": 0.75}
