@@ -18,4 +18,3 @@ def test_prepare_counts_match_the_input(spark, ml_small, tmp_path):
     assert m["events_by_type"]["search"] + ev["reasons"].get("duplicate_event", 0) == 3_683
     assert m["tables"]["videos"]["input"] == 9_742
     assert m["candidates"]["test"] == 610 and m["candidates"]["val"] == 610  # every user has >= 3 ratings
-
