@@ -32,3 +32,14 @@ def test_markov_check_follows_the_last_watch():
     r = pd.DataFrame(rows, columns=["userId", "movieId", "timestamp"])
     got = _bench("dense_subset").markov_check(r)
     assert got == {"markov_hr@10": 0.75, "markov_ndcg@10": 0.75}
+
+
+def test_markov_check_ranks_the_follower_above_more_popular_videos():
+    """As above, plus two users of 20 -> 21 -> 22 (22 held out), so 20 and 21 are more popular than 3 in the
+    input: at k = 1 the chain still puts 3 first after 2 (a popularity list would put 20 there). Hits: users
+    1-3; misses: user 4 (9 unseen), users 5 and 6 (22 unseen). HR@1 = NDCG@1 = 3/6."""
+    rows = [(u, m, t) for u in (1, 2, 3) for m, t in ((1, 10), (2, 20), (3, 30))]
+    rows += [(4, 2, 10), (4, 3, 20), (4, 9, 30)]
+    rows += [(u, m, t) for u in (5, 6) for m, t in ((20, 10), (21, 20), (22, 30))]
+    r = pd.DataFrame(rows, columns=["userId", "movieId", "timestamp"])
+    assert _bench("dense_subset").markov_check(r, k=1) == {"markov_hr@1": 0.5, "markov_ndcg@1": 0.5}
