@@ -305,7 +305,9 @@ class CandidateModel(QuantileModel):
         return (w.unsqueeze(-1) * self.video_in(hist)).sum(dim=1)
 
     def user_vector(self, batch: CandidateBatch) -> torch.Tensor:
-        """User vectors u [B, D]. At serving the caller sets example_age_days to 0."""
+        """User vectors u [B, D] of training examples, with their own inputs; queries (serving, evaluation,
+        validation) go through :meth:`query_vector`, with example_age_days 0 (``batch_from_numpy(serving=True)``
+        or validation rows)."""
         if self.config.encoder == "sequence":
             return self.seq.user_vector(self, batch)
         x = self.tower_inputs(batch)
