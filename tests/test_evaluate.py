@@ -227,6 +227,30 @@ def test_baselines_job_on_planted_blocks(spark, tmp_path):
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_als_grid_fitted_in_parallel_gives_the_figures_and_choice_of_one_at_a_time(spark, tmp_path):
+    """Grid points fitted from several driver threads at once: the same rows, in grid order, the same choice
+    and the same validation lists as fitting them one by one."""
+    from ytspark.evaluate.baselines import als_grid, tune_als
+    from ytspark.evaluate.protocol import load_eval_sets
+
+    _, prepared = _prepare(spark, tmp_path, _block_log(n_users=10, seed=9))
+    val = load_eval_sets(spark, prepared)["val"]
+    grid = als_grid([2, 4], [0.1], [1.0, 10.0], max_iter=4, seed=3)
+
+    def run(parallelism):
+        best, rows, topk = tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@5", parallelism=parallelism)
+        return best, [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows], topk
+
+    one, many = run(1), run(4)
+    assert [(r["rank"], r["alpha"]) for r in many[1]] == [(2, 1.0), (2, 10.0), (4, 1.0), (4, 10.0)]
+    assert many[0] == one[0] and many[1] == one[1]
+    np.testing.assert_array_equal(many[2], one[2])
+    with pytest.raises(ValueError, match="evaluate.als_parallelism"):
+        tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@5", parallelism=0)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
 @pytest.mark.movielens
 def test_baselines_on_movielens(spark, ml_small, tmp_path):
     from ytspark.evaluate.job import run_baselines

@@ -202,6 +202,7 @@ class EvaluateConfig:
     als_reg_params: tuple[float, ...] = (0.01, 0.1)
     als_alphas: tuple[float, ...] = (1.0, 10.0, 40.0)
     als_max_iter: int = 10
+    als_parallelism: int = 4  # grid points fitted at once (driver threads; the same figures as one at a time)
     chunk_users: int = 1024  # users scored per numpy block in top-K retrieval
     seed: int = 7
 
@@ -591,7 +592,7 @@ def validate(cfg: Config) -> None:
     c.each_at_least(1, "evaluate.als_ranks", non_empty=True)
     c.each_at_least(0, "evaluate.als_reg_params", non_empty=True)
     c.each_at_least(0, "evaluate.als_alphas", non_empty=True)
-    c.at_least(1, "evaluate.als_max_iter", "evaluate.chunk_users")
+    c.at_least(1, "evaluate.als_max_iter", "evaluate.als_parallelism", "evaluate.chunk_users")
     c.at_least(0, "evaluate.seed")
     # [score] (the same rules as ytspark.score.job.check_score_config, and more)
     sc = cfg.score

@@ -106,7 +106,8 @@ def run_baselines(spark: SparkSession, cfg: Config, prepared_dir: str, out_dir: 
     t = time.time()
     grid = als_grid(e.als_ranks, e.als_reg_params, e.als_alphas, e.als_max_iter, e.seed)
     select = "hr@10" if 10 in e.ks else f"hr@{e.ks[0]}"
-    best, rows, val_topk = tune_als(spark, prepared_dir, ev.sets["val"], grid, e.topk, e.ks, select, e.chunk_users)
+    best, rows, val_topk = tune_als(spark, prepared_dir, ev.sets["val"], grid, e.topk, e.ks, select, e.chunk_users,
+                                    e.als_parallelism)
     ev.timings["als_tuning_s"] = round(time.time() - t, 2)
     t = time.time()
     test_topk, info, factors = als_topk(spark, prepared_dir, ev.sets["test"], e.topk, best, e.chunk_users)
