@@ -75,6 +75,11 @@ def test_user_scores_dense_sparse_and_pairs_agree_with_brute_force():
     np.testing.assert_allclose(cv.dense(q), ref, rtol=1e-5, atol=1e-6)
     vid = rng.integers(2, V, 9)
     np.testing.assert_allclose(cv.pairs(q, vid), ref[np.arange(9), vid], rtol=1e-5, atol=1e-6)
+    # pairs of shared history rows (row[i]): every video of every row, what dense() sums (to float rounding)
+    row = np.repeat(np.arange(9), V)
+    every = np.tile(np.arange(V), 9)
+    np.testing.assert_allclose(cv.pairs(q, every, row), cv.dense(q)[row, every], rtol=1e-6, atol=0)
+    assert (cv.dense(q) > 0).sum() > 50
     r, v, s = cv.sparse(q)
     assert (np.diff(r * V + v) > 0).all() and 3 not in r
     np.testing.assert_allclose(1.7 * s, ref[r, v], rtol=1e-5)

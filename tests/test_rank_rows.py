@@ -204,3 +204,108 @@ def test_pick_negatives_takes_the_hard_ones_first():
     assert {11, 10} <= set(got[1]) and {11, 9} <= set(got[2]) and 10 not in got[2]
     assert all(len(g) == 4 for g in got)
     assert retrieved.tolist() == [True, False, False]  # 3 and 2 are not in their rows' top 8
+
+
+# ------------------------------------------------- impressions that ask the candidate model the same question
+
+def _candidate_model(seed: int, **kw):
+    import torch
+
+    from ytspark.models.candidate import CandidateConfig, CandidateModel
+
+    quantiles = {S.USER_AGE: [-1.0, 18.0, 30.0, 50.0], S.CAND_EXAMPLE_AGE: [0.0, 1.0, 5.0],
+                 S.CAND_SINCE_LAST: [-1.0, 0.01, 0.5, 2.0]}
+    torch.manual_seed(seed)
+    cfg = CandidateConfig(n_videos=V, n_tokens=len(VOCAB_TOKENS) + 2, embed_dim=8, hidden=(16,), attn_heads=2,
+                          demographic_vocab_sizes=tuple(6 for _ in S.DEMOGRAPHIC_COLUMNS), **kw)
+    model = CandidateModel(cfg, quantiles).eval()
+    with torch.no_grad():
+        model.out_bias.normal_(0.0, 0.5)
+    return model
+
+
+def test_distinct_queries_group_impressions_between_the_same_actions():
+    """u1: watch 10, imps 12 and 13, search 15, imp 16, watch 20 with an imp in its second (the tie: it sees
+    only what imp 16 saw), imp 30; u2: imp 5, imp 6."""
+    from ytspark.features.asof import Events, distinct_queries
+
+    t0 = 1.7e9
+    u1 = _events([(t0 + 10, KIND_WATCH, 3, []), (t0 + 12, 2, 4, []), (t0 + 13, 2, 5, []), (t0 + 15, 1, S.OOV, ["cats"]),
+                  (t0 + 16, 2, 6, []), (t0 + 20, KIND_WATCH, 6, []), (t0 + 20, 2, 7, []), (t0 + 30, 2, 8, [])])
+    u2 = _events([(t0 + 5, 2, 3, []), (t0 + 6, 2, 4, [])], user="u2")
+    table = pa.concat_tables([u1, u2])
+    e = Events.of(table, pa.array(VOCAB_TOKENS, pa.string()))
+    ii = np.flatnonzero(table.column("kind").to_numpy() == 2)
+    assert ii.tolist() == [1, 2, 4, 6, 7, 8, 9]
+    rep, group = distinct_queries(e, ii)
+    assert rep.tolist() == [1, 4, 7, 8] and group.tolist() == [0, 0, 1, 1, 2, 3, 3]
+    np.testing.assert_array_equal(rep[group][[0, 2, 4, 5]], ii[[0, 2, 4, 5]])
+    got = candidate_inputs_at(table, ii, PARAMS, pa.array(VOCAB_TOKENS, pa.string()))
+    for c in (S.CAND_WATCH_HIST, S.CAND_SEARCH_HIST, S.CAND_N_WATCHES):  # what a group's queries see is one thing
+        np.testing.assert_array_equal(got[c], got[c][np.searchsorted(ii, rep)[group]])
+
+
+@pytest.mark.parametrize("kw", [dict(encoder="sequence"), dict(recency="last_k"), dict(recency="none"),
+                                dict(recency="attention"), dict(recency="weighted")])
+def test_a_query_that_reads_no_time_gives_one_vector_for_the_same_events_later(kw):
+    """query_reads_time False: the same inputs a day later (every age + 1, another gap to the last watch) give
+    the same query vector (ages enter as differences or through a softmax); with query_gap = "as_of" a model
+    that reads the gap does not, and it says True."""
+    import torch
+
+    from ytspark.models.features import batch_from_numpy
+
+    events = random_events(3)
+    ii = np.flatnonzero(events.column("kind").to_numpy() != KIND_WATCH)
+    cols = candidate_inputs_at(events, ii, PARAMS, pa.array(VOCAB_TOKENS, pa.string()))
+    later = dict(cols)
+    real = cols[S.CAND_WATCH_HIST] != S.PAD
+    later[S.CAND_WATCH_AGE] = np.where(real, cols[S.CAND_WATCH_AGE] + 1.0, 0.0).astype(np.float32)
+    s = cols[S.CAND_SINCE_LAST]
+    later[S.CAND_SINCE_LAST] = np.where(s >= 0, s + 1.0, s).astype(np.float32)
+    assert real.any(axis=1).sum() > 50
+
+    def vectors(model, c):
+        with torch.no_grad():
+            return model.query_vector(batch_from_numpy(c, serving=True)).numpy()
+
+    model = _candidate_model(0, **kw)
+    assert model.query_reads_time is False
+    np.testing.assert_allclose(vectors(model, later), vectors(model, cols), rtol=1e-5, atol=1e-5)
+    model = _candidate_model(0, **kw, query_gap="as_of")
+    if kw.get("recency") in ("none", "weighted"):  # the bag reads the gap with last_k and attention only
+        assert model.query_reads_time is False
+        np.testing.assert_allclose(vectors(model, later), vectors(model, cols), rtol=1e-5, atol=1e-5)
+    else:
+        assert model.query_reads_time is True
+        assert np.abs(vectors(model, later) - vectors(model, cols)).max() > 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("kw", [dict(encoder="sequence"), dict(recency="weighted"),
+                                dict(recency="last_k", query_gap="as_of")])
+def test_impression_rows_score_each_distinct_query_once_with_every_impressions_own_score(seed, kw):
+    """The ranker's retrieval_score of every impression row equals the candidate logit computed from that
+    impression's own inputs, while the model was asked once per group of impressions that see the same events."""
+    from ytspark.features.asof import Events, distinct_queries
+    from ytspark.models.covisit import build_covisitation
+    from ytspark.train.rank_rows import CandidateScorer, scored_impression_rows
+
+    events = random_events(seed)
+    vocab = pa.array(VOCAB_TOKENS, pa.string())
+    model = _candidate_model(seed, **kw)
+    hist = np.array([[5, 4, 3], [6, 5, 0], [7, 3, 0]], np.int32)
+    cv = build_covisitation(hist, np.array([6, 7, 8]), V, 3, 5, 2, 0.7).with_weight(1.5)
+    scorer = CandidateScorer(model, cv)
+    asked = []
+    user_vectors = scorer.user_vectors
+    scorer.user_vectors = lambda cols: asked.append(len(cols[S.CAND_N_WATCHES])) or user_vectors(cols)
+    rp = RankingParams(history_length=6, source_idx=3)
+    got = scored_impression_rows(events, PARAMS, rp, vocab, scorer).to_pandas()
+    ii = np.flatnonzero(events.column("kind").to_numpy() == 2)
+    want = CandidateScorer(model, cv).pair_logits(candidate_inputs_at(events, ii, PARAMS, vocab),
+                                                  got[S.RANK_VIDEO].to_numpy())
+    assert len(got) == len(ii) > 100
+    np.testing.assert_allclose(got["retrieval_score"], want, rtol=1e-5, atol=1e-5)
+    groups = len(distinct_queries(Events.of(events, vocab), ii)[0])
+    assert sum(asked) == (len(ii) if model.query_reads_time else groups) and groups < 0.9 * len(ii)

@@ -152,6 +152,18 @@ def test_gap_buckets_are_log_seconds_and_zero_without_a_previous_watch():
     assert gap_buckets(hist, age).tolist() == [[1, 2 + 1, 2 + 16, 0, 0]]  # tie; 3 s; 86397 s ~ 2^16.4; oldest
 
 
+def test_a_gap_of_whole_seconds_keeps_its_bucket_whatever_the_row_time():
+    """2^k seconds between two watches, seen from rows up to two months later (float32 ages in days): the
+    bucket is 2 + k every time (read from the raw float difference, 2^k s rounded down half the time)."""
+    hist = torch.tensor([[5, 4]])
+    for later in (0.0, 0.3, 7.7, 20.1, 31.4, 55.3, 58.9):
+        for k in (0, 1, 2, 6, 10, 16):
+            age = torch.tensor([[later, later + 2 ** k / 86400]], dtype=torch.float32)
+            assert gap_buckets(hist, age)[0, 0].item() == 2 + k, (later, k)
+    age = torch.tensor([[3.0, 3.0 + 0.4 / 86400]], dtype=torch.float32)
+    assert gap_buckets(hist, age)[0, 0].item() == 1  # under half a second: the same moment
+
+
 @pytest.mark.parametrize("num_sampled", [10, 1000])
 def test_all_positions_loss_is_the_mean_of_the_per_position_losses(num_sampled):
     """One pass over the rows = the positions one by one (same negatives: a sampler with the same seed)."""

@@ -122,9 +122,28 @@ def candidate_inputs_at(batch: pa.Table | pa.RecordBatch, idx: np.ndarray, p: Ca
         ``user_age`` float32 and the ``DEMOGRAPHIC_COLUMNS`` int32; plus ``seen_lo`` and
         ``seen_hi``: the query's watches are ``watch_video[seen_lo:seen_hi]`` of :func:`batch_watches`.
     """
+    return inputs_at(Events.of(batch, vocab_tokens), idx, p)
+
+
+def inputs_at(e: Events, idx: np.ndarray, p: CandidateParams) -> dict[str, np.ndarray]:
+    """:func:`candidate_inputs_at` of parsed events."""
     idx = np.asarray(idx, np.int64)
-    e = Events.of(batch, vocab_tokens)
     return inputs_before(e, e.users.event_user[idx], e.ts[idx], e.users.tie_start[idx], p.history_length)
+
+
+def distinct_queries(e: Events, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Queries at the events ``idx`` (ascending) grouped by what they see: the same user and the same watches
+    and searches before them (impressions between two of a user's actions). Returns (``rep``: the first query
+    event of each group, ``group`` [n]: each query's group), so that ``idx == rep[group]`` where every group has
+    one query. The inputs of a group's queries differ only in the ages of what they see
+    (:func:`inputs_before`), which a model whose ``query_reads_time`` is False does not read."""
+    idx = np.asarray(idx, np.int64)
+    if not len(idx):
+        return idx, np.zeros(0, np.int64)
+    g, cut = e.users.event_user[idx], e.users.tie_start[idx]
+    w, s = e.cw[cut], e.ct[cut]
+    new = np.r_[True, (g[1:] != g[:-1]) | (w[1:] != w[:-1]) | (s[1:] != s[:-1])]
+    return idx[new], np.cumsum(new) - 1
 
 
 def per_user_groups(user: np.ndarray, key: np.ndarray, ts: np.ndarray, n_users: int, as_of: float | np.ndarray,

@@ -134,15 +134,36 @@ class CoVisitation:
             out[r, v] = self.weight * s
         return out
 
-    def pairs(self, hist: np.ndarray, video: np.ndarray) -> np.ndarray:
-        """[B] float32 weight * s(video[b]) of row b."""
+    def pairs(self, hist: np.ndarray, video: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
+        """[n] float32 weight * s(video[i]) of history row ``row[i]`` (default: row i) of ``hist``.
+
+        Each pair reads only its own entries C[h[p], video[i]] (one binary search per recent watch in the
+        table's sorted (source, neighbour) keys), not the row's whole neighbourhood; the sum of :meth:`sparse`
+        (to float rounding)."""
         video = np.asarray(video, np.int64)
         out = np.zeros(len(video), np.float32)
-        if self.weight > 0 and len(video):
-            r, v, s = self.sparse(hist)
-            i, hit = lookup(r * self.n_videos + v, np.arange(len(video)) * self.n_videos + video)
-            out[hit] = self.weight * s[i[hit]]
-        return out
+        if self.weight <= 0 or not len(video):
+            return out
+        h = np.asarray(np.asarray(hist)[:, :self.recent_k], np.int64)
+        if row is not None:
+            h = h[np.asarray(row, np.int64)]
+        ok = (h >= N_SPECIAL) & (h < self.n_videos)
+        keys, order = self._sorted_keys
+        i, hit = lookup(keys, (np.where(ok, h, 0) * self.n_videos + video[:, None]).reshape(-1))
+        c = np.where(hit & ok.reshape(-1), self.values[order[i]], np.float32(0.0)).reshape(h.shape)
+        decay = (self.decay ** np.arange(h.shape[1])).astype(np.float32)
+        total = np.zeros(len(video), np.float32)
+        for p in range(h.shape[1]):
+            total += decay[p] * c[:, p]
+        return (self.weight * np.log1p(total)).astype(np.float32)
+
+    @functools.cached_property
+    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source * V + neighbour of every entry, sorted; the entry of each) for :meth:`pairs`."""
+        src = np.repeat(np.arange(self.n_videos, dtype=np.int64), np.diff(self.indptr))
+        keys = src * self.n_videos + self.indices.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        return keys[order], order
 
 
 def build_covisitation(hist: np.ndarray, labels: np.ndarray, n_videos: int, window: int = 10, top_m: int = 200,

@@ -40,15 +40,20 @@ if TYPE_CHECKING:
     from ytspark.models.candidate import CandidateModel
     from ytspark.models.features import CandidateBatch
 
-GAP_BUCKETS = 32  # 0: no previous watch (or pad), 1: under a second, 2 + floor(log2 seconds), capped
+GAP_BUCKETS = 32  # 0: no previous watch (or pad), 1: under half a second, 2 + floor(log2 whole seconds), capped
 
 
 def gap_buckets(hist: torch.Tensor, age_days: torch.Tensor) -> torch.Tensor:
-    """[B, H] ids, [B, H] days before the row's time -> [B, H] int64 bucket of the time since the previous watch."""
+    """[B, H] ids, [B, H] days before the row's time -> [B, H] int64 bucket of the time since the previous watch.
+
+    The gap is read in whole seconds (rounded): float32 ages in days are exact to well under half a second up
+    to about two months before the row's time, so a gap of exactly 2^k seconds (logs in whole seconds have
+    many) falls in the same bucket whether the row's time is its label's (training), an impression's or the
+    run date (serving), instead of on either side of the boundary by rounding."""
     real = hist != S.PAD
     older_real = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
     older_age = torch.cat([age_days[:, 1:], torch.zeros_like(age_days[:, :1])], dim=1)
-    sec = (older_age.double() - age_days.double()).clamp_min(0.0) * DAY
+    sec = torch.round((older_age.double() - age_days.double()).clamp_min(0.0) * DAY)
     b = 2 + torch.floor(torch.log2(sec.clamp_min(1.0))).long().clamp(0, GAP_BUCKETS - 3)
     b = torch.where(sec < 1.0, torch.ones_like(b), b)
     return torch.where(real & older_real, b, torch.zeros_like(b))

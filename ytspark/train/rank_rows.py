@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 from ytspark import schema as S
 from ytspark import storage
 from ytspark.config import Config
-from ytspark.features.asof import candidate_inputs_at
+from ytspark.features.asof import Events, distinct_queries, inputs_at
 from ytspark.features.events import TOKENS
 from ytspark.features.params import CandidateParams, RankingParams
 from ytspark.models.covisit import CoVisitation, load_covisitation
@@ -95,13 +95,16 @@ class CandidateScorer:
             out += self.covisit.dense(cols[S.CAND_WATCH_HIST])
         return out
 
-    def pair_logits(self, cols: dict, video: np.ndarray) -> np.ndarray:
-        """[n] logit of video[i] for row i."""
+    def pair_logits(self, cols: dict, video: np.ndarray, query: np.ndarray | None = None) -> np.ndarray:
+        """[n] logit of video[i] for query row i, or for query row ``query[i]`` when given (queries shared by
+        several pairs are encoded once)."""
         u = self.user_vectors(cols)
+        if query is not None:
+            u = u[query]
         v = np.asarray(video, np.int64)
         out = ((u * self.V[v]).sum(axis=1) + self.b[v]).astype(np.float32)
         if self.covisit is not None:
-            out += self.covisit.pairs(cols[S.CAND_WATCH_HIST], v)
+            out += self.covisit.pairs(cols[S.CAND_WATCH_HIST], v, query)
         return out
 
 
@@ -126,8 +129,10 @@ def scored_impression_rows(batch: pa.Table, cp: CandidateParams, rp: RankingPara
     if rows.num_rows == 0:
         return rows
     ii = np.flatnonzero(batch.column("kind").to_numpy() == KIND_IMPRESSION)  # the rows' impressions, in order
-    inputs = candidate_inputs_at(batch, ii, cp, vocab_tokens)
-    score = scorer.pair_logits(inputs, rows.column(S.RANK_VIDEO).to_numpy())
+    e = Events.of(batch, vocab_tokens)
+    # impressions between the same two actions of a user ask the model one question (8x fewer on the default)
+    rep, query = distinct_queries(e, ii) if not scorer.model.query_reads_time else (ii, None)
+    score = scorer.pair_logits(inputs_at(e, rep, cp), rows.column(S.RANK_VIDEO).to_numpy(), query)
     out = {f: rows.column(f) for f in rows.schema.names}
     out["retrieval_score"] = pa.array(score, pa.float32())
     out[S.RANK_SOURCE] = pa.array(np.full(rows.num_rows, rp.source_idx, np.int32), pa.int32())
