@@ -12,7 +12,9 @@ whole users (``mapInArrow``):
   candidate model's logit of the impression video for the user's candidate
   inputs *as of the impression* (:func:`~ytspark.features.asof.candidate_inputs_at`:
   only events strictly before it, example age 0) and ``source`` =
-  ``candidate``: exactly what scoring builds for that user and video then;
+  ``candidate``: exactly what scoring builds for that user and video then
+  (the impressions that see the same events are one query when the model's
+  does not read the clock: :func:`~ytspark.features.asof.distinct_queries`);
 - logs without impressions: :func:`~ytspark.prepare.batch_negatives.candidate_negative_rows`
   (the watched label as the clicked row, retrieved-but-unwatched videos as unclicked ones).
 
