@@ -229,7 +229,8 @@ def test_baselines_job_on_planted_blocks(spark, tmp_path):
 @pytest.mark.slow
 def test_als_grid_fitted_in_parallel_gives_the_figures_and_choice_of_one_at_a_time(spark, tmp_path):
     """Grid points fitted from several driver threads at once: the same rows, in grid order, the same choice
-    and the same validation lists as fitting them one by one."""
+    and the same validation lists as fitting them one by one. On this log the first two points tie on HR@1,
+    the selection metric here, and the earlier one must win whichever thread finishes first."""
     from ytspark.evaluate.baselines import als_grid, tune_als
     from ytspark.evaluate.protocol import load_eval_sets
 
@@ -238,15 +239,18 @@ def test_als_grid_fitted_in_parallel_gives_the_figures_and_choice_of_one_at_a_ti
     grid = als_grid([2, 4], [0.1], [1.0, 10.0], max_iter=4, seed=3)
 
     def run(parallelism):
-        best, rows, topk = tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@5", parallelism=parallelism)
+        best, rows, topk = tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@1", parallelism=parallelism)
         return best, [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows], topk
 
     one, many = run(1), run(4)
     assert [(r["rank"], r["alpha"]) for r in many[1]] == [(2, 1.0), (2, 10.0), (4, 1.0), (4, 10.0)]
+    hr = [r["hr@1"] for r in one[1]]
+    assert hr[0] == hr[1] == max(hr) > hr[2]  # the tie this test is about
+    assert one[0] == grid[0]  # ties keep the earlier grid point
     assert many[0] == one[0] and many[1] == one[1]
     np.testing.assert_array_equal(many[2], one[2])
     with pytest.raises(ValueError, match="evaluate.als_parallelism"):
-        tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@5", parallelism=0)
+        tune_als(spark, prepared, val, grid, 5, (1, 5), "hr@1", parallelism=0)
 
 
 @pytest.mark.spark
