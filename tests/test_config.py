@@ -145,7 +145,8 @@ BAD = [(setting.split("=", 1)[0], [setting]) for setting in (
     "ranker.blend_weights=[0.0, -1.0]", "evaluate.ks=[]", "evaluate.ks=[0, 10]",
     "evaluate.topk=50",  # < max(ks) = 100
     "evaluate.coverage_k=0", "evaluate.coverage_k=101", "evaluate.als_ranks=[]", "evaluate.als_ranks=[0]",
-    "evaluate.als_reg_params=[-0.1]", "evaluate.als_alphas=[-1.0]", "evaluate.als_max_iter=0", "evaluate.als_parallelism=0",
+    "evaluate.als_reg_params=[-0.1]", "evaluate.als_alphas=[-1.0]", "evaluate.als_max_iter=0",
+    "evaluate.als_parallelism=0",
     "evaluate.chunk_users=0", "evaluate.seed=-1",
     "score.k=10",  # < score.n = 20
     "score.k=-1", "score.n=0", "score.index=bogus", "score.ivf_nlist=0", "score.ivf_nprobe=0", "score.hnsw_m=0",

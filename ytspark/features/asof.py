@@ -134,9 +134,9 @@ def inputs_at(e: Events, idx: np.ndarray, p: CandidateParams) -> dict[str, np.nd
 def distinct_queries(e: Events, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Queries at the events ``idx`` (ascending) grouped by what they see: the same user and the same watches
     and searches before them (impressions between two of a user's actions). Returns (``rep``: the first query
-    event of each group, ``group`` [n]: each query's group), so that ``idx == rep[group]`` where every group has
-    one query. The inputs of a group's queries differ only in the ages of what they see
-    (:func:`inputs_before`), which a model whose ``query_reads_time`` is False does not read."""
+    event of each group, ``group`` [n]: each query's group; ``rep[group[i]]`` stands for ``idx[i]``). The
+    inputs of a group's queries differ only in the ages of what they see (:func:`inputs_before`), which a
+    model whose ``query_reads_time`` is False does not read."""
     idx = np.asarray(idx, np.int64)
     if not len(idx):
         return idx, np.zeros(0, np.int64)

@@ -327,10 +327,11 @@ class CandidateModel(QuantileModel):
     @property
     def query_reads_time(self) -> bool:
         """Whether :meth:`query_vector` depends on the query's time beyond the events before it: only when it
-        reads the time since the last watch and ``query_gap = "as_of"``. With "session" the gap is 0 (example age is 0 at serving) and history ages are
-        read through their differences only (the sequence encoder's gaps, the softmax of ``recency =
-        "weighted"``), so two queries of one user with the same events before them get the same vector and
-        callers may compute it once (:func:`ytspark.features.asof.distinct_queries`)."""
+        reads the time since the last watch (the features it normalises) and ``query_gap = "as_of"``. With
+        "session" that gap is 0 and example age is 0 at serving, and history ages are read through their
+        differences only (the sequence encoder's gaps, the softmax of ``recency = "weighted"``), so two queries
+        of one user with the same events before them get the same vector and callers may compute it once
+        (:func:`ytspark.features.asof.distinct_queries`)."""
         return self.config.query_gap == "as_of" and S.CAND_SINCE_LAST in self.config.quantile_features()
 
     def forward(self, batch: CandidateBatch) -> torch.Tensor:

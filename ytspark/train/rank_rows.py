@@ -133,7 +133,7 @@ def scored_impression_rows(batch: pa.Table, cp: CandidateParams, rp: RankingPara
     ii = np.flatnonzero(batch.column("kind").to_numpy() == KIND_IMPRESSION)  # the rows' impressions, in order
     e = Events.of(batch, vocab_tokens)
     # impressions between the same two actions of a user ask the model one question (8x fewer on the default)
-    rep, query = distinct_queries(e, ii) if not scorer.model.query_reads_time else (ii, None)
+    rep, query = (ii, None) if scorer.model.query_reads_time else distinct_queries(e, ii)
     score = scorer.pair_logits(inputs_at(e, rep, cp), rows.column(S.RANK_VIDEO).to_numpy(), query)
     out = {f: rows.column(f) for f in rows.schema.names}
     out["retrieval_score"] = pa.array(score, pa.float32())
