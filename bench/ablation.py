@@ -70,7 +70,8 @@ def main() -> None:
             continue
         depth = [] if any(o.startswith("candidate.hidden") for o in over) else [BASE_DEPTH]
         fused = name == COVISIT  # the other rows measure the network alone
-        cfg = load_config(args.profile, [*depth, *over, f"candidate.epochs={args.epochs}", "train.progress=false",
+        cfg = load_config(args.profile, ['candidate.encoder="bag"', *depth, *over, f"candidate.epochs={args.epochs}",
+                                         "train.progress=false",
                                          "train.patience=2", *([] if fused else ["candidate.covisit_weights=[]"]),
                                          *args.overrides])
         t = time.time()

@@ -217,7 +217,10 @@ def _vocab_files(prepared: str) -> dict:
     return {f"vocab/{p.name}": json.loads(p.read_text()) for p in Path(prepared, "vocab").glob("*.json")}
 
 
-def make_candidate(root: Path, prepared: str, sizes: dict, dim: int, seed: int, covisit=None) -> str:
+def make_candidate(root: Path, prepared: str, sizes: dict, dim: int, seed: int, covisit=None,
+                   encoder: str = "bag") -> str:
+    """A random-weight candidate model of the ``[candidate]`` defaults: ``encoder`` bag (the paper's tower) or
+    sequence (the causal encoder; ``candidate.encoder = auto`` publishes either)."""
     import torch
 
     from ytspark.models.candidate import CandidateConfig, CandidateModel
@@ -227,7 +230,8 @@ def make_candidate(root: Path, prepared: str, sizes: dict, dim: int, seed: int, 
     demo = tuple(len(S.AGE_BUCKETS) + 2 if col == "age_bucket_idx" else sizes[col.removesuffix("_idx")]
                  for col in S.DEMOGRAPHIC_COLUMNS)
     cfg = CandidateConfig(n_videos=sizes["video"], n_tokens=sizes["token"], demographic_vocab_sizes=demo,
-                          embed_dim=dim, hidden=tuple(c.hidden), recency=c.recency, recent_k=c.recent_k)
+                          embed_dim=dim, hidden=tuple(c.hidden), recency=c.recency, recent_k=c.recent_k,
+                          encoder=encoder, attn_layers=c.attn_layers, attn_heads=c.attn_heads)
     torch.manual_seed(seed)
     quant = json.loads(Path(prepared, "quantiles.json").read_text())["candidates"]
     model = CandidateModel(cfg, quant)
@@ -276,7 +280,7 @@ def make_world(base: Path, users: int, videos: int, args, seed: int) -> dict:
     shutil.rmtree(base, ignore_errors=True)
     prepared, arrays = make_prepared(base, users, videos, args.watches, args.impressions, seed)
     cv = make_covisitation(arrays, arrays["sizes"]["video"], args.covisit_weight) if args.covisit_weight > 0 else None
-    model = make_candidate(base / "models", prepared, arrays["sizes"], args.dim, seed + 1, cv)
+    model = make_candidate(base / "models", prepared, arrays["sizes"], args.dim, seed + 1, cv, args.encoder)
     ranker = make_ranker(base / "models", prepared, arrays["sizes"], seed + 2)
     return {"prepared": prepared, "model": model, "ranker": ranker, "run_date": RUN_DATE, "arrays": arrays,
             "users": users, "videos": videos, "dim": args.dim, "events": arrays["events"],
@@ -491,10 +495,13 @@ def flops_per_user(model_dir: str, ranker_dir: str | None, k: int) -> dict:
 
     model, md = load_candidate(model_dir)
     c = model.config
+    H = 50
     tower = sum(2 * m.in_features * m.out_features for name, m in model.named_modules()
                 if isinstance(m, torch.nn.Linear) and not name.startswith("seq_proj"))
-    H = 50
     pool = (H if c.use_watches else 0) * c.embed_dim + (H if c.use_searches else 0) * c.embed_dim
+    if c.encoder == "sequence":  # every Linear of the encoder runs at each of the H positions, plus per layer the
+        # q/k/v projection (2 x D x 3D) and causal attention (scores and weighted sum, ~H/2 keys: 2 x 2 x H/2 x D)
+        tower = H * (tower + c.attn_layers * (2 * c.embed_dim * 3 * c.embed_dim + 2 * H * c.embed_dim))
     V = int(c.n_videos)
     search = V * (c.embed_dim + 1) * 2
     out = {"user_tower": int(tower + pool), "search": int(search), "V": V, "D": int(c.embed_dim), "k": int(k),
@@ -658,6 +665,8 @@ def main() -> None:
     ap.add_argument("--warmup", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}",
                     help="USERSxVIDEOS of the cold first run (a separate world; default: the embedded default size)")
     ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--encoder", choices=("bag", "sequence"), default="bag",
+                    help="the random candidate model's encoder (candidate.encoder = auto publishes either)")
     ap.add_argument("--watches", type=float, default=20.0, help="mean watches per user")
     ap.add_argument("--impressions", type=float, default=50.0, help="mean impressions per user")
     ap.add_argument("--covisit-weight", type=float, default=1.0,
@@ -728,6 +737,7 @@ def main() -> None:
         add_floor(res, gemm["best_flops"], gemm0["threads"])
     doc = {"script": "nightly", "date": date.today().isoformat(), "commit": R.commit(),
            "command": " ".join(["bench/nightly.py", *sys.argv[1:]]), "machine": machine(), "spark_master": "local[2]",
+           "encoder": args.encoder,
            "config": {"score": asdict(cfg.score), "ranker": asdict(cfg.ranker)},
            "setup_s": setup_s, "session_start_s": session_s,
            "cold": {"users": wu, "videos": wv, **cold, "with_session_s": session_s + cold["wall_s"]},

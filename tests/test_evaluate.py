@@ -227,6 +227,21 @@ def test_baselines_job_on_planted_blocks(spark, tmp_path):
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_indexed_interactions_number_users_densely_in_id_order(spark):
+    """ALS's integer user index: 0..n-1 over the sorted user ids, every row keeping its own user and counts."""
+    from ytspark.evaluate.baselines import indexed_interactions
+    from ytspark.evaluate.protocol import COUNT
+    from ytspark import schema as S
+
+    rows = [("u3", 5, 2.0), ("u10", 7, 1.0), ("u1", 5, 1.0), ("u3", 9, 4.0), ("u2", 2, 1.0), ("u10", 2, 3.0)]
+    fit = spark.createDataFrame(rows, [S.USER_ID, S.VIDEO_IDX, COUNT]).repartition(3)
+    got = indexed_interactions(fit).toPandas()
+    order = sorted({u for u, _, _ in rows})  # string order: u1 < u10 < u2 < u3
+    assert dict(zip(got[S.USER_ID], got[S.USER_IDX])) == {u: i for i, u in enumerate(order)}
+    assert sorted(zip(got[S.USER_ID], got[S.VIDEO_IDX], got[COUNT])) == sorted(rows)
+    assert str(got[S.USER_IDX].dtype) == "int32"
+
+
 def test_als_grid_fitted_in_parallel_gives_the_figures_and_choice_of_one_at_a_time(spark, tmp_path):
     """Grid points fitted from several driver threads at once: the same rows, in grid order, the same choice
     and the same validation lists as fitting them one by one. On this log the first two points tie on HR@1,

@@ -106,6 +106,13 @@ def test_auto_trains_both_encoders_and_publishes_the_better_with_both_figures(pr
     model, _ = load_candidate(tmp_path)
     assert evaluate_candidates(model, candidate_split(prepared_seq, "val"))["hr@10"] == \
         pytest.approx(figs[choice["chosen"]]["network"], abs=1e-6)
+    # the pipeline's summary says what was published and both figures, as MODEL.json has them
+    from ytspark.cli import encoder_choice_line
+
+    line = encoder_choice_line(result["encoder_choice"])
+    assert line.startswith(f"encoder: auto published {choice['chosen']}; validation hr@10 fused (network alone): ")
+    for e in ("bag", "sequence"):
+        assert f"{e} {figs[e]['fused']:.4f} ({figs[e]['network']:.4f})" in line
 
 
 def test_export_is_a_complete_versioned_directory(trained, prepared):

@@ -204,6 +204,15 @@ def _print_skew(prepared: str, table) -> int:
     return 1 if len(bad) else 0
 
 
+def encoder_choice_line(choice: dict) -> str:
+    """One line of ``candidate.encoder = auto``'s choice (MODEL.json ``encoder_choice``): what was published and
+    both encoders' validation figures, fused (what serving retrieves with) and the network alone."""
+    v = choice["validation"]
+    monitor = next(iter(v.values()))["monitor"]
+    fig = ", ".join(f"{e} {f['fused']:.4f} ({f['network']:.4f})" for e, f in v.items())
+    return f"encoder: auto published {choice['chosen']}; validation {monitor} fused (network alone): {fig}"
+
+
 def _print_summary(command: str, result: dict) -> None:
     stages = result if command == "pipeline" else {command: result}
     if "generate" in stages:
@@ -227,6 +236,8 @@ def _print_summary(command: str, result: dict) -> None:
             print(f"{stage}: {r['epochs_run']} epochs, {r['global_step']} steps in {r['seconds']}s; "
                   f"best epoch {r['best_epoch']}: {best}")
             print(f"  model: {r['model_dir']}")
+            if r.get("encoder_choice"):
+                print("  " + encoder_choice_line(r["encoder_choice"]))
     if "score" in stages:
         s = stages["score"]
         print(f"recommendations -> {s['path']}")
@@ -288,6 +299,9 @@ def _run(spark, cfg: Config, args: argparse.Namespace):
     return pipeline.run_pipeline(spark, cfg, args.skip, args.movielens, args.resume)
 
 
+QUIET_LOGGERS = ("faiss.loader", "py4j", "matplotlib")
+
+
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """Entry point of the ``ytspark`` script and of ``jobs/*.py`` (which pass ``command``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -296,6 +310,8 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    for name in QUIET_LOGGERS:  # libraries' start-up chatter at INFO (FAISS's CPU-feature probing, py4j, fonts)
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:  # a wrong key, type or value fails here, in milliseconds, before Spark or any stage starts
         cfg = _config(args)
     except ConfigError as e:

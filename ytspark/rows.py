@@ -22,6 +22,10 @@ from ytspark import schema as S
 from ytspark import storage
 from ytspark.models.features import CANDIDATE_FIELDS
 
+# Petastorm 0.12 on pyarrow 14 warns of pyarrow's legacy dataset API from its reader threads on every row group
+# (FutureWarning, a line pair each: ~90 of them in one `make run`); they say nothing about the user's data.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+
 
 def dataset_url(path: str) -> str:
     """The Petastorm URL of a local path or a URL: ``file://`` for local paths, ``s3a://`` read as ``s3://``

@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 from pyspark.sql import functions as F
 
 from ytspark import schema as S
@@ -83,8 +84,11 @@ class AlsFactors:
 
 def indexed_interactions(fit: DataFrame) -> DataFrame:
     """``fit_watches`` rows with a dense integer ``user_idx`` (users sorted by id), as ALS needs."""
-    users = fit.select(S.USER_ID).distinct().withColumn(
-        S.USER_IDX, (F.row_number().over(Window.orderBy(S.USER_ID)) - 1).cast("int"))
+    # zipWithIndex over the sorted ids: a global row_number() window would pull every user into one partition
+    ids = fit.select(S.USER_ID).distinct().orderBy(S.USER_ID)
+    users = ids.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])).toDF(
+        T.StructType([ids.schema[S.USER_ID], T.StructField(S.USER_IDX, T.LongType(), False)])
+    ).withColumn(S.USER_IDX, F.col(S.USER_IDX).cast("int"))
     return fit.join(users, S.USER_ID).select(
         S.USER_ID, S.USER_IDX, F.col(S.VIDEO_IDX).cast("int"), F.col(COUNT).cast("float"))
 
