@@ -520,7 +520,7 @@ def flops_per_user(model_dir: str, ranker_dir: str | None, k: int) -> dict:
                 "widths": widths}
         if hasattr(rm, "factorised"):
             try:
-                src = json.loads((rmd.path / "vocab" / "source.json").read_text())["values"]
+                src = rmd.json("vocab/source.json")["values"]  # the path is a URL string
                 with torch.no_grad():
                     from ytspark.score.rank import _NEVER_SHOWN  # as serving builds it
                     fact = rm.factorised(("video_age_days",), dict(_NEVER_SHOWN),
