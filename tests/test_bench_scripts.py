@@ -1,4 +1,4 @@
-"""Scripts of bench/ that other checks rely on (pure pandas, no Spark): known answers on hand-built logs."""
+"""Scripts of bench/ that other checks rely on (no Spark): known answers on hand-built logs and worlds."""
 import importlib.util
 from pathlib import Path
 
@@ -43,3 +43,22 @@ def test_markov_check_ranks_the_follower_above_more_popular_videos():
     rows += [(u, m, t) for u in (5, 6) for m, t in ((20, 10), (21, 20), (22, 30))]
     r = pd.DataFrame(rows, columns=["userId", "movieId", "timestamp"])
     assert _bench("dense_subset").markov_check(r, k=1) == {"markov_hr@1": 0.5, "markov_ndcg@1": 0.5}
+
+
+def test_nightly_floor_counts_the_rankers_serving_path_and_the_sequence_encoders_positions(tmp_path, monkeypatch):
+    """bench/nightly.py's compute floor: the ranker's FLOPs per pair as serving computes them (a failure there
+    used to fall back silently to another count), and the sequence encoder's tower at every history position."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))  # its `import results`
+    nightly = _bench("nightly")
+    towers = {}
+    for encoder in ("bag", "sequence"):
+        args = argparse.Namespace(watches=5.0, impressions=5.0, covisit_weight=1.0, dim=16, encoder=encoder)
+        w = nightly.make_world(tmp_path / encoder, 200, 100, args, seed=3)
+        f = nightly.flops_per_user(w["model"], w["ranker"], 20)
+        pair = f["ranker_pair"]
+        assert "serving_error" not in pair and pair["serving"] == 2 * pair["serving_macs"]["factorised"] > 0
+        assert f["per_user"]["serving"] == f["user_tower"] + f["search"] + 20 * pair["serving"]
+        towers[encoder] = f["user_tower"]
+    assert towers["sequence"] > 50 * towers["bag"]  # 50 positions of attention layers against one tower pass
