@@ -229,9 +229,9 @@ def test_baselines_job_on_planted_blocks(spark, tmp_path):
 @pytest.mark.slow
 def test_indexed_interactions_number_users_densely_in_id_order(spark):
     """ALS's integer user index: 0..n-1 over the sorted user ids, every row keeping its own user and counts."""
+    from ytspark import schema as S
     from ytspark.evaluate.baselines import indexed_interactions
     from ytspark.evaluate.protocol import COUNT
-    from ytspark import schema as S
 
     rows = [("u3", 5, 2.0), ("u10", 7, 1.0), ("u1", 5, 1.0), ("u3", 9, 4.0), ("u2", 2, 1.0), ("u10", 2, 3.0)]
     fit = spark.createDataFrame(rows, [S.USER_ID, S.VIDEO_IDX, COUNT]).repartition(3)

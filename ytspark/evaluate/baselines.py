@@ -30,8 +30,8 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from ytspark import schema as S
 from ytspark.evaluate.metrics import ranking_metrics
