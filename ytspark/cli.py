@@ -299,7 +299,7 @@ def _run(spark, cfg: Config, args: argparse.Namespace):
     return pipeline.run_pipeline(spark, cfg, args.skip, args.movielens, args.resume)
 
 
-QUIET_LOGGERS = ("faiss.loader", "py4j", "matplotlib")
+QUIET_LOGGERS = ("faiss.loader", "py4j", "matplotlib", "petastorm")
 
 
 def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for name in QUIET_LOGGERS:  # libraries' start-up chatter at INFO (FAISS's CPU-feature probing, py4j, fonts)
+    for name in QUIET_LOGGERS:  # libraries' chatter at INFO (FAISS probing CPU features, Petastorm on plain Parquet)
         logging.getLogger(name).setLevel(logging.WARNING)
     try:  # a wrong key, type or value fails here, in milliseconds, before Spark or any stage starts
         cfg = _config(args)
