@@ -233,7 +233,8 @@ def _print_summary(command: str, result: dict) -> None:
         if stage in stages:
             r = stages[stage]
             best = ", ".join(f"{k}={v:.4f}" for k, v in r["best"].items() if isinstance(v, float))
-            print(f"{stage}: {r['epochs_run']} epochs, {r['global_step']} steps in {r['seconds']}s; "
+            both = " (the stage, both encoders)" if r.get("encoder_choice") else ""
+            print(f"{stage}: {r['epochs_run']} epochs, {r['global_step']} steps; {r['seconds']}s{both}; "
                   f"best epoch {r['best_epoch']}: {best}")
             print(f"  model: {r['model_dir']}")
             if r.get("encoder_choice"):
