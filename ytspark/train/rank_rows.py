@@ -234,8 +234,9 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
         held = (F.col(S.SPLIT) == "train") & calibration_users(F.col(S.USER_ID), share)
         rows = rows.withColumn(S.SPLIT, F.when(held, F.lit(S.CALIBRATION)).otherwise(F.col(S.SPLIT)))
     with storage.atomic_dir(spark, out_dir) as tmp:
-        rows.write.parquet(f"{tmp}/_all")
-        allr = spark.read.parquet(f"{tmp}/_all")
+        # every split at once, deleted before the publish ("_all" read as a hidden path: Spark warned of it)
+        rows.write.parquet(f"{tmp}/all_splits")
+        allr = spark.read.parquet(f"{tmp}/all_splits")
         counts = {r[S.SPLIT]: int(r["count"]) for r in allr.groupBy(S.SPLIT).count().collect()}
         counts = {s: counts.get(s, 0) for s in splits}
         if counts["train"] == 0:
@@ -246,7 +247,7 @@ def build_rank_rows(spark: SparkSession, cfg: Config, prepared: str, candidate_m
                             int(p["target_shards"]), int(p["row_groups_per_shard"]) if split == "train" else 1)
         quantiles = fit_quantiles(spark.read.parquet(f"{tmp}/train"), S.RANK_CONTINUOUS, int(p["quantiles"]),
                                   float(p.get("quantile_rel_error", 0.001)))
-        storage.delete(spark, f"{tmp}/_all")
+        storage.delete(spark, f"{tmp}/all_splits")
         manifest = {"key": key, "mode": "impressions" if impressions else "candidate_negatives", "rows": counts,
                     "prepared": prepared, "candidate_model": str(md.path), "seconds": round(time.time() - t0, 1)}
         storage.write_json(spark, f"{tmp}/quantiles.json", {"ranking": quantiles})
