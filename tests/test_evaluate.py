@@ -225,8 +225,6 @@ def test_baselines_job_on_planted_blocks(spark, tmp_path):
     assert "| als |" in report and "| popularity |" in report and (tmp_path / "report" / "hr_at_k.png").exists()
 
 
-@pytest.mark.spark
-@pytest.mark.slow
 def test_indexed_interactions_number_users_densely_in_id_order(spark):
     """ALS's integer user index: 0..n-1 over the sorted user ids, every row keeping its own user and counts."""
     from ytspark import schema as S
@@ -242,6 +240,8 @@ def test_indexed_interactions_number_users_densely_in_id_order(spark):
     assert str(got[S.USER_IDX].dtype) == "int32"
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_als_grid_fitted_in_parallel_gives_the_figures_and_choice_of_one_at_a_time(spark, tmp_path):
     """Grid points fitted from several driver threads at once: the same rows, in grid order, the same choice
     and the same validation lists as fitting them one by one. On this log the first two points tie on HR@1,
