@@ -1,5 +1,5 @@
-"""Ablation of the candidate network in the style of the paper's Figure 6: inputs added one at a time, then depth,
-then the co-visitation source fused with the linear network (ytspark.models.covisit).
+"""Ablation of the candidate network (the bag encoder) in the style of the paper's Figure 6: inputs added one at
+a time, then depth, then the co-visitation source fused with the linear network (ytspark.models.covisit).
 
     .venv/bin/python bench/ablation.py --prepared out/prepared [--epochs 5] [--only NAME ...]
 
@@ -71,9 +71,8 @@ def main() -> None:
         depth = [] if any(o.startswith("candidate.hidden") for o in over) else [BASE_DEPTH]
         fused = name == COVISIT  # the other rows measure the network alone
         cfg = load_config(args.profile, ['candidate.encoder="bag"', *depth, *over, f"candidate.epochs={args.epochs}",
-                                         "train.progress=false",
-                                         "train.patience=2", *([] if fused else ["candidate.covisit_weights=[]"]),
-                                         *args.overrides])
+                                         "train.progress=false", "train.patience=2",
+                                         *([] if fused else ["candidate.covisit_weights=[]"]), *args.overrides])
         t = time.time()
         with tempfile.TemporaryDirectory(prefix="ytspark-ablation-") as models:
             r = train(cfg, "candidate", args.prepared, models)
