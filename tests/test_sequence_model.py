@@ -16,7 +16,7 @@ from ytspark import schema as S
 from ytspark.models.candidate import CandidateConfig, CandidateModel
 from ytspark.models.features import batch_from_numpy
 from ytspark.models.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
-from ytspark.models.sequence import gap_buckets
+from ytspark.models.sequence import future_targets, gap_buckets
 from ytspark.train.candidate_task import SampledSoftmax
 from ytspark.train.sequence_task import AllPositionsSoftmax, sequence_batch
 
@@ -90,7 +90,8 @@ def cut_at(rows: dict, b: int, j: int) -> dict:
 
 def positions(model, rows):
     sb = sequence_batch(rows)
-    return model.seq.positions(model, sb.rows, sb.seq_next, sb.search_from)
+    u, y = model.seq.positions(model, sb.rows, sb.seq_next, sb.search_from)
+    return u, y[:, 0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -179,6 +180,49 @@ def test_all_positions_loss_is_the_mean_of_the_per_position_losses(num_sampled):
     if num_sampled >= V:  # the exact softmax
         u, y = positions(model, rows)
         torch.testing.assert_close(loss, full_softmax_loss(u, model.out_emb, model.out_bias, y))
+
+
+
+def test_horizon_targets_are_the_later_watches_of_the_window_never_an_input():
+    """Target d of position j is the (d+1)-th watch after slot j: the label or a newer slot, never slot >= j."""
+    rows = random_rows(4)
+    nxt, hist, label = rows[S.SEQ_NEXT], rows[S.CAND_WATCH_HIST], rows[S.CAND_LABEL]
+    ft = future_targets(torch.from_numpy(nxt), 4).numpy()
+    assert ft.shape == (*nxt.shape, 4)
+    np.testing.assert_array_equal(ft[..., 0], nxt)
+    checked = 0
+    for b, j, d in np.ndindex(*ft.shape):
+        newer = j - d - 1  # the slot of the (d+1)-th watch after slot j; -1 = the row's label
+        if newer < -1:
+            assert ft[b, j, d] == 0  # past the window's label: no target
+        elif ft[b, j, d]:
+            assert ft[b, j, d] == (label[b] if newer == -1 else hist[b, newer])
+            checked += d > 0
+    assert checked > 10
+
+
+def test_horizon_loss_is_the_weighted_mean_of_each_offsets_loss():
+    """horizon 3, decay 0.5: (L_1 + 0.5 L_2 + 0.25 L_3) / 1.75, L_d the mean over positions with a next target
+    and a d-th one, each computed on the row cut at the position (exact softmax)."""
+    model, rows = seq_model(6), random_rows(6)
+    counts = np.arange(V, dtype=np.float64)
+    loss = AllPositionsSoftmax(model, UnigramSampler(counts, seed=3), 1000, horizon=3, decay=0.5)(
+        sequence_batch(rows))
+    nxt = rows[S.SEQ_NEXT]
+    per_offset = []
+    for d in range(3):
+        per = []
+        for b, j in zip(*np.nonzero(nxt >= 2)):
+            if j - d >= 0 and nxt[b, j - d] >= 2:
+                cut = batch_from_numpy(cut_at(rows, b, j))
+                per.append(full_softmax_loss(model.user_vector(cut), model.out_emb, model.out_bias,
+                                             torch.tensor([int(nxt[b, j - d])])))
+        assert per
+        per_offset.append(torch.stack(per).mean())
+    expected = (per_offset[0] + 0.5 * per_offset[1] + 0.25 * per_offset[2]) / 1.75
+    torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
+    plain = AllPositionsSoftmax(model, UnigramSampler(counts, seed=3), 1000)(sequence_batch(rows))
+    torch.testing.assert_close(plain, per_offset[0], atol=1e-4, rtol=1e-5)
 
 
 # ---- known answer: the next item is a fixed function of the previous two

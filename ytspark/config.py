@@ -178,6 +178,10 @@ class CandidateTrainConfig:
     seq_batch_size: int = 16  # per rank, encoder = sequence: user windows (up to history_length examples each)
     seq_lr: float = 0.003  # encoder = sequence: Adam learning rate (multiplied by the number of ranks)
     seq_num_sampled: int = 1024  # encoder = sequence: sampled-softmax negatives per step (every position shares them)
+    # encoder = sequence: each position's targets are the next seq_horizon watches after it, the d-th weighted
+    # seq_horizon_decay^(d-1) (1 = the next watch alone; conf/default.toml says what 3 / 0.7 bought)
+    seq_horizon: int = 3
+    seq_horizon_decay: float = 0.7
     epochs: int = 6
     lr: float = 0.002  # Adam, multiplied by the number of ranks
     weight_decay: float = 0.0
@@ -548,7 +552,9 @@ def validate(cfg: Config) -> None:
     c.one_of("candidate.recency", CANDIDATE_RECENCY)
     c.one_of("candidate.encoder", CANDIDATE_ENCODERS)
     c.one_of("candidate.query_gap", CANDIDATE_QUERY_GAPS)
-    c.at_least(1, "candidate.seq_batch_size", "candidate.seq_num_sampled", "prepare.sequence_windows")
+    c.at_least(1, "candidate.seq_batch_size", "candidate.seq_num_sampled", "prepare.sequence_windows",
+               "candidate.seq_horizon")
+    c.between("candidate.seq_horizon_decay", 0, 1, lo_open=True)
     c.at_least(0, "prepare.sequence_stride")
     c.above(0, "candidate.seq_lr")
     # the attention layers' keys: checked once, for the first of encoder = sequence | auto or recency = attention

@@ -141,8 +141,10 @@ class SequenceEncoder(nn.Module):
         return self._out(m, h, search, demo, batch.example_age_days, batch.since_last_watch_days)
 
     def positions(self, m: "CandidateModel", batch: "CandidateBatch", seq_next: torch.Tensor,
-                  search_from: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u [N, D], targets [N]) at every position j with ``seq_next[:, j] >= 2``: one pass over the rows.
+                  search_from: torch.Tensor, horizon: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u [N, D], targets [N, horizon]) at every position j with ``seq_next[:, j] >= 2``: one pass over
+        the rows. Target d of position j is the (d+1)-th watch after it, ``seq_next[:, j - d]`` (0, no
+        target, past the window's newest slot): later watches of the same window, never an input of j.
 
         Position j: input slots >= j, example age = row's + age of its target, time since its last watch =
         age[j] - age of its target (slot 0: the row's since_last_watch_days), searches search_hist[from_j:].
@@ -159,7 +161,16 @@ class SequenceEncoder(nn.Module):
         search = _search_bags(m, batch.search_hist, search_from)[sel] if m.config.use_searches else None
         demo = batch_demographics(m, batch)[rows] if m.config.use_demographics else None
         u = self._out(m, states[sel], search, demo, ex_age[sel], since[sel])
-        return u, seq_next[sel]
+        return u, future_targets(seq_next, horizon)[sel]
+
+
+def future_targets(seq_next: torch.Tensor, horizon: int) -> torch.Tensor:
+    """[B, H] next watch per slot (most recent first) -> [B, H, horizon]: target d of slot j is
+    ``seq_next[:, j - d]``, 0 where j - d < 0 (after the window's label)."""
+    cols = [seq_next]
+    for d in range(1, horizon):
+        cols.append(torch.cat([torch.zeros_like(seq_next[:, :d]), seq_next[:, :-d]], dim=1)[:, :seq_next.shape[1]])
+    return torch.stack(cols, dim=-1)
 
 
 def batch_demographics(m: "CandidateModel", batch: "CandidateBatch") -> torch.Tensor:

@@ -53,18 +53,29 @@ def sequence_batch(cols: dict) -> SequenceBatch:
 
 
 class AllPositionsSoftmax(nn.Module):
-    """forward(SequenceBatch) -> the sampled-softmax loss averaged over every position with a target."""
+    """forward(SequenceBatch) -> the sampled-softmax loss averaged over every position with a target.
 
-    def __init__(self, model: CandidateModel, sampler: Sampler, num_sampled: int):
+    ``horizon`` > 1: each position also predicts the watches after its next one (the d-th after it with
+    weight ``decay`` ** (d - 1)), a loss per offset averaged over the positions that have that target, then
+    a weighted mean of the offsets: the encoder learns what the user watches soon, not only the next
+    item of a session whose order may be noise (a batch of ratings, a burst of same-second watches)."""
+
+    def __init__(self, model: CandidateModel, sampler: Sampler, num_sampled: int, horizon: int = 1,
+                 decay: float = 1.0):
         super().__init__()
         if model.config.encoder != "sequence":
             raise ValueError("AllPositionsSoftmax needs a CandidateModel with encoder='sequence'")
+        if horizon < 1:
+            raise ValueError(f"AllPositionsSoftmax: horizon must be >= 1, got {horizon}")
         self.model, self.sampler, self.num_sampled = model, sampler, num_sampled
+        self.weights = [decay ** d for d in range(horizon)]
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         m = self.model
-        u, y = m.seq.positions(m, batch.rows, batch.seq_next, batch.search_from)
-        return sampled_softmax_loss(u, m.out_emb, m.out_bias, y, self.sampler, self.num_sampled)
+        u, y = m.seq.positions(m, batch.rows, batch.seq_next, batch.search_from, horizon=len(self.weights))
+        total = sum(w * sampled_softmax_loss(u, m.out_emb, m.out_bias, y[:, d], self.sampler, self.num_sampled)
+                    for d, w in enumerate(self.weights))
+        return total / sum(self.weights)
 
 
 class SequenceTask(CandidateTask):
@@ -102,7 +113,7 @@ class SequenceTask(CandidateTask):
     def loss_module(self, model: CandidateModel, rank: int) -> nn.Module:
         c = self.cfg.candidate
         sampler = UnigramSampler(self.label_counts(), alpha=c.sampler_alpha, seed=self.cfg.train.seed + rank)
-        return AllPositionsSoftmax(model, sampler, c.seq_num_sampled)
+        return AllPositionsSoftmax(model, sampler, c.seq_num_sampled, c.seq_horizon, c.seq_horizon_decay)
 
     def to_batch(self, cols: dict) -> SequenceBatch:
         return sequence_batch(cols)
