@@ -114,7 +114,8 @@ def main() -> None:
                       "num_sampled": cfg0.candidate.num_sampled, "batch_size": cfg0.candidate.batch_size,
                       "attn_layers": cfg0.candidate.attn_layers,
                       "attn_heads": cfg0.candidate.attn_heads, "seq_num_sampled": cfg0.candidate.seq_num_sampled,
-                      "seq_batch_size": cfg0.candidate.seq_batch_size}, rows=rows)
+                      "seq_batch_size": cfg0.candidate.seq_batch_size, "seq_horizon": cfg0.candidate.seq_horizon,
+                      "seq_horizon_decay": cfg0.candidate.seq_horizon_decay}, rows=rows)
     R.finish("train", doc, render, args, AREA)
 
 
@@ -136,7 +137,9 @@ def render(doc: dict) -> str:
         "after.  ",
         (f"Model: the sequence encoder, embed {m['embed_dim']}, {m.get('attn_layers')} layers x "
          f"{m.get('attn_heads')} heads, {m.get('seq_batch_size')} windows a step, {m.get('seq_num_sampled')} "
-         "sampled negatives shared by every position (rows are user windows).  "
+         "sampled negatives shared by every position"
+         + (f", each position's next {m['seq_horizon']} watches as targets (decay {m['seq_horizon_decay']})"
+            if m.get("seq_horizon", 1) > 1 else "") + " (rows are user windows).  "
          if doc.get("encoder") == "sequence" else
          f"Model: embed {m['embed_dim']}, tower {m['hidden']}, {m['num_sampled']} sampled negatives; "
          f"{doc['mflop_per_example']:.2f} MFLOP per training example (dense matmuls, fwd+bwd).  "),
