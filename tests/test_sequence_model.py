@@ -182,7 +182,6 @@ def test_all_positions_loss_is_the_mean_of_the_per_position_losses(num_sampled):
         torch.testing.assert_close(loss, full_softmax_loss(u, model.out_emb, model.out_bias, y))
 
 
-
 def test_horizon_targets_are_the_later_watches_of_the_window_never_an_input():
     """Target d of position j is the (d+1)-th watch after slot j: the label or a newer slot, never slot >= j."""
     rows = random_rows(4)

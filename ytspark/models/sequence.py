@@ -31,6 +31,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ytspark import schema as S
@@ -167,10 +168,8 @@ class SequenceEncoder(nn.Module):
 def future_targets(seq_next: torch.Tensor, horizon: int) -> torch.Tensor:
     """[B, H] next watch per slot (most recent first) -> [B, H, horizon]: target d of slot j is
     ``seq_next[:, j - d]``, 0 where j - d < 0 (after the window's label)."""
-    cols = [seq_next]
-    for d in range(1, horizon):
-        cols.append(torch.cat([torch.zeros_like(seq_next[:, :d]), seq_next[:, :-d]], dim=1)[:, :seq_next.shape[1]])
-    return torch.stack(cols, dim=-1)
+    H = seq_next.shape[1]
+    return torch.stack([F.pad(seq_next, (d, 0))[:, :H] for d in range(horizon)], dim=-1)
 
 
 def batch_demographics(m: "CandidateModel", batch: "CandidateBatch") -> torch.Tensor:
